@@ -1,0 +1,1 @@
+"""One module per ``pnerf`` subcommand (see pnerf_fast/cli.py)."""

@@ -1,0 +1,1 @@
+"""Subject folder format, validating loader and the synthetic light stage."""

@@ -1,0 +1,1 @@
+"""Canonical face space: landmarks, mean face, similarity transforms, photo alignment."""

@@ -1,0 +1,1 @@
+"""Encodings, MLP backends, the radiance field and its presets."""

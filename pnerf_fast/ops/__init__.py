@@ -1,0 +1,1 @@
+"""Native kernels, each with an autograd wrapper and a pure-PyTorch reference."""

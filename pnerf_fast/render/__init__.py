@@ -1,0 +1,1 @@
+"""Cameras, camera paths, the chunked renderer and video output."""

@@ -1,0 +1,1 @@
+"""Meta and joint pretraining, finetuning, checkpoints."""
