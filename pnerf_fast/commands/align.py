@@ -1,0 +1,53 @@
+"""pnerf align: one real photo -> a subject folder ready for finetuning."""
+NAME = "align"
+HELP = "Detect the face in a photo (offline, MediaPipe), frame it like the rig's frontal camera and write a subject folder."
+
+
+def add_arguments(p):
+    p.add_argument("photo", help="input photo (any format PIL reads; EXIF rotation is applied)")
+    p.add_argument("--out", required=True, metavar="DIR", help="subject folder to write (replaced if it is already a subject folder)")
+    p.add_argument("--res", type=int, default=128, help="output resolution in pixels, square (default: 128)")
+    p.add_argument("--preview", metavar="PNG", help="also write a preview with the 24 landmarks drawn")
+    p.add_argument("--refine-landmarks", action="store_true", help="MediaPipe's refined eye/lip model (slower; same 24 points)")
+
+
+def run(args):
+    import logging
+    import warnings
+
+    from ..face.align import align_photo, draw_landmarks
+
+    if args.res < 16:
+        raise ValueError(f"--res must be at least 16, got {args.res}")
+    logging.getLogger("pnerf_fast.face.align").setLevel(logging.ERROR)  # warnings are printed below instead
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        aligned = align_photo(args.photo, None, res=args.res, refine_landmarks=args.refine_landmarks)
+    for w in caught:
+        print(f"warning: {w.message}")
+    out = aligned.save(args.out)
+
+    w, h = aligned.photo_size
+    x0, y0, x1, y1 = aligned.crop_box
+    t = aligned.canonical_transform()
+    faces = f"{aligned.num_faces} face" + ("s (using the largest)" if aligned.num_faces > 1 else "")
+    print(f"photo:     {aligned.source} ({w}x{h}), {faces}, via {aligned.detection_method}")
+    print(f"crop:      x {x0:.1f}..{x1:.1f}, y {y0:.1f}..{y1:.1f} ({x1 - x0:.1f} px square"
+          f"{f', {aligned.outside_fraction:.0%} outside the photo (edge pixels repeated)' if aligned.outside_fraction > 0.005 else ''})"
+          f" -> {aligned.res}x{aligned.res}" + (" (upsampled)" if aligned.crop_scale > 1 else ""))
+    print(f"camera:    rig frontal camera, {aligned.res}x{aligned.res}, fx = {aligned.camera.fx:.2f} px")
+    print(f"landmarks: 24 lifted to 3D; fit to the template: rms {aligned.template_fit_rms():.3f} units, "
+          f"scale {t.scale:.3f}, rotation {_angle_deg(t.rotation):.1f} deg")
+    if aligned.alpha is not None:
+        print("alpha:     kept as the view's mask (RGBA PNG)")
+    print(f"wrote:     {out}/ (transforms.json, face.json, images/frontal.png)")
+    if args.preview:
+        draw_landmarks(aligned, args.preview)
+        print(f"preview:   {args.preview}")
+    return 0
+
+
+def _angle_deg(r) -> float:
+    import numpy as np
+
+    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1))))

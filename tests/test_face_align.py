@@ -1,0 +1,281 @@
+"""Photo -> subject folder (pnerf_fast.face.align) on the scikit-image astronaut portrait.
+
+MediaPipe runs offline (its models ship in the wheel). One alignment of the astronaut
+is shared by most tests (module fixture); the input-handling tests each run one more
+detection (~0.1 s each after the first import).
+"""
+import json
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("mediapipe")
+skimage_data = pytest.importorskip("skimage.data")
+
+from pnerf_fast.data import rig  # noqa: E402
+from pnerf_fast.data.format import load_subject  # noqa: E402
+from pnerf_fast.face import landmarks as lm  # noqa: E402
+from pnerf_fast.face.align import (  # noqa: E402
+    FaceAlignmentError,
+    align_photo,
+    detect_landmarks,
+    draw_landmarks,
+    load_photo,
+)
+from pnerf_fast.face.mediapipe_map import MAPPING, MEDIAPIPE_TO_PNERF24  # noqa: E402
+
+I = lm.INDEX
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return skimage_data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def aligned(astronaut):
+    return align_photo(astronaut)
+
+
+@pytest.fixture(scope="module")
+def astronaut_png(tmp_path_factory, astronaut):
+    p = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    Image.fromarray(astronaut).save(p)
+    return p
+
+
+# ---------------------------------------------------------------- the mapping table
+
+def test_mediapipe_map_is_complete_and_ordered():
+    assert len(MEDIAPIPE_TO_PNERF24) == lm.NUM_LANDMARKS
+    assert len(set(MEDIAPIPE_TO_PNERF24)) == lm.NUM_LANDMARKS
+    assert all(0 <= i < 468 for i in MEDIAPIPE_TO_PNERF24)
+    assert [m[0] for m in MAPPING] == list(lm.NAMES)
+
+
+# ---------------------------------------------------------------- the astronaut
+
+def test_astronaut_one_face_and_output_shapes(aligned):
+    assert aligned.num_faces == 1
+    assert aligned.image.shape == (128, 128, 3) and aligned.image.dtype == np.float32
+    assert 0.0 <= aligned.image.min() and aligned.image.max() <= 1.0
+    assert aligned.alpha is None
+    assert aligned.landmarks_world.shape == (24, 3)
+    assert aligned.landmarks_2d.shape == (24, 2)
+    assert aligned.mediapipe_2d.shape == (468, 2)
+    assert aligned.photo_size == (512, 512)
+    cam = rig.frontal_camera(128)
+    assert (aligned.camera.fx, aligned.camera.cx, aligned.camera.width) == (cam.fx, cam.cx, cam.width)
+    np.testing.assert_array_equal(aligned.camera.c2w, cam.c2w)
+
+
+def test_astronaut_landmarks_sit_in_plausible_places(aligned):
+    uv = aligned.landmarks_2d  # image pixels, v grows downwards
+    eyes_v = uv[[I["eye_right_outer"], I["eye_right_inner"], I["eye_left_inner"], I["eye_left_outer"]], 1]
+    brows_v = uv[[I["brow_right_mid"], I["brow_left_mid"]], 1]
+    nose_v = uv[I["nose_tip"], 1]
+    mouth_v = uv[[I["upper_lip_top"], I["lower_lip_bottom"]], 1]
+    assert brows_v.max() < eyes_v.min()
+    assert eyes_v.max() < nose_v < uv[I["subnasale"], 1] < mouth_v.min()
+    assert mouth_v.max() < uv[I["chin"], 1]
+    # The subject's right eye is on the image left; the mouth corners too.
+    assert uv[I["eye_right_outer"], 0] < uv[I["eye_right_inner"], 0] < uv[I["eye_left_inner"], 0] < uv[I["eye_left_outer"], 0]
+    assert uv[I["mouth_right_corner"], 0] < uv[I["upper_lip_top"], 0] < uv[I["mouth_left_corner"], 0]
+    assert uv[I["jaw_right_top"], 0] < uv[I["eye_right_outer"], 0]
+    assert uv[I["eye_left_outer"], 0] < uv[I["jaw_left_top"], 0]
+    # Everything inside the crop.
+    assert (uv > 0).all() and (uv < 128).all()
+    # In 3D: the nose tip is the landmark nearest the camera, the subject's right is -x.
+    w = aligned.landmarks_world
+    assert w[I["nose_tip"], 2] == w[:, 2].max()
+    assert w[I["eye_right_outer"], 0] < 0 < w[I["eye_left_outer"], 0]
+
+
+def test_astronaut_is_framed_like_the_rig_template(aligned):
+    tmpl_uv, _ = aligned.camera.project(lm.TEMPLATE)
+    rms = np.sqrt(((aligned.landmarks_2d - tmpl_uv) ** 2).sum(1).mean())
+    assert rms < 0.06 * 128          # measured ~4 px at 128
+    # Least-squares framing: the centroids coincide.
+    np.testing.assert_allclose(aligned.landmarks_2d.mean(0), tmpl_uv.mean(0), atol=1e-9)
+
+
+def test_astronaut_landmarks_lift_consistently(aligned):
+    uv, depth = aligned.camera.project(aligned.landmarks_world)
+    np.testing.assert_allclose(uv, aligned.landmarks_2d, atol=1e-9)
+    _, tmpl_depth = aligned.camera.project(lm.TEMPLATE)
+    assert depth.mean() == pytest.approx(tmpl_depth.mean(), abs=1e-9)
+    # Relative depth comes through: the nose tip is in front of the eyes, which are in front of the jaw top.
+    assert depth[I["nose_tip"]] < depth[I["eye_right_outer"]] < depth[I["jaw_right_top"]]
+
+
+def test_astronaut_canonical_transform_is_sane(aligned):
+    t = aligned.canonical_transform()
+    assert np.linalg.det(t.rotation) == pytest.approx(1.0, abs=1e-9)
+    assert 0.75 < t.scale < 1.33
+    angle = np.degrees(np.arccos(np.clip((np.trace(t.rotation) - 1) / 2, -1, 1)))
+    assert angle < 25.0              # a frontal portrait; measured ~11.5 deg (mostly pitch)
+    assert np.linalg.norm(t.translation) < 0.3
+    assert aligned.template_fit_rms() < 0.15  # measured 0.087 (template head is 1.6 wide)
+
+
+def test_astronaut_subject_folder_roundtrip(aligned, tmp_path):
+    out = aligned.save(tmp_path / "astro")
+    s = load_subject(out)
+    assert s.num_views == 1 and s.frontal_index == 0 and s.masks is None
+    np.testing.assert_allclose(s.images[0], aligned.image, atol=1 / 255)
+    np.testing.assert_allclose(s.landmarks, aligned.landmarks_world, atol=1e-12)
+    np.testing.assert_array_equal(s.cameras[0].c2w, rig.frontal_camera(128).c2w)
+    assert s.cameras[0].fx == pytest.approx(rig.frontal_camera(128).fx)
+    (l2d,) = s.landmarks_2d.values()
+    np.testing.assert_allclose(l2d, aligned.landmarks_2d, atol=1e-9)
+    assert s.meta["photo_size"] == [512, 512]
+    assert s.meta["crop_box"] == pytest.approx(list(aligned.crop_box))
+    assert s.meta["num_faces"] == 1
+    # Refuses to replace a folder that is not a subject folder.
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a subject folder"):
+        aligned.save(other)
+    assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_preview_drawing(aligned, tmp_path):
+    img = draw_landmarks(aligned, tmp_path / "p.png", scale=3)
+    assert img.shape == (384, 384, 3) and img.dtype == np.uint8
+    assert Image.open(tmp_path / "p.png").size == (384, 384)
+
+
+def test_cli_align_writes_a_valid_subject(astronaut_png, tmp_path, capsys):
+    from pnerf_fast.cli import main
+
+    out = tmp_path / "subj"
+    rc = main(["align", str(astronaut_png), "--out", str(out), "--res", "64", "--preview", str(tmp_path / "prev.png")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "1 face" in text and "crop:" in text and str(out) in text
+    s = load_subject(out)
+    assert s.images.shape == (1, 64, 64, 3)
+    assert s.cameras[0].width == 64 and s.cameras[0].fx == pytest.approx(rig.frontal_camera(64).fx)
+    assert (tmp_path / "prev.png").is_file()
+    face = json.loads((out / "face.json").read_text())
+    assert face["meta"]["photo"] == str(astronaut_png)
+
+
+def test_cli_reports_bad_photo_with_its_name(tmp_path, capsys):
+    from pnerf_fast.cli import main
+
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("hello")
+    assert main(["align", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "notes.jpg" in err and "not a readable image" in err
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- input handling
+
+def test_exif_rotated_photo_is_turned_upright(astronaut, aligned, tmp_path):
+    # Store the pixels rotated 90 deg counter-clockwise with orientation 6
+    # ("rotate 90 CW to display"): a correct loader shows the upright face.
+    im = Image.fromarray(astronaut).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    p = tmp_path / "rotated.jpg"
+    im.save(p, exif=exif, quality=95)
+    rgb, _, _ = load_photo(p)
+    assert rgb.shape == (512, 512, 3)
+    r = align_photo(p)
+    np.testing.assert_allclose(r.crop_box, aligned.crop_box, atol=3.0)
+    assert r.landmarks_2d[I["nose_tip"], 1] > r.landmarks_2d[I["eye_right_outer"], 1]
+
+
+def test_grayscale_photo(astronaut, tmp_path):
+    p = tmp_path / "gray.png"
+    Image.fromarray(astronaut).convert("L").save(p)
+    r = align_photo(p)
+    assert r.num_faces == 1 and r.image.shape == (128, 128, 3)
+    np.testing.assert_array_equal(r.image[..., 0], r.image[..., 1])
+
+
+def test_rgba_photo_keeps_alpha_as_mask(astronaut, tmp_path):
+    alpha = np.full(astronaut.shape[:2], 255, np.uint8)
+    alpha[:70] = 0              # the top of the photo (hair, above the crop box top at y~42) is transparent
+    p = tmp_path / "cutout.png"
+    Image.fromarray(np.dstack([astronaut, alpha]), "RGBA").save(p)
+    r = align_photo(p, tmp_path / "subj")
+    assert r.alpha is not None and r.alpha.shape == (128, 128)
+    assert r.alpha.max() == pytest.approx(1.0) and r.alpha.min() < 0.5
+    s = load_subject(tmp_path / "subj")
+    assert s.masks is not None
+    np.testing.assert_allclose(s.masks[0], r.alpha, atol=1 / 255)
+
+
+def test_tiny_photo_is_upscaled_and_too_tiny_is_refused(astronaut):
+    import cv2
+
+    small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)  # face ~35 px wide
+    r = align_photo(small)
+    assert r.num_faces == 1 and r.crop_scale > 1.0
+    np.testing.assert_allclose(np.array(r.crop_box) * 4, align_photo(astronaut).crop_box, atol=6.0)
+    tiny = cv2.resize(astronaut, (40, 40), interpolation=cv2.INTER_AREA)
+    with pytest.raises(FaceAlignmentError, match="too small"):
+        align_photo(tiny)
+
+
+def test_huge_photo_is_downscaled_for_detection(astronaut, aligned):
+    import cv2
+
+    big = cv2.resize(astronaut, (2560, 2560), interpolation=cv2.INTER_LINEAR)
+    r = align_photo(big)
+    assert r.photo_size == (2560, 2560)
+    np.testing.assert_allclose(np.array(r.crop_box) / 5.0, aligned.crop_box, atol=2.0)
+
+
+def test_several_faces_take_the_largest_with_a_warning(astronaut):
+    import cv2
+
+    canvas = np.full((512, 1024, 3), 200, np.uint8)
+    canvas[:, :512] = astronaut
+    canvas[56:456, 568:968] = cv2.resize(astronaut[:, ::-1], (400, 400), interpolation=cv2.INTER_AREA)
+    with pytest.warns(UserWarning, match="found 2 faces; using the largest"):
+        det = detect_landmarks(canvas)
+    assert det.num_faces == 2
+    assert det.bbox[2] < 512                       # the left (full-size) astronaut
+    assert len(det.all_bboxes) == 2 and det.all_bboxes[1][0] > 512
+
+
+def test_flat_gray_image_has_no_face(tmp_path):
+    p = tmp_path / "flat_gray.png"
+    Image.fromarray(np.full((300, 300, 3), 128, np.uint8)).save(p)
+    with pytest.raises(FaceAlignmentError, match=r"flat_gray\.png: no face found"):
+        align_photo(p)
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("empty.png", b"", "empty"),
+        ("text.png", b"this is not an image", "not a readable image"),
+        ("truncated.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not a readable image|cannot decode"),
+    ],
+)
+def test_bad_files_are_clear_errors_naming_the_file(tmp_path, name, content, match):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(FaceAlignmentError, match=match) as e:
+        align_photo(p)
+    assert name in str(e.value)
+
+
+def test_missing_file_and_bad_arrays(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.png"):
+        align_photo(tmp_path / "nowhere.png")
+    with pytest.raises(FaceAlignmentError, match="HxWx3"):
+        align_photo(np.zeros((10, 10, 5), np.uint8))
+    with pytest.raises(FaceAlignmentError, match="uint8 RGB"):
+        detect_landmarks(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="res"):
+        align_photo(np.zeros((64, 64, 3), np.uint8), res=4)
