@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
 DEFAULT_CUDA_ARCHS = "8.0;8.6;9.0"
 
-CXX_FLAGS = ["-O3", "-std=c++17", "-fno-fast-math"]
+CXX_FLAGS = ["-O3", "-std=c++20", "-fno-fast-math"]  # torch >= 2.10 headers need C++20
 NVCC_FLAGS = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
 
 

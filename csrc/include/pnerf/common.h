@@ -16,6 +16,14 @@
 
 namespace pnerf {
 
+// Float and double overloads on the host; CUDA provides the same names on the device.
+using std::ceil;
+using std::exp;
+using std::fabs;
+using std::floor;
+using std::log;
+using std::sqrt;
+
 template <typename T>
 struct Vec3 {
   T x, y, z;

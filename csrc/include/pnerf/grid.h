@@ -1,0 +1,90 @@
+// Multi-resolution occupancy grid in canonical space (nerfacc / instant-ngp style).
+// Level l covers the level-0 box scaled by 2^l about its centre; every level has
+// res^3 cells, stored as bytes (0 empty, 1 occupied) in [levels, res, res, res]
+// order, x slowest. A point's level is the smallest l with max_i |p_i - c_i| / h_i < 2^l.
+#pragma once
+#include "pnerf/common.h"
+
+namespace pnerf {
+
+template <typename T>
+struct GridSpec {
+  const uint8_t* bits;  // [levels * res^3] or nullptr (every cell occupied)
+  int levels;
+  int res;
+  T center[3];
+  T half[3];  // level-0 half extent per axis
+};
+
+// Level of point p, or -1 when it lies outside the coarsest level.
+template <typename T>
+PNERF_HD int grid_level(const GridSpec<T>& g, Vec3<T> p) {
+  T mx = max_(max_(fabs(p.x - g.center[0]) / g.half[0], fabs(p.y - g.center[1]) / g.half[1]),
+              fabs(p.z - g.center[2]) / g.half[2]);
+  T bound = T(1);
+  for (int l = 0; l < g.levels; ++l, bound *= T(2)) {
+    if (mx < bound) return l;
+  }
+  return -1;
+}
+
+template <typename T>
+PNERF_HD int cell_coord(T p, T c, T h, T scale, int res) {
+  const T lo = c - h * scale;
+  const T u = (p - lo) / (T(2) * h * scale) * T(res);
+  int i = (int)floor(u);
+  return i < 0 ? 0 : (i >= res ? res - 1 : i);
+}
+
+// Flat cell index of p, or -1 outside the grid.
+template <typename T>
+PNERF_HD int64_t grid_cell(const GridSpec<T>& g, Vec3<T> p, int* level_out = nullptr) {
+  const int l = grid_level(g, p);
+  if (level_out) *level_out = l;
+  if (l < 0) return -1;
+  const T scale = T(int64_t(1) << l);
+  const int ix = cell_coord(p.x, g.center[0], g.half[0], scale, g.res);
+  const int iy = cell_coord(p.y, g.center[1], g.half[1], scale, g.res);
+  const int iz = cell_coord(p.z, g.center[2], g.half[2], scale, g.res);
+  return ((int64_t(l) * g.res + ix) * g.res + iy) * g.res + iz;
+}
+
+template <typename T>
+PNERF_HD bool grid_occupied(const GridSpec<T>& g, Vec3<T> p) {
+  if (g.bits == nullptr) return grid_level(g, p) >= 0;
+  const int64_t c = grid_cell(g, p);
+  return c >= 0 && g.bits[c] != 0;
+}
+
+// Parametric distance along (o, d) at which the ray leaves the cell holding p.
+template <typename T>
+PNERF_HD T cell_exit_t(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d) {
+  const int l = grid_level(g, p);
+  if (l < 0) return T(0);
+  const T scale = T(int64_t(1) << l);
+  const T pc[3] = {p.x, p.y, p.z}, oc[3] = {o.x, o.y, o.z}, dc[3] = {d.x, d.y, d.z};
+  T t_exit = T(1e30);
+  for (int a = 0; a < 3; ++a) {
+    const T size = T(2) * g.half[a] * scale / T(g.res);
+    const T lo = g.center[a] - g.half[a] * scale;
+    const int i = cell_coord(pc[a], g.center[a], g.half[a], scale, g.res);
+    if (dc[a] > T(0)) t_exit = min_(t_exit, (lo + T(i + 1) * size - oc[a]) / dc[a]);
+    else if (dc[a] < T(0)) t_exit = min_(t_exit, (lo + T(i) * size - oc[a]) / dc[a]);
+  }
+  return t_exit;
+}
+
+// Centre of flat cell `idx` plus a jitter in [0,1)^3 (0.5 = the centre).
+template <typename T>
+PNERF_HD Vec3<T> grid_cell_position(const GridSpec<T>& g, int64_t idx, Vec3<T> jitter) {
+  const int64_t r = g.res;
+  const int64_t iz = idx % r, iy = (idx / r) % r, ix = (idx / (r * r)) % r, l = idx / (r * r * r);
+  const T scale = T(int64_t(1) << l);
+  Vec3<T> out;
+  out.x = g.center[0] - g.half[0] * scale + (T(ix) + jitter.x) * (T(2) * g.half[0] * scale / T(g.res));
+  out.y = g.center[1] - g.half[1] * scale + (T(iy) + jitter.y) * (T(2) * g.half[1] * scale / T(g.res));
+  out.z = g.center[2] - g.half[2] * scale + (T(iz) + jitter.z) * (T(2) * g.half[2] * scale / T(g.res));
+  return out;
+}
+
+}  // namespace pnerf

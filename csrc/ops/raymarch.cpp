@@ -1,0 +1,159 @@
+// Torch-facing ray/box intersection and fused canonical-warp marching.
+#include "pnerf/raymarch.h"
+
+#include <optional>
+
+#include "pnerf/torch_utils.h"
+
+namespace pnerf {
+
+template <typename T>
+GridSpec<T> make_grid_spec(const std::optional<at::Tensor>& bits, const std::vector<double>& aabb, int64_t levels,
+                           int64_t res, const at::Device& device) {
+  TORCH_CHECK(aabb.size() == 6, "pnerf: argument 'aabb' must have 6 numbers, got ", aabb.size());
+  TORCH_CHECK(levels >= 1 && levels <= 16, "pnerf: argument 'levels' must be in [1, 16], got ", levels);
+  TORCH_CHECK(res >= 1 && res <= 1024, "pnerf: argument 'res' must be in [1, 1024], got ", res);
+  GridSpec<T> g{};
+  g.levels = (int)levels;
+  g.res = (int)res;
+  for (int a = 0; a < 3; ++a) {
+    TORCH_CHECK(aabb[a + 3] > aabb[a], "pnerf: argument 'aabb' must have max > min on every axis");
+    g.center[a] = T(0.5 * (aabb[a] + aabb[a + 3]));
+    g.half[a] = T(0.5 * (aabb[a + 3] - aabb[a]));
+  }
+  g.bits = nullptr;
+  if (bits.has_value() && bits->defined()) {
+    check_tensor(*bits, "grid_bits", at::kByte, device);
+    TORCH_CHECK(bits->numel() == levels * res * res * res, "pnerf: argument 'grid_bits' must have levels*res^3 = ",
+                levels * res * res * res, " elements, got ", bits->numel(), " (shape ", shape_str(*bits), ")");
+    g.bits = bits->data_ptr<uint8_t>();
+  }
+  return g;
+}
+
+std::vector<at::Tensor> ray_aabb_intersect(at::Tensor rays_o, at::Tensor rays_d, std::vector<double> aabb) {
+  check_float(rays_o, "rays_o");
+  check_tensor(rays_o, "rays_o", rays_o.scalar_type(), rays_o.device());
+  check_tensor(rays_d, "rays_d", rays_o.scalar_type(), rays_o.device());
+  check_shape(rays_o, "rays_o", {-1, 3});
+  check_shape(rays_d, "rays_d", {rays_o.size(0), 3});
+  TORCH_CHECK(aabb.size() == 6, "pnerf: argument 'aabb' must have 6 numbers, got ", aabb.size());
+  const int64_t N = rays_o.size(0);
+  auto near = at::empty({N}, rays_o.options()), far = at::empty({N}, rays_o.options());
+  auto hit = at::empty({N}, rays_o.options().dtype(at::kBool));
+  AT_DISPATCH_FLOATING_TYPES(rays_o.scalar_type(), "ray_aabb_intersect", [&] {
+    RayAabbArgs<scalar_t> a{};
+    a.n_rays = N;
+    a.rays_o = rays_o.data_ptr<scalar_t>();
+    a.rays_d = rays_d.data_ptr<scalar_t>();
+    for (int i = 0; i < 6; ++i) a.box[i] = (scalar_t)aabb[i];
+    a.near = near.data_ptr<scalar_t>();
+    a.far = far.data_ptr<scalar_t>();
+    a.hit = hit.data_ptr<bool>();
+    PNERF_LAUNCH(rays_o, ray_aabb_intersect<scalar_t>, a);
+  });
+  return {near, far, hit};
+}
+
+// -> (packed_info [N,2], ray_indices [S], t_starts [S], t_ends [S], positions [S,3], dirs [S,3])
+std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::optional<at::Tensor> warp_table,
+                                   std::optional<at::Tensor> warp_index, std::optional<at::Tensor> jitter,
+                                   std::optional<at::Tensor> grid_bits, std::vector<double> aabb, int64_t levels,
+                                   int64_t res, double near_plane, double far_plane, double step, double cone_angle,
+                                   double max_step, int64_t max_samples, int64_t max_steps) {
+  check_float(rays_o, "rays_o");
+  const auto dt = rays_o.scalar_type();
+  const auto dev = rays_o.device();
+  check_tensor(rays_o, "rays_o", dt, dev);
+  check_tensor(rays_d, "rays_d", dt, dev);
+  check_shape(rays_o, "rays_o", {-1, 3});
+  const int64_t N = rays_o.size(0);
+  check_shape(rays_d, "rays_d", {N, 3});
+  TORCH_CHECK(step > 0, "pnerf: argument 'step' must be > 0, got ", step);
+  TORCH_CHECK(cone_angle >= 0, "pnerf: argument 'cone_angle' must be >= 0, got ", cone_angle);
+  TORCH_CHECK(far_plane > near_plane, "pnerf: argument 'far_plane' must be > near_plane");
+  TORCH_CHECK(max_steps > 0, "pnerf: argument 'max_steps' must be > 0");
+  int64_t n_warps = 0;
+  if (warp_table.has_value() && warp_table->defined()) {
+    check_tensor(*warp_table, "warp_table", dt, dev);
+    check_shape(*warp_table, "warp_table", {-1, 12});
+    n_warps = warp_table->size(0);
+    TORCH_CHECK(n_warps >= 1, "pnerf: argument 'warp_table' must have at least one row");
+  }
+  if (warp_index.has_value() && warp_index->defined()) {
+    TORCH_CHECK(n_warps > 0, "pnerf: argument 'warp_index' given without 'warp_table'");
+    check_tensor(*warp_index, "warp_index", at::kLong, dev);
+    check_shape(*warp_index, "warp_index", {N});
+    if (N > 0) {
+      const auto mn = warp_index->min().item<int64_t>(), mx = warp_index->max().item<int64_t>();
+      TORCH_CHECK(mn >= 0 && mx < n_warps, "pnerf: argument 'warp_index' must be in [0, ", n_warps, "), got [", mn,
+                  ", ", mx, "]");
+    }
+  }
+  if (jitter.has_value() && jitter->defined()) {
+    check_tensor(*jitter, "jitter", dt, dev);
+    check_shape(*jitter, "jitter", {N});
+  }
+  auto counts = at::zeros({N}, rays_o.options().dtype(at::kLong));
+  at::Tensor packed_info, ray_indices, t_starts, t_ends, positions, dirs;
+  AT_DISPATCH_FLOATING_TYPES(dt, "march_rays", [&] {
+    MarchArgs<scalar_t> a{};
+    a.n_rays = N;
+    a.rays_o = rays_o.data_ptr<scalar_t>();
+    a.rays_d = rays_d.data_ptr<scalar_t>();
+    a.warp_table = n_warps ? warp_table->data_ptr<scalar_t>() : nullptr;
+    a.warp_index = (warp_index.has_value() && warp_index->defined()) ? warp_index->data_ptr<int64_t>() : nullptr;
+    a.jitter = (jitter.has_value() && jitter->defined()) ? jitter->data_ptr<scalar_t>() : nullptr;
+    a.grid = make_grid_spec<scalar_t>(grid_bits, aabb, levels, res, dev);
+    const double outer = double(int64_t(1) << (levels - 1));
+    for (int i = 0; i < 3; ++i) {
+      const double c = 0.5 * (aabb[i] + aabb[i + 3]), h = 0.5 * (aabb[i + 3] - aabb[i]) * outer;
+      a.box[i] = scalar_t(c - h);
+      a.box[i + 3] = scalar_t(c + h);
+    }
+    a.near_plane = (scalar_t)near_plane;
+    a.far_plane = (scalar_t)far_plane;
+    a.step = (scalar_t)step;
+    a.cone_angle = (scalar_t)cone_angle;
+    a.max_step = (scalar_t)std::max(max_step, step);
+    a.max_samples = max_samples;
+    a.max_steps = max_steps;
+    a.counts = counts.data_ptr<int64_t>();
+    PNERF_LAUNCH(rays_o, march_count<scalar_t>, a);
+    auto cum = at::cumsum(counts, 0);
+    const int64_t S = N > 0 ? cum[N - 1].item<int64_t>() : 0;
+    auto offsets = (cum - counts).contiguous();
+    packed_info = at::stack({offsets, counts}, 1).contiguous();
+    ray_indices = at::empty({S}, counts.options());
+    t_starts = at::empty({S}, rays_o.options());
+    t_ends = at::empty({S}, rays_o.options());
+    positions = at::empty({S, 3}, rays_o.options());
+    dirs = at::empty({S, 3}, rays_o.options());
+    a.offsets = offsets.data_ptr<int64_t>();
+    a.ray_indices = ray_indices.data_ptr<int64_t>();
+    a.t_starts = t_starts.data_ptr<scalar_t>();
+    a.t_ends = t_ends.data_ptr<scalar_t>();
+    a.positions = positions.data_ptr<scalar_t>();
+    a.dirs = dirs.data_ptr<scalar_t>();
+    PNERF_LAUNCH(rays_o, march_fill<scalar_t>, a);
+  });
+  return {packed_info, ray_indices, t_starts, t_ends, positions, dirs};
+}
+
+void bind_raymarch(pybind11::module_& m) {
+  using pybind11::arg;
+  m.def("ray_aabb_intersect", &ray_aabb_intersect, "near/far/hit of rays against a box", arg("rays_o"),
+        arg("rays_d"), arg("aabb"));
+  m.def("march_rays", &march_rays, "Fused canonical-warp marching through an occupancy grid", arg("rays_o"),
+        arg("rays_d"), arg("warp_table"), arg("warp_index"), arg("jitter"), arg("grid_bits"), arg("aabb"),
+        arg("levels"), arg("res"), arg("near_plane"), arg("far_plane"), arg("step"), arg("cone_angle"),
+        arg("max_step"), arg("max_samples"), arg("max_steps"));
+}
+
+// Used by occgrid.cpp.
+template GridSpec<float> make_grid_spec<float>(const std::optional<at::Tensor>&, const std::vector<double>&, int64_t,
+                                               int64_t, const at::Device&);
+template GridSpec<double> make_grid_spec<double>(const std::optional<at::Tensor>&, const std::vector<double>&,
+                                                 int64_t, int64_t, const at::Device&);
+
+}  // namespace pnerf

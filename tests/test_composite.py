@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from conftest import requires_cuda
+from pnerf_fast.ops.composite import composite
+
+
+def random_packed(n_rays, max_count, dtype=torch.float32, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(0, max_count + 1, (n_rays,), generator=g)
+    offsets = torch.cumsum(counts, 0) - counts
+    S = int(counts.sum())
+    steps = torch.rand(S, generator=g, dtype=torch.float64) * 0.1 + 0.01
+    t_starts = torch.rand(S, generator=g, dtype=torch.float64) * 3
+    t_ends = t_starts + steps
+    sig = torch.rand(S, generator=g, dtype=torch.float64) * 20
+    rgb = torch.rand(S, 3, generator=g, dtype=torch.float64)
+    cast = lambda t: t.to(dtype=dtype, device=device)
+    return torch.stack([offsets, counts], 1).to(device), cast(sig), cast(rgb), cast(t_starts), cast(t_ends)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("t_thresh", [1e-4, 0.3])
+def test_forward_matches_reference(C, seed, t_thresh):
+    pi, sig, rgb, ts, te = random_packed(300, 40, seed=seed)
+    a = composite(pi, sig, rgb, ts, te, t_thresh=t_thresh, impl="native")
+    b = composite(pi, sig, rgb, ts, te, t_thresh=t_thresh, impl="torch")
+    for name, x, y in zip(a._fields, a, b):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+def test_early_termination_zeroes_late_samples(C):
+    # One ray with huge density: after the first sample T ~ 0, so the rest get no weight.
+    pi = torch.tensor([[0, 4]])
+    sig = torch.tensor([1e4, 1.0, 1.0, 1.0])
+    rgb = torch.rand(4, 3)
+    ts = torch.tensor([0.0, 0.1, 0.2, 0.3])
+    te = ts + 0.1
+    r = composite(pi, sig, rgb, ts, te, t_thresh=1e-4)
+    assert r.weights[0] == pytest.approx(1.0)
+    assert torch.all(r.weights[1:] == 0) and torch.all(r.trans[1:] == 0)
+    torch.testing.assert_close(r.rgb[0], rgb[0])
+
+
+def test_backward_matches_reference(C):
+    pi, sig, rgb, ts, te = random_packed(200, 30, seed=5)
+    grads = []
+    for impl in ("native", "torch"):
+        s = sig.clone().requires_grad_()
+        c = rgb.clone().requires_grad_()
+        r = composite(pi, s, c, ts, te, impl=impl)
+        g = torch.Generator().manual_seed(3)
+        loss = (r.rgb * torch.randn(r.rgb.shape, generator=g)).sum() + (r.depth * 0.3).sum() - r.opacity.sum()
+        loss.backward()
+        grads.append((s.grad, c.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)
+
+
+def test_gradcheck_float64(C):
+    pi, sig, rgb, ts, te = random_packed(6, 5, dtype=torch.float64, seed=7)
+    sig = (sig * 0.2).requires_grad_()
+    rgb = rgb.requires_grad_()
+
+    def f(s, c):
+        r = composite(pi, s, c, ts, te, t_thresh=0.0, impl="native")
+        return r.rgb, r.depth, r.opacity
+
+    assert torch.autograd.gradcheck(f, (sig, rgb), eps=1e-6, atol=1e-6)
+
+
+def test_edge_cases(C):
+    # Empty batch.
+    e = torch.zeros(0)
+    r = composite(torch.zeros(0, 2, dtype=torch.long), e, torch.zeros(0, 3), e, e)
+    assert r.rgb.shape == (0, 3) and r.weights.shape == (0,)
+    # Rays with zero samples give zero colour and opacity.
+    pi = torch.tensor([[0, 0], [0, 2], [2, 0]])
+    r = composite(pi, torch.ones(2), torch.ones(2, 3), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 2.0]))
+    assert r.opacity[0] == 0 and r.opacity[2] == 0 and r.opacity[1] > 0
+    # Non-contiguous inputs are accepted (made contiguous).
+    pi, sig, rgb, ts, te = random_packed(50, 8, seed=9)
+    rgb_nc = torch.cat([rgb, rgb], 1)[:, ::2]
+    assert not rgb_nc.is_contiguous()
+    a = composite(pi, sig, rgb_nc, ts, te)
+    b = composite(pi, sig, rgb_nc.contiguous(), ts, te)
+    torch.testing.assert_close(a.rgb, b.rgb)
+
+
+def test_bad_arguments_are_named(C):
+    pi, sig, rgb, ts, te = random_packed(10, 5)
+    with pytest.raises(ValueError, match="'rgbs'"):
+        composite(pi, sig, rgb[:, :2], ts, te)
+    with pytest.raises(ValueError, match="'t_ends'"):
+        composite(pi, sig, rgb, ts, te.double())
+    with pytest.raises(ValueError, match="'packed_info'"):
+        composite(pi.int(), sig, rgb, ts, te)
+    with pytest.raises(ValueError, match="'sigmas'"):
+        composite(pi, sig[:, None], rgb, ts, te)
+    # The C++ layer names the argument too.
+    with pytest.raises(RuntimeError, match="'t_starts'"):
+        C.composite_forward(pi, sig, rgb, ts[:-1], te, 1e-4)
+
+
+@requires_cuda
+def test_cuda_matches_cpu(C):
+    pi, sig, rgb, ts, te = random_packed(500, 40, seed=11)
+    a = composite(pi, sig, rgb, ts, te)
+    b = composite(*(t.cuda() for t in (pi, sig, rgb, ts, te)))
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y.cpu(), rtol=1e-5, atol=1e-5)

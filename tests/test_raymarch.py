@@ -1,0 +1,182 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import requires_cuda
+from pnerf_fast.ops.raymarch import GridGeometry, MarchConfig, march_rays, ray_aabb_intersect, ray_scale
+
+GRID = GridGeometry((-1.5, -1.5, -1.5, 1.5, 1.5, 1.5), levels=2, res=16)
+
+
+def random_rays(n, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    o = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.4 + torch.tensor([0.0, 0.0, 4.0], dtype=torch.float64)
+    d = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.25 + torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64)
+    d = d / d.norm(dim=1, keepdim=True)
+    return o.to(dtype), d.to(dtype)
+
+
+def random_similarity(seed, n=1, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+        q = q * torch.sign(torch.diagonal(r))
+        if torch.det(q) < 0:
+            q[:, 0] = -q[:, 0]
+        s = 0.8 + 0.4 * torch.rand((), generator=g, dtype=torch.float64)
+        t = torch.randn(3, generator=g, dtype=torch.float64) * 0.2
+        rows.append(torch.cat([(s * q).reshape(-1), t]))
+    return torch.stack(rows).to(dtype)
+
+
+def random_bits(grid, p=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(grid.n_cells, generator=g) < p).to(torch.uint8)
+
+
+def assert_same_samples(a, b, rtol=1e-5, atol=1e-6):
+    assert torch.equal(a.packed_info, b.packed_info)
+    assert torch.equal(a.ray_indices, b.ray_indices)
+    for name in ("t_starts", "t_ends", "positions", "dirs"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+def test_ray_aabb_matches_reference_and_geometry(C):
+    o, d = random_rays(2000, seed=1)
+    o[:5] = torch.tensor([0.1, 0.2, 4.0])
+    d[:5] = torch.tensor([0.0, 0.0, -1.0])  # axis-aligned: zero components
+    o[5:10] = torch.tensor([3.0, 0.0, 4.0])  # off to the side, parallel: misses
+    d[5:10] = torch.tensor([0.0, 0.0, -1.0])
+    aabb = [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]
+    n1, f1, h1 = ray_aabb_intersect(o, d, aabb, impl="native")
+    n2, f2, h2 = ray_aabb_intersect(o, d, aabb, impl="torch")
+    assert torch.equal(h1, h2)
+    torch.testing.assert_close(n1, n2)
+    torch.testing.assert_close(f1, f2)
+    assert not h1[5:10].any()
+    torch.testing.assert_close(n1[:5], torch.full((5,), 3.0))
+    torch.testing.assert_close(f1[:5], torch.full((5,), 5.0))
+    # Entry and exit points lie on the box surface.
+    for t in (n1[h1], f1[h1]):
+        p = o[h1] + d[h1] * t[:, None]
+        assert torch.allclose(p.abs().max(dim=1).values, torch.ones(int(h1.sum())), atol=1e-4)
+
+
+@pytest.mark.parametrize("cone", [0.0, 0.02])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_march_matches_reference(C, cone, seed):
+    o, d = random_rays(1500, seed=seed)
+    cfg = MarchConfig(step=0.04, cone_angle=cone, max_step=0.2)
+    kw = dict(grid_bits=random_bits(GRID, seed=seed), cfg=cfg, warp_table=random_similarity(seed), jitter=torch.rand(1500))
+    a = march_rays(o, d, GRID, impl="native", **kw)
+    b = march_rays(o, d, GRID, impl="torch", **kw)
+    assert a.n_samples > 1000
+    assert_same_samples(a, b)
+
+
+def test_per_ray_warp_and_float64(C):
+    o, d = random_rays(800, seed=3, dtype=torch.float64)
+    table = random_similarity(4, n=5, dtype=torch.float64)
+    idx = torch.randint(0, 5, (800,), generator=torch.Generator().manual_seed(0))
+    kw = dict(grid_bits=random_bits(GRID, seed=2), cfg=MarchConfig(step=0.03), warp_table=table, warp_index=idx)
+    a = march_rays(o, d, GRID, impl="native", **kw)
+    b = march_rays(o, d, GRID, impl="torch", **kw)
+    assert a.positions.dtype == torch.float64
+    assert_same_samples(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_warp_geometry(C):
+    """Samples are the warped world points: A (o + t d) + t0 at the world midpoint."""
+    o, d = random_rays(300, seed=5)
+    table = random_similarity(9)
+    s = march_rays(o, d, GRID, None, MarchConfig(step=0.05), warp_table=table)
+    A, t = table[0, :9].reshape(3, 3), table[0, 9:]
+    mid_w = 0.5 * (s.t_starts + s.t_ends)
+    world = o[s.ray_indices] + d[s.ray_indices] * mid_w[:, None]
+    torch.testing.assert_close(world @ A.T + t, s.positions, atol=1e-4, rtol=1e-4)
+    # World step = canonical step / scale.
+    scale = ray_scale(d, table, None)
+    torch.testing.assert_close((s.t_ends - s.t_starts) * scale[s.ray_indices], torch.full((s.n_samples,), 0.05), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(s.dirs.norm(dim=1), torch.ones(s.n_samples))
+
+
+def test_identity_warp_equals_no_warp(C):
+    o, d = random_rays(500, seed=6)
+    ident = torch.tensor([[1.0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]])
+    bits = random_bits(GRID, seed=4)
+    a = march_rays(o, d, GRID, bits, MarchConfig(step=0.05), warp_table=ident)
+    b = march_rays(o, d, GRID, bits, MarchConfig(step=0.05))
+    assert_same_samples(a, b)
+
+
+def test_skipping_equals_dense_stepping(C):
+    """Empty-cell jumps emit exactly the occupied samples of plain stepping."""
+    o, d = random_rays(400, seed=8)
+    bits = random_bits(GRID, p=0.05, seed=8)
+    a = march_rays(o, d, GRID, bits, MarchConfig(step=0.01))
+    full = march_rays(o, d, GRID, None, MarchConfig(step=0.01))
+    from pnerf_fast.ops.raymarch import grid_cells_torch
+
+    keep = bits[grid_cells_torch(full.positions, GRID).clamp_min(0)].bool()
+    torch.testing.assert_close(a.t_starts, full.t_starts[keep])
+    assert torch.equal(a.ray_indices, full.ray_indices[keep])
+
+
+def test_edge_cases(C):
+    cfg = MarchConfig(step=0.05)
+    # Empty batch.
+    e = torch.zeros(0, 3)
+    s = march_rays(e, e, GRID, None, cfg)
+    assert s.n_samples == 0 and s.packed_info.shape == (0, 2)
+    # Rays that miss the box: zero samples.
+    o = torch.tensor([[10.0, 10.0, 10.0]]).repeat(4, 1)
+    d = torch.tensor([[0.0, 0.0, 1.0]]).repeat(4, 1)
+    s = march_rays(o, d, GRID, None, cfg)
+    assert s.n_samples == 0 and torch.all(s.packed_info[:, 1] == 0)
+    # All-empty grid: zero samples for rays that do hit the box.
+    o, d = random_rays(100)
+    s = march_rays(o, d, GRID, torch.zeros(GRID.n_cells, dtype=torch.uint8), cfg)
+    assert s.n_samples == 0
+    # max_samples caps each ray.
+    s = march_rays(o, d, GRID, None, MarchConfig(step=0.01, max_samples=7))
+    assert int(s.packed_info[:, 1].max()) == 7
+    # Non-contiguous rays are accepted.
+    o2 = torch.cat([o, o], 1)[:, ::2]
+    assert not o2.is_contiguous()
+    a = march_rays(o2, d, GRID, None, cfg)
+    b = march_rays(o2.contiguous(), d, GRID, None, cfg)
+    assert_same_samples(a, b)
+
+
+def test_bad_arguments_are_named(C):
+    o, d = random_rays(10)
+    with pytest.raises(ValueError, match="'rays_d'"):
+        march_rays(o, d[:, :2], GRID)
+    with pytest.raises(ValueError, match="'rays_d'"):
+        march_rays(o, d.double(), GRID)
+    with pytest.raises(ValueError, match="'warp_table'"):
+        march_rays(o, d, GRID, warp_table=torch.zeros(1, 9))
+    with pytest.raises(ValueError, match="'grid_bits'"):
+        march_rays(o, d, GRID, grid_bits=torch.ones(5, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="'warp_index'"):
+        march_rays(o, d, GRID, warp_index=torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="step"):
+        MarchConfig(step=0)
+    with pytest.raises(RuntimeError, match="'warp_index'"):
+        C.march_rays(o, d, torch.zeros(2, 12), torch.full((10,), 5, dtype=torch.long), None, None,
+                     list(GRID.aabb), 2, 16, 0.0, 1e10, 0.05, 0.0, 0.1, 0, 100)
+    with pytest.raises(RuntimeError, match="'rays_d' must have dtype"):
+        C.march_rays(o.double(), d, None, None, None, None, list(GRID.aabb), 2, 16, 0.0, 1e10, 0.05, 0.0, 0.1, 0, 100)
+
+
+@requires_cuda
+def test_cuda_matches_cpu(C):
+    o, d = random_rays(3000, seed=2)
+    kw = dict(grid_bits=random_bits(GRID), cfg=MarchConfig(step=0.03), warp_table=random_similarity(1), jitter=torch.rand(3000))
+    a = march_rays(o, d, GRID, **kw)
+    b = march_rays(o.cuda(), d.cuda(), GRID, **{k: (v.cuda() if torch.is_tensor(v) else v) for k, v in kw.items()})
+    assert torch.equal(a.packed_info, b.packed_info.cpu())
+    torch.testing.assert_close(a.positions, b.positions.cpu(), atol=1e-5, rtol=1e-5)
