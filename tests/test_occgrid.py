@@ -56,10 +56,12 @@ def test_grid_marks_a_sphere():
     for _ in range(60):
         grid.update(lambda p: torch.zeros(p.shape[0]), fraction=1.0)
     torch.testing.assert_close(grid.density[inside], torch.full((int(inside.sum()),), 10.0 * 0.95 ** 60))
-    # Once it falls below the absolute threshold it is no longer occupied.
+    # Once it falls below the threshold, min(mean, 0.01), it is no longer occupied,
+    # while a region that became dense is.
     for _ in range(100):
-        grid.update(lambda p: torch.zeros(p.shape[0]), fraction=1.0)
-    assert grid.occupancy == 0.0
+        grid.update(lambda p: (p[:, 0] > 1.0).float() * 10.0, fraction=1.0)
+    assert not grid.bits[inside].any()
+    assert grid.bits[centres[:, 0] > 1.1].all()
 
 
 def test_update_partial_and_state_dict_round_trip():
