@@ -1,0 +1,177 @@
+"""The synthetic light stage: determinism, landmarks on the right features, format output."""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pnerf_fast import cli
+from pnerf_fast.data import format as F
+from pnerf_fast.data import lightstage as L
+from pnerf_fast.data import rig
+from pnerf_fast.face import landmarks as lm
+
+I = lm.INDEX
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # OpenMP threads that wait for each other are very slow on a busy shared machine
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def _digest(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ls") / "a"
+    L.generate_lightstage(root, subjects=3, res=24, seed=7, views=3, progress=False, workers=1)
+    return root
+
+
+def test_same_seed_same_bytes_other_seed_differs(tiny, tmp_path):
+    L.generate_lightstage(tmp_path / "b", subjects=3, res=24, seed=7, views=3, progress=False, workers=1)
+    a, b = _digest(tiny), _digest(tmp_path / "b")
+    assert a == b and len(a) == 3 * 5 + 2  # 3 x (3 png + 2 json) + splits.json + contact sheet
+    L.generate_lightstage(tmp_path / "c", subjects=1, res=24, seed=8, views=3, progress=False, workers=1,
+                          contact_sheet_path=None)
+    c = _digest(tmp_path / "c")
+    assert c["subject_000/images/view_00.png"] != a["subject_000/images/view_00.png"]
+
+
+def test_subject_depends_only_on_seed_and_index():
+    p1, p2 = L.subject_params(3, 1), L.subject_params(3, 1)
+    assert p1 == p2 and p1 != L.subject_params(3, 2) and p1 != L.subject_params(4, 1)
+
+
+def test_dataset_loads_and_is_consistent(tiny):
+    ds = F.load_dataset(tiny)
+    assert [len(ds.subjects(s)) for s in ("train", "val", "test")] == [1, 1, 1]
+    assert (tiny / "contact_sheet.png").is_file()
+    frontal = []
+    for name in ds.names:
+        s = ds.subject(name)
+        assert s.num_views == 3 and s.frontal_index == 0 and s.masks is not None
+        assert s.images.shape == (3, 24, 24, 3)
+        # the frontal camera is the rig's
+        np.testing.assert_allclose(s.cameras[0].c2w, rig.frontal_camera(24).c2w, atol=1e-12)
+        # straight alpha: coverage in multiples of 1/spp, background rgb where alpha is 0
+        a = s.masks
+        assert np.all(np.abs(a * 4 - np.round(a * 4)) < 1e-2)
+        assert np.any((a > 0.1) & (a < 0.9)), "no anti-aliased edge pixels"
+        np.testing.assert_allclose(s.images[a == 0], np.broadcast_to(L.BACKGROUND, (int((a == 0).sum()), 3)), atol=1e-6)
+        # per-frame 2D landmarks are the projections of the 3D ones
+        for k, cam in enumerate(s.cameras):
+            np.testing.assert_allclose(s.landmarks_2d[s.file_paths[k]], cam.project(s.landmarks)[0], atol=1e-6)
+        # ground-truth pose in meta maps head-space landmarks to the world ones
+        h2w = s.meta["head_to_world"]
+        params = L.subject_params(7, s.meta["index"])
+        head = L.HeadGeometry(params.shape).landmarks()
+        world = h2w["scale"] * head @ np.array(h2w["rotation"]).T + np.array(h2w["translation"])
+        np.testing.assert_allclose(world, s.landmarks, atol=1e-5)
+        frontal.append(s.images[0])
+    # distinct subjects look different
+    assert np.abs(frontal[0] - frontal[1]).mean() > 0.03
+
+
+def test_mean_shape_landmarks_near_template_and_on_surface():
+    geo = L.HeadGeometry(L.HeadShape())
+    pts = geo.landmarks()
+    assert np.abs(pts - lm.TEMPLATE).max() < 0.1
+    assert float(geo.sdf_pts(torch.tensor(pts)).abs().max()) < 1e-3
+    # landmarks move with the shape
+    wide = L.HeadGeometry(L.HeadShape(eye_spacing=1.1, width=1.05)).landmarks()
+    assert wide[I["eye_left_outer"], 0] - wide[I["eye_right_outer"], 0] > pts[I["eye_left_outer"], 0] - pts[I["eye_right_outer"], 0] + 0.05
+
+
+def test_pose_applies_to_landmarks():
+    params = L.subject_params(0, 4)
+    cams = [rig.frontal_camera(16)]
+    with torch.no_grad():
+        _, world = L.render_subject(params, cams, spp=1)
+    head = L.HeadGeometry(params.shape).landmarks()
+    pose = params.pose
+    np.testing.assert_allclose(world, pose.scale * head @ pose.rotation().T + np.array(pose.translation), atol=1e-9)
+    assert max(abs(pose.yaw), abs(pose.pitch), abs(pose.roll)) <= 20 and 0.9 <= pose.scale <= 1.1
+    R = pose.rotation()
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(R) > 0
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_landmarks_fall_on_the_right_features(index):
+    res = 48
+    angles = [(0.0, 0.0), (-15.0, 0.0), (15.0, 10.0), (0.0, -12.0)]  # within ~35 deg of the face (head pose <= 20 deg)
+    cams = [rig.camera_at(y, p, res) for y, p in angles]
+    params = L.subject_params(11, index)
+    with torch.no_grad():
+        imgs, world = L.render_subject(params, cams, spp=4)
+    for (yaw, pitch), cam, img in zip(angles, cams, imgs):
+        uv, depth = cam.project(world)
+        alpha = img[..., 3]
+        ui, vi = np.floor(uv).astype(int).T
+        assert np.all((ui >= 0) & (ui < res) & (vi >= 0) & (vi < res)), "a landmark projects outside the image"
+        nt = I["nose_tip"]
+        assert alpha[vi[nt], ui[nt]] == 1.0, "nose tip is not on the head"
+        # the subject's right eye is on the image's left in every view of this cap
+        assert uv[I["eye_right_outer"], 0] < uv[nt, 0] < uv[I["eye_left_outer"], 0]
+        assert uv[I["mouth_right_corner"], 0] < uv[I["mouth_left_corner"], 0]
+        # up is up: brows above eyes above the nose tip above the mouth above the chin (v grows downwards)
+        assert uv[I["brow_right_mid"], 1] < uv[I["eye_right_outer"], 1] < uv[I["mouth_right_corner"], 1] < uv[I["chin"], 1]
+        assert uv[I["nose_bridge"], 1] < uv[nt, 1] < uv[I["upper_lip_top"], 1] < uv[I["lower_lip_bottom"], 1]
+        if yaw == 0.0 and pitch == 0.0:  # the nose tip is nearer than the eyes and the chin
+            assert depth[nt] < depth[[I["eye_right_outer"], I["eye_left_outer"], I["chin"]]].min()
+        # the face landmarks in view land on the head
+        for name in ("nose_bridge", "upper_lip_top", "chin", "brow_left_inner", "brow_right_inner"):
+            k = I[name]
+            assert alpha[vi[k], ui[k]] > 0.5, name
+    # from the rig's side cameras (>= 40 deg from the face) the near eye is the near one
+    for yaw in (-60.0, 60.0):
+        depth = rig.camera_at(yaw, 0.0, res).project(world)[1]
+        near, far = ("eye_right_outer", "eye_left_outer") if yaw < 0 else ("eye_left_outer", "eye_right_outer")
+        assert depth[I[near]] < depth[I[far]] - 0.3
+    # the iris is dark, the sclera light: the frontal image is darker at the eye centre than just inside the corner
+    img, cam = imgs[0], cams[0]
+    uv = cam.project(world)[0]
+    eye_c = 0.5 * (uv[I["eye_left_outer"]] + uv[I["eye_left_inner"]])
+    lum = img[..., :3].mean(-1)
+    assert lum[int(eye_c[1]), int(eye_c[0])] < lum.max() - 0.1
+
+
+def test_contact_sheet_and_splits():
+    a = np.zeros((5, 6, 4), np.float32)
+    a[..., 0] = 1.0
+    a[..., 3] = 0.5
+    sheet = L.contact_sheet([[a, a], [a]], background=(0, 0, 1), pad=1)
+    assert sheet.shape == (2 * 6 + 1, 2 * 7 + 1, 3) and sheet.dtype == np.uint8
+    np.testing.assert_array_equal(sheet[1, 1], [128, 0, 128])
+    np.testing.assert_array_equal(sheet[7, 8], [0, 0, 255])  # empty cell stays background
+    with pytest.raises(ValueError, match=r"images\[0\]\[1\]"):
+        L.contact_sheet([[a, np.zeros((4, 4, 3))]])
+    assert L._split_counts(40, (0.8, 0.1, 0.1)) == (32, 4, 4)
+    assert L._split_counts(3, (0.8, 0.1, 0.1)) == (1, 1, 1)
+    assert L._split_counts(2, (0.8, 0.1, 0.1)) == (2, 0, 0)
+    with pytest.raises(ValueError, match="spp"):
+        L._subpixel_offsets(0)
+    offs = L._subpixel_offsets(4)
+    assert len(np.unique(offs[:, 0])) == 4 and len(np.unique(offs[:, 1])) == 4  # rotated grid
+
+
+def test_cli(tmp_path, capsys):
+    rc = cli.main(["lightstage", "--out", str(tmp_path / "ds"), "--subjects", "1", "--res", "16", "--views", "2",
+                   "--spp", "1", "--workers", "1", "--quiet"])
+    assert rc == 0
+    assert "wrote 1 subjects x 2 views at 16x16" in capsys.readouterr().out
+    s = F.load_subject(tmp_path / "ds" / "subject_000")
+    assert s.images.shape == (2, 16, 16, 3)
+    assert json.loads((tmp_path / "ds" / "splits.json").read_text())["train"] == ["subject_000"]
+    rc = cli.main(["lightstage", "--out", str(tmp_path / "x"), "--subjects", "0", "--quiet"])
+    assert rc == 2 and "subjects must be >= 1" in capsys.readouterr().err
