@@ -13,6 +13,7 @@ GridSpec<T> make_grid_spec(const std::optional<at::Tensor>& bits, const std::vec
   TORCH_CHECK(aabb.size() == 6, "pnerf: argument 'aabb' must have 6 numbers, got ", aabb.size());
   TORCH_CHECK(levels >= 1 && levels <= 16, "pnerf: argument 'levels' must be in [1, 16], got ", levels);
   TORCH_CHECK(res >= 1 && res <= 1024, "pnerf: argument 'res' must be in [1, 1024], got ", res);
+  TORCH_CHECK(levels == 1 || res % 2 == 0, "pnerf: argument 'res' must be even when levels > 1, got ", res);
   GridSpec<T> g{};
   g.levels = (int)levels;
   g.res = (int)res;
@@ -20,6 +21,7 @@ GridSpec<T> make_grid_spec(const std::optional<at::Tensor>& bits, const std::vec
     TORCH_CHECK(aabb[a + 3] > aabb[a], "pnerf: argument 'aabb' must have max > min on every axis");
     g.center[a] = T(0.5 * (aabb[a] + aabb[a + 3]));
     g.half[a] = T(0.5 * (aabb[a + 3] - aabb[a]));
+    g.inv_half[a] = T(1.0 / (0.5 * (aabb[a + 3] - aabb[a])));
   }
   g.bits = nullptr;
   if (bits.has_value() && bits->defined()) {
@@ -58,7 +60,8 @@ std::vector<at::Tensor> ray_aabb_intersect(at::Tensor rays_o, at::Tensor rays_d,
 // -> (packed_info [N,2], ray_indices [S], t_starts [S], t_ends [S], positions [S,3], dirs [S,3])
 std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::optional<at::Tensor> warp_table,
                                    std::optional<at::Tensor> warp_index, std::optional<at::Tensor> jitter,
-                                   std::optional<at::Tensor> grid_bits, std::vector<double> aabb, int64_t levels,
+                                   std::optional<at::Tensor> grid_bits, std::vector<double> aabb,
+                                   std::vector<double> box, int64_t levels,
                                    int64_t res, double near_plane, double far_plane, double step, double cone_angle,
                                    double max_step, int64_t max_samples, int64_t max_steps) {
   check_float(rays_o, "rays_o");
@@ -73,6 +76,7 @@ std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::op
   TORCH_CHECK(cone_angle >= 0, "pnerf: argument 'cone_angle' must be >= 0, got ", cone_angle);
   TORCH_CHECK(far_plane > near_plane, "pnerf: argument 'far_plane' must be > near_plane");
   TORCH_CHECK(max_steps > 0, "pnerf: argument 'max_steps' must be > 0");
+  TORCH_CHECK(box.size() == 6, "pnerf: argument 'box' must have 6 numbers, got ", box.size());
   int64_t n_warps = 0;
   if (warp_table.has_value() && warp_table->defined()) {
     check_tensor(*warp_table, "warp_table", dt, dev);
@@ -105,12 +109,7 @@ std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::op
     a.warp_index = (warp_index.has_value() && warp_index->defined()) ? warp_index->data_ptr<int64_t>() : nullptr;
     a.jitter = (jitter.has_value() && jitter->defined()) ? jitter->data_ptr<scalar_t>() : nullptr;
     a.grid = make_grid_spec<scalar_t>(grid_bits, aabb, levels, res, dev);
-    const double outer = double(int64_t(1) << (levels - 1));
-    for (int i = 0; i < 3; ++i) {
-      const double c = 0.5 * (aabb[i] + aabb[i + 3]), h = 0.5 * (aabb[i + 3] - aabb[i]) * outer;
-      a.box[i] = scalar_t(c - h);
-      a.box[i + 3] = scalar_t(c + h);
-    }
+    for (int i = 0; i < 6; ++i) a.box[i] = scalar_t(box[i]);
     a.near_plane = (scalar_t)near_plane;
     a.far_plane = (scalar_t)far_plane;
     a.step = (scalar_t)step;
@@ -146,7 +145,7 @@ void bind_raymarch(pybind11::module_& m) {
         arg("rays_d"), arg("aabb"));
   m.def("march_rays", &march_rays, "Fused canonical-warp marching through an occupancy grid", arg("rays_o"),
         arg("rays_d"), arg("warp_table"), arg("warp_index"), arg("jitter"), arg("grid_bits"), arg("aabb"),
-        arg("levels"), arg("res"), arg("near_plane"), arg("far_plane"), arg("step"), arg("cone_angle"),
+        arg("box"), arg("levels"), arg("res"), arg("near_plane"), arg("far_plane"), arg("step"), arg("cone_angle"),
         arg("max_step"), arg("max_samples"), arg("max_steps"));
 }
 

@@ -127,6 +127,25 @@ class OccupancyGrid(nn.Module):
         thr = self._thresh() if threshold is None else float(threshold)
         self.bits.copy_((self.density > thr).to(torch.uint8))
 
+    @torch.no_grad()
+    def occupied_box(self, margin: float = 0.0) -> tuple:
+        """Bounding box of the occupied cells (canonical), grown by ``margin``; the
+        level-0 box when nothing is occupied. Pass it to march_rays(box=...)."""
+        idx = torch.nonzero(self.bits).reshape(-1)
+        if idx.numel() == 0:
+            return self.geometry.aabb
+        g = self.geometry
+        centres = cell_positions(g, idx, device=self.bits.device)
+        lvl = (idx // g.res ** 3).to(centres.dtype)
+        half = torch.tensor([(g.aabb[i + 3] - g.aabb[i]) / g.res / 2 for i in range(3)], device=centres.device)
+        half = half[None] * torch.pow(2.0, lvl)[:, None]
+        lo = (centres - half).min(0).values - margin
+        hi = (centres + half).max(0).values + margin
+        outer = g.outer_box()
+        lo = [max(float(lo[i]), outer[i]) for i in range(3)]
+        hi = [min(float(hi[i]), outer[i + 3]) for i in range(3)]
+        return tuple(lo + hi)
+
     def fill_(self, occupied: bool = True) -> "OccupancyGrid":
         self.bits.fill_(1 if occupied else 0)
         return self

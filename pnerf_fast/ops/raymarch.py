@@ -61,6 +61,10 @@ class GridGeometry:
             raise ValueError(f"GridGeometry.levels must be in [1, 16], got {self.levels}")
         if not 1 <= self.res <= 1024:
             raise ValueError(f"GridGeometry.res must be in [1, 1024], got {self.res}")
+        if self.levels > 1 and self.res % 2:
+            # With an even res, level-l cells never straddle the level-(l-1) box, which
+            # the marcher's cell skipping relies on.
+            raise ValueError(f"GridGeometry.res must be even when levels > 1, got {self.res}")
         object.__setattr__(self, "aabb", a)
 
     @property
@@ -125,8 +129,17 @@ def march_rays(
     warp_index: torch.Tensor | None = None,    # [n_rays] int64 into warp_table
     jitter: torch.Tensor | None = None,        # [n_rays] in [0, 1), None = 0
     impl: str = "auto",
+    box: Sequence[float] | None = None,         # marching box (canonical); None = the grid's outer box
 ) -> PackedSamples:
+    """March world rays through the grid in canonical space. ``box`` clips the rays
+    further, e.g. to ``OccupancyGrid.occupied_box()``, so empty space around the
+    occupied cells costs nothing; samples start at the clipped near point."""
     _check_rays(rays_o, rays_d, "march_rays")
+    if box is None:
+        box = grid.outer_box()
+    box = [float(v) for v in box]
+    if len(box) != 6:
+        raise ValueError(f"march_rays: argument 'box' must have 6 numbers, got {len(box)}")
     dt, dev, n = rays_o.dtype, rays_o.device, rays_o.shape[0]
     if warp_table is not None:
         if warp_table.ndim != 2 or warp_table.shape[1] != 12 or warp_table.shape[0] < 1:
@@ -150,9 +163,9 @@ def march_rays(
         grid_bits = grid_bits.reshape(-1).to(torch.uint8).contiguous()
     rays_o, rays_d = rays_o.contiguous(), rays_d.contiguous()
     if impl == "torch" or (impl == "auto" and not use_native(rays_o)):
-        return _march_torch(rays_o, rays_d, grid, grid_bits, cfg, warp_table, warp_index, jitter)
+        return _march_torch(rays_o, rays_d, grid, grid_bits, cfg, warp_table, warp_index, jitter, box)
     out = native().march_rays(
-        rays_o, rays_d, warp_table, warp_index, jitter, grid_bits, list(grid.aabb), grid.levels, grid.res,
+        rays_o, rays_d, warp_table, warp_index, jitter, grid_bits, list(grid.aabb), box, grid.levels, grid.res,
         cfg.near_plane, cfg.far_plane, cfg.step, cfg.cone_angle, cfg.max_step, cfg.max_samples, cfg.max_steps,
     )
     return PackedSamples(*out)
@@ -206,23 +219,23 @@ def _warp_torch(o, d, warp_table, warp_index):
 def grid_cells_torch(p: torch.Tensor, grid: GridGeometry) -> torch.Tensor:
     """Flat cell index of each point [m, 3], -1 outside the grid (mirrors grid.h)."""
     c = torch.tensor([(grid.aabb[i] + grid.aabb[i + 3]) / 2 for i in range(3)], dtype=p.dtype, device=p.device)
-    h = torch.tensor([(grid.aabb[i + 3] - grid.aabb[i]) / 2 for i in range(3)], dtype=p.dtype, device=p.device)
-    mx = ((p - c).abs() / h).max(dim=-1).values
+    inv_h = torch.tensor([1.0 / ((grid.aabb[i + 3] - grid.aabb[i]) / 2) for i in range(3)], dtype=p.dtype, device=p.device)
+    q = (p - c) * inv_h
+    mx = q.abs().max(dim=-1).values
     level = torch.full(mx.shape, -1, dtype=torch.long, device=p.device)
     for l in reversed(range(grid.levels)):
         level = torch.where(mx < 2.0 ** l, torch.full_like(level, l), level)
-    scale = torch.pow(2.0, level.clamp_min(0).to(p.dtype))[:, None]
-    lo = c - h * scale
-    u = (p - lo) / (2 * h * scale) * grid.res
+    inv_scale = torch.pow(2.0, -level.clamp_min(0).to(p.dtype))[:, None]
+    u = (q * inv_scale + 1) * (0.5 * grid.res)
     idx = torch.floor(u).long().clamp(0, grid.res - 1)
     flat = ((level * grid.res + idx[:, 0]) * grid.res + idx[:, 1]) * grid.res + idx[:, 2]
     return torch.where(level >= 0, flat, torch.full_like(flat, -1))
 
 
-def _march_torch(rays_o, rays_d, grid, grid_bits, cfg, warp_table, warp_index, jitter):
+def _march_torch(rays_o, rays_d, grid, grid_bits, cfg, warp_table, warp_index, jitter, box):
     dt, dev, N = rays_o.dtype, rays_o.device, rays_o.shape[0]
     o, d, ln = _warp_torch(rays_o, rays_d, warp_table, warp_index)
-    near, far, hit = _ray_aabb_torch(o, d, list(grid.outer_box()))
+    near, far, hit = _ray_aabb_torch(o, d, list(box))
     hit = hit & (ln > 0)
     near = torch.maximum(near, cfg.near_plane * ln)
     far = torch.minimum(far, cfg.far_plane * ln)

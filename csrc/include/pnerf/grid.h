@@ -13,14 +13,21 @@ struct GridSpec {
   int levels;
   int res;
   T center[3];
-  T half[3];  // level-0 half extent per axis
+  T half[3];      // level-0 half extent per axis
+  T inv_half[3];  // 1 / half, rounded once from double
 };
 
-// Level of point p, or -1 when it lies outside the coarsest level.
+// Normalised level-0 coordinates: q = (p - c) / h, as a product with 1/h.
 template <typename T>
-PNERF_HD int grid_level(const GridSpec<T>& g, Vec3<T> p) {
-  T mx = max_(max_(fabs(p.x - g.center[0]) / g.half[0], fabs(p.y - g.center[1]) / g.half[1]),
-              fabs(p.z - g.center[2]) / g.half[2]);
+PNERF_HD Vec3<T> grid_normalise(const GridSpec<T>& g, Vec3<T> p) {
+  return {(p.x - g.center[0]) * g.inv_half[0], (p.y - g.center[1]) * g.inv_half[1],
+          (p.z - g.center[2]) * g.inv_half[2]};
+}
+
+// Level of normalised point q, or -1 outside the coarsest level.
+template <typename T>
+PNERF_HD int grid_level_q(const GridSpec<T>& g, Vec3<T> q) {
+  const T mx = max_(max_(fabs(q.x), fabs(q.y)), fabs(q.z));
   T bound = T(1);
   for (int l = 0; l < g.levels; ++l, bound *= T(2)) {
     if (mx < bound) return l;
@@ -29,23 +36,33 @@ PNERF_HD int grid_level(const GridSpec<T>& g, Vec3<T> p) {
 }
 
 template <typename T>
-PNERF_HD int cell_coord(T p, T c, T h, T scale, int res) {
-  const T lo = c - h * scale;
-  const T u = (p - lo) / (T(2) * h * scale) * T(res);
-  int i = (int)floor(u);
-  return i < 0 ? 0 : (i >= res ? res - 1 : i);
+PNERF_HD int grid_level(const GridSpec<T>& g, Vec3<T> p) {
+  return grid_level_q(g, grid_normalise(g, p));
+}
+
+// Cell coordinate along one axis: floor((q * 2^-l + 1) * res / 2), clamped. Exact
+// powers of two keep this bit-identical to the PyTorch reference.
+// (Truncation equals floor on [0, res); avoiding floor() matters on the host, where
+// baseline x86-64 has no rounding instruction and floor is a library call.)
+template <typename T>
+PNERF_HD int cell_coord_q(T q, T inv_scale, int res) {
+  const T u = (q * inv_scale + T(1)) * (T(0.5) * T(res));
+  if (!(u >= T(0))) return 0;
+  if (u >= T(res)) return res - 1;
+  return (int)u;
 }
 
 // Flat cell index of p, or -1 outside the grid.
 template <typename T>
 PNERF_HD int64_t grid_cell(const GridSpec<T>& g, Vec3<T> p, int* level_out = nullptr) {
-  const int l = grid_level(g, p);
+  const Vec3<T> q = grid_normalise(g, p);
+  const int l = grid_level_q(g, q);
   if (level_out) *level_out = l;
   if (l < 0) return -1;
-  const T scale = T(int64_t(1) << l);
-  const int ix = cell_coord(p.x, g.center[0], g.half[0], scale, g.res);
-  const int iy = cell_coord(p.y, g.center[1], g.half[1], scale, g.res);
-  const int iz = cell_coord(p.z, g.center[2], g.half[2], scale, g.res);
+  const T inv_scale = T(1) / T(int64_t(1) << l);
+  const int ix = cell_coord_q(q.x, inv_scale, g.res);
+  const int iy = cell_coord_q(q.y, inv_scale, g.res);
+  const int iz = cell_coord_q(q.z, inv_scale, g.res);
   return ((int64_t(l) * g.res + ix) * g.res + iy) * g.res + iz;
 }
 
@@ -56,20 +73,23 @@ PNERF_HD bool grid_occupied(const GridSpec<T>& g, Vec3<T> p) {
   return c >= 0 && g.bits[c] != 0;
 }
 
-// Parametric distance along (o, d) at which the ray leaves the cell holding p.
+// Parametric distance along (o, d) at which the ray leaves the cell holding p;
+// inv_d = 1 / d per component (inf for zero components).
 template <typename T>
-PNERF_HD T cell_exit_t(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d) {
+PNERF_HD T cell_exit_t(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Vec3<T> inv_d) {
   const int l = grid_level(g, p);
   if (l < 0) return T(0);
   const T scale = T(int64_t(1) << l);
-  const T pc[3] = {p.x, p.y, p.z}, oc[3] = {o.x, o.y, o.z}, dc[3] = {d.x, d.y, d.z};
+  const Vec3<T> q = grid_normalise(g, p);
+  const T qc[3] = {q.x, q.y, q.z}, oc[3] = {o.x, o.y, o.z}, dc[3] = {d.x, d.y, d.z};
+  const T ic[3] = {inv_d.x, inv_d.y, inv_d.z};
   T t_exit = T(1e30);
   for (int a = 0; a < 3; ++a) {
     const T size = T(2) * g.half[a] * scale / T(g.res);
     const T lo = g.center[a] - g.half[a] * scale;
-    const int i = cell_coord(pc[a], g.center[a], g.half[a], scale, g.res);
-    if (dc[a] > T(0)) t_exit = min_(t_exit, (lo + T(i + 1) * size - oc[a]) / dc[a]);
-    else if (dc[a] < T(0)) t_exit = min_(t_exit, (lo + T(i) * size - oc[a]) / dc[a]);
+    const int i = cell_coord_q(qc[a], T(1) / scale, g.res);
+    if (dc[a] > T(0)) t_exit = min_(t_exit, (lo + T(i + 1) * size - oc[a]) * ic[a]);
+    else if (dc[a] < T(0)) t_exit = min_(t_exit, (lo + T(i) * size - oc[a]) * ic[a]);
   }
   return t_exit;
 }

@@ -62,22 +62,40 @@ struct MarchRay {
       const T inv_len = T(1) / len;
       int64_t out = kFill ? a.offsets[r] : 0;
       if (a.cone_angle <= T(0)) {
+        // `known` = a parameter below which samples are known to lie in the occupied
+        // cell found last (its exit minus a small margin), so they need no lookup.
+        T known = T(-1);
+        const Vec3<T> inv_d = make_vec3(T(1) / d.x, T(1) / d.y, T(1) / d.z);
+        const T inv_step = T(1) / a.step;
         for (int64_t k = 0; k < a.max_steps;) {
           const T t0 = near + (T(k) + u) * a.step;
           const T t1 = near + (T(k + 1) + u) * a.step;
           const T mid = T(0.5) * (t0 + t1);
           if (!(mid < far)) break;
+          if (mid < known) {
+            if (kFill) emit(out++, r, t0, t1, o + d * mid, d, inv_len);
+            ++n;
+            if (a.max_samples > 0 && n >= a.max_samples) break;
+            ++k;
+            continue;
+          }
           const Vec3<T> p = o + d * mid;
-          if (grid_occupied(a.grid, p)) {
+          const bool occ = grid_occupied(a.grid, p);
+          const T t_exit = cell_exit_t(a.grid, p, o, d, inv_d);
+          if (occ) {
+            known = t_exit - (T(1e-5) * (fabs(t_exit) + T(1)) + T(1e-3) * a.step);
             if (kFill) emit(out++, r, t0, t1, p, d, inv_len);
             ++n;
             if (a.max_samples > 0 && n >= a.max_samples) break;
             ++k;
           } else {
             // Jump to one sample before the first midpoint past the cell's exit.
-            const T t_exit = cell_exit_t(a.grid, p, o, d);
-            const T kk = min_(ceil((t_exit - near) / a.step - u - T(0.5)) - T(1), T(a.max_steps));
-            k = (kk > T(k + 1)) ? (int64_t)kk : k + 1;
+            // (k* = ceil((t_exit - near) / step - u - 1/2); ceil by truncation after clamping.)
+            const T x = clamp_((t_exit - near) * inv_step - u - T(0.5), T(0), T(a.max_steps));
+            int64_t kk = (int64_t)x;
+            if (T(kk) < x) ++kk;
+            kk -= 1;
+            k = kk > k + 1 ? kk : k + 1;
           }
         }
       } else {

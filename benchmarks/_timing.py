@@ -1,0 +1,33 @@
+"""Timing helpers shared by the benchmarks: warm-up, then the median of repeats."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def time_ms(fn, repeats: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        out.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(out)
+
+
+def row(ours_ms, torch_ms, nerfacc_ms=None, **extra) -> dict:
+    r = {
+        "ours_ms": round(ours_ms, 3) if ours_ms is not None else None,
+        "torch_ms": round(torch_ms, 3) if torch_ms is not None else None,
+        "nerfacc_ms": round(nerfacc_ms, 3) if nerfacc_ms is not None else None,
+        "speedup_vs_torch": round(torch_ms / ours_ms, 2) if (ours_ms and torch_ms) else None,
+    }
+    r.update(extra)
+    return r
