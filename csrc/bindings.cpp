@@ -6,6 +6,9 @@ namespace pnerf {
 void bind_composite(pybind11::module_& m);
 void bind_raymarch(pybind11::module_& m);
 void bind_occgrid(pybind11::module_& m);
+void bind_hashgrid(pybind11::module_& m);
+void bind_mlp(pybind11::module_& m);
+void bind_encoding(pybind11::module_& m);
 }  // namespace pnerf
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -20,4 +23,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pnerf::bind_composite(m);
   pnerf::bind_raymarch(m);
   pnerf::bind_occgrid(m);
+  pnerf::bind_hashgrid(m);
+  pnerf::bind_mlp(m);
+  pnerf::bind_encoding(m);
 }

@@ -1,0 +1,35 @@
+// CPU launchers for the hash-grid encoding. Elements are (level, point) pairs in
+// level-major order, so a thread works through whole levels and one level's table
+// stays hot in cache. The table backward is split by level: each level owns its rows,
+// so threads never write the same row and no atomics are needed.
+#include "pnerf/hashgrid.h"
+#include "pnerf/launch_cpu.h"
+
+namespace pnerf {
+namespace cpu {
+
+template <typename T>
+void hashgrid_forward(const HashGridArgs<T>& a) {
+  parallel_for(a.n * a.n_levels, HashGridForward<T>{a}, 4096);
+}
+
+template <typename T>
+void hashgrid_backward(const HashGridArgs<T>& a, bool want_params, bool want_x) {
+  if (want_params) {
+    const HashGridBackwardParams<T, false> f{a};
+    const int64_t n = a.n;
+    at::parallel_for(0, a.n_levels, 1, [&](int64_t l0, int64_t l1) {
+      for (int64_t l = l0; l < l1; ++l)
+        for (int64_t p = 0; p < n; ++p) f(l * n + p);
+    });
+  }
+  if (want_x) parallel_for(a.n, HashGridBackwardInput<T>{a}, 1024);
+}
+
+template void hashgrid_forward<float>(const HashGridArgs<float>&);
+template void hashgrid_forward<double>(const HashGridArgs<double>&);
+template void hashgrid_backward<float>(const HashGridArgs<float>&, bool, bool);
+template void hashgrid_backward<double>(const HashGridArgs<double>&, bool, bool);
+
+}  // namespace cpu
+}  // namespace pnerf

@@ -1,0 +1,183 @@
+// Multi-resolution hash-grid encoding (instant-ngp style): the per-element math, once,
+// for CPU and CUDA.
+//
+// A point x (canonical coordinates) is mapped to u = clamp((x - aabb_min) / extent, 0, 1)
+// (points outside the box take the features of the nearest point on its surface and get
+// no position gradient along the clamped axes). Level l has resolution R_l: the grid has
+// (R_l + 1)^3 vertices, p = u * R_l, cell i0 = min(floor(p), R_l - 1), w = p - i0.
+// Vertex (cx, cy, cz) is stored at row  offset_l + index, with
+//   dense level (R_l + 1)^3 <= table size:  index = cx + (R_l+1) * (cy + (R_l+1) * cz)
+//   hashed level:                           index = (cx ^ cy*2654435761 ^ cz*805459861) mod 2^T
+// (uint32 arithmetic; the table size is a power of two). The level's F features are the
+// trilinear blend of its 8 corner rows: out[p, l*F + f].
+//
+// One element = one (level, point) pair, level-major: i = l * n + p. The CPU launcher
+// hands whole levels to threads, so the table backward needs no atomics there (each
+// level owns its rows); on the GPU the same functor adds with atomics.
+#pragma once
+#include "pnerf/common.h"
+
+namespace pnerf {
+
+constexpr int kHashMaxLevels = 32;
+constexpr int kHashMaxFeatures = 8;
+
+PNERF_HD uint32_t hash_corner(uint32_t cx, uint32_t cy, uint32_t cz) {
+  return cx ^ (cy * 2654435761u) ^ (cz * 805459861u);
+}
+
+template <typename T>
+struct HashGridArgs {
+  int64_t n;           // points
+  int32_t n_levels;    // L
+  int32_t n_features;  // F
+  int64_t level_offset[kHashMaxLevels];  // first row of level l in params
+  int32_t level_res[kHashMaxLevels];     // R_l
+  int32_t level_dense[kHashMaxLevels];   // 1: dense indexing, 0: hashed
+  uint32_t hash_mask;                    // 2^T - 1
+  T aabb_min[3];
+  T inv_extent[3];
+  const T* x;           // [n, 3]
+  const T* params;      // [rows, F]
+  T* out;               // [n, L*F]
+  const T* grad_out;    // [n, L*F]
+  T* grad_params;       // [rows, F]
+  T* grad_x;            // [n, 3]
+};
+
+// The 8 corners of point p at level l: rows (absolute, in params) and trilinear weights.
+// Also returns the cell fractions w and whether each axis is inside the box (for d/dx).
+template <typename T>
+PNERF_HD void hash_corners(const HashGridArgs<T>& a, int l, int64_t p, int64_t rows[8], T wts[8], T w[3],
+                           bool inside[3]) {
+  const int32_t R = a.level_res[l];
+  const T* xp = a.x + 3 * p;
+  int32_t i0[3];
+  for (int d = 0; d < 3; ++d) {
+    T u = (xp[d] - a.aabb_min[d]) * a.inv_extent[d];
+    inside[d] = (u >= T(0)) && (u <= T(1));
+    u = clamp_(u, T(0), T(1));
+    const T pos = u * T(R);
+    int32_t c = (int32_t)floor(pos);
+    c = c > R - 1 ? R - 1 : c;
+    i0[d] = c;
+    w[d] = pos - T(c);
+  }
+  const bool dense = a.level_dense[l] != 0;
+  const int64_t stride = (int64_t)R + 1;
+  for (int c = 0; c < 8; ++c) {
+    const int bx = c & 1, by = (c >> 1) & 1, bz = (c >> 2) & 1;
+    const uint32_t cx = (uint32_t)(i0[0] + bx), cy = (uint32_t)(i0[1] + by), cz = (uint32_t)(i0[2] + bz);
+    int64_t idx;
+    if (dense) {
+      idx = (int64_t)cx + stride * ((int64_t)cy + stride * (int64_t)cz);
+    } else {
+      idx = (int64_t)(hash_corner(cx, cy, cz) & a.hash_mask);
+    }
+    rows[c] = a.level_offset[l] + idx;
+    const T wx = bx ? w[0] : T(1) - w[0];
+    const T wy = by ? w[1] : T(1) - w[1];
+    const T wz = bz ? w[2] : T(1) - w[2];
+    wts[c] = wx * wy * wz;
+  }
+}
+
+template <typename T>
+struct HashGridForward {
+  HashGridArgs<T> a;
+  PNERF_HD void operator()(int64_t i) const {
+    const int l = (int)(i / a.n);
+    const int64_t p = i - (int64_t)l * a.n;
+    int64_t rows[8];
+    T wts[8], w[3];
+    bool inside[3];
+    hash_corners(a, l, p, rows, wts, w, inside);
+    const int F = a.n_features;
+    T acc[kHashMaxFeatures];
+    for (int f = 0; f < F; ++f) acc[f] = T(0);
+    for (int c = 0; c < 8; ++c) {
+      const T* row = a.params + rows[c] * F;
+      for (int f = 0; f < F; ++f) acc[f] += wts[c] * row[f];
+    }
+    T* o = a.out + p * (int64_t)(a.n_levels * F) + l * F;
+    for (int f = 0; f < F; ++f) o[f] = acc[f];
+  }
+};
+
+// d out / d params: grad_params[row_c, f] += w_c * grad_out[p, l*F + f].
+template <typename T, bool kAtomic>
+struct HashGridBackwardParams {
+  HashGridArgs<T> a;
+  PNERF_HD void operator()(int64_t i) const {
+    const int l = (int)(i / a.n);
+    const int64_t p = i - (int64_t)l * a.n;
+    const int F = a.n_features;
+    const T* g = a.grad_out + p * (int64_t)(a.n_levels * F) + l * F;
+    bool any = false;
+    for (int f = 0; f < F; ++f) any = any || (g[f] != T(0));
+    if (!any) return;
+    int64_t rows[8];
+    T wts[8], w[3];
+    bool inside[3];
+    hash_corners(a, l, p, rows, wts, w, inside);
+    for (int c = 0; c < 8; ++c) {
+      T* row = a.grad_params + rows[c] * F;
+      for (int f = 0; f < F; ++f) {
+        if constexpr (kAtomic) {
+          atomic_add(row + f, wts[c] * g[f]);
+        } else {
+          row[f] += wts[c] * g[f];
+        }
+      }
+    }
+  }
+};
+
+// d out / d x, one point per element (all levels inside): no reduction needed.
+template <typename T>
+struct HashGridBackwardInput {
+  HashGridArgs<T> a;
+  PNERF_HD void operator()(int64_t p) const {
+    const int F = a.n_features;
+    T gx[3] = {T(0), T(0), T(0)};
+    for (int l = 0; l < a.n_levels; ++l) {
+      const T* g = a.grad_out + p * (int64_t)(a.n_levels * F) + l * F;
+      int64_t rows[8];
+      T wts[8], w[3];
+      bool inside[3];
+      hash_corners(a, l, p, rows, wts, w, inside);
+      const T scale = T(a.level_res[l]);
+      for (int c = 0; c < 8; ++c) {
+        const int b[3] = {c & 1, (c >> 1) & 1, (c >> 2) & 1};
+        T gv = T(0);  // grad_out . row_c
+        const T* row = a.params + rows[c] * F;
+        for (int f = 0; f < F; ++f) gv += g[f] * row[f];
+        T f1[3];  // the 1-D weight of each axis for this corner
+        for (int d = 0; d < 3; ++d) f1[d] = b[d] ? w[d] : T(1) - w[d];
+        for (int d = 0; d < 3; ++d) {
+          const T dw = b[d] ? T(1) : T(-1);
+          const T other = f1[(d + 1) % 3] * f1[(d + 2) % 3];
+          gx[d] += gv * dw * other * scale;
+        }
+      }
+    }
+    for (int d = 0; d < 3; ++d) {
+      // u = clamp((x - min) * inv_extent): the clamp passes no gradient outside the box.
+      bool in = true;
+      const T u = (a.x[3 * p + d] - a.aabb_min[d]) * a.inv_extent[d];
+      in = (u >= T(0)) && (u <= T(1));
+      a.grad_x[3 * p + d] = in ? gx[d] * a.inv_extent[d] : T(0);
+    }
+  }
+};
+
+namespace cpu {
+template <typename T> void hashgrid_forward(const HashGridArgs<T>& a);
+template <typename T> void hashgrid_backward(const HashGridArgs<T>& a, bool want_params, bool want_x);
+}  // namespace cpu
+namespace cuda {
+template <typename T> void hashgrid_forward(const HashGridArgs<T>& a, void* stream);
+template <typename T> void hashgrid_backward(const HashGridArgs<T>& a, bool want_params, bool want_x, void* stream);
+}  // namespace cuda
+
+}  // namespace pnerf
