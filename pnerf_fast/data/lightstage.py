@@ -408,7 +408,10 @@ def _noise(x, y, z, waves):
 
 
 def _smoothstep(e0, e1, v):
-    t = ((v - e0) / (e1 - e0)).clamp(0.0, 1.0)
+    den = e1 - e0
+    if torch.is_tensor(den):  # edges may coincide (e.g. a zero-height eye opening)
+        den = torch.where(den.abs() < 1e-9, torch.full_like(den, 1e-9), den)
+    t = ((v - e0) / den).clamp(0.0, 1.0)
     return t * t * (3 - 2 * t)
 
 
@@ -835,10 +838,15 @@ def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views
             with ProcessPoolExecutor(max_workers=min(workers, subjects), mp_context=mp.get_context("spawn"),
                                      initializer=_worker_init) as ex:
                 futs = [ex.submit(_make_subject, *job) for job in jobs]
-                for fut in as_completed(futs):
-                    results.append(fut.result())
-                    if bar is not None:
-                        bar.update(1)
+                try:
+                    for fut in as_completed(futs):
+                        results.append(fut.result())
+                        if bar is not None:
+                            bar.update(1)
+                except BaseException:
+                    for f in futs:  # fail fast: do not render the rest
+                        f.cancel()
+                    raise
         fmt.write_splits(out, names[:n_train], names[n_train:n_train + n_val], names[n_train + n_val:])
         rows = [r["sheet"] for r in sorted(results, key=lambda r: r["index"]) if r["sheet"]]
         if contact_sheet_path and rows:
