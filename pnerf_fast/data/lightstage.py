@@ -26,9 +26,7 @@ right towards -x. World = ``scale * R @ head + translation``.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,7 +98,7 @@ class HeadAppearance:
 class HeadPose:
     yaw: float = 0.0  # degrees; > 0 turns the face towards +x (the subject's left)
     pitch: float = 0.0  # degrees; > 0 tilts the face up
-    roll: float = 0.0  # degrees; > 0 tilts the head towards the subject's left shoulder... (about +z)
+    roll: float = 0.0  # degrees, about the +z (face) axis
     translation: tuple = (0.0, 0.0, 0.0)
     scale: float = 1.0
 
