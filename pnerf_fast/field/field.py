@@ -1,0 +1,138 @@
+"""The radiance field: position encoding -> density network -> (sigma, geometry
+features); direction encoding + features -> color network -> rgb.
+
+Two shapes, chosen by the config:
+- hash grid (preset "fast"): density MLP outputs ``geo_features`` channels; channel 0 is
+  the density pre-activation and all channels feed the color MLP (instant-ngp);
+- frequency encoding (preset "paper"): the NeRF trunk (``n_hidden`` x ``width`` ReLU
+  layers, the encoded input re-concatenated after each layer in ``skips``), a linear
+  density head and a linear feature layer; the color MLP sees the features and the
+  encoded direction. The trunk is plain PyTorch (256 wide is past the fused limits).
+
+sigma = act(h0 + density.bias), act = truncated exp by default (exp forward, gradient
+clamped at exp(15)); the negative bias makes the field almost empty at initialisation.
+rgb = sigmoid(color MLP).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import FieldConfig, load_field_config, validate
+from .encoding import FrequencyEncoding, HashGridEncoding, SHEncoding
+from .mlp import MLP, make_mlp
+
+
+class _TruncExp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * torch.exp(x.clamp(max=15))
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) with its gradient clamped at exp(15) (instant-ngp / torch-ngp)."""
+    return _TruncExp.apply(x)
+
+
+class NeRFTrunk(nn.Module):
+    """The original NeRF MLP trunk with skip connections; returns (sigma_pre [n], feat [n, F])."""
+
+    def __init__(self, in_dim: int, width: int, n_hidden: int, skips, feat_dim: int):
+        super().__init__()
+        self.skips = tuple(skips)
+        layers, d = [], in_dim
+        for i in range(n_hidden):
+            layers.append(nn.Linear(d, width))
+            d = width + (in_dim if i in self.skips else 0)
+        self.layers = nn.ModuleList(layers)
+        self.sigma_head = nn.Linear(d, 1)
+        self.feature = nn.Linear(d, feat_dim)
+
+    def forward(self, e):
+        h = e
+        for i, layer in enumerate(self.layers):
+            h = F.relu(layer(h))
+            if i in self.skips:
+                h = torch.cat([h, e], dim=-1)
+        return self.sigma_head(h)[:, 0], self.feature(h)
+
+
+class RadianceField(nn.Module):
+    def __init__(self, cfg: FieldConfig | str | Path = "fast"):
+        super().__init__()
+        if not isinstance(cfg, FieldConfig):
+            cfg = load_field_config(cfg)
+        self.cfg = validate(cfg)
+        e, de, dm, cm = cfg.encoding, cfg.dir_encoding, cfg.density_mlp, cfg.color_mlp
+        self.register_buffer("aabb", torch.tensor(cfg.aabb, dtype=torch.float32), persistent=False)
+        self.hashgrid = e.type == "hashgrid"
+        if self.hashgrid:
+            self.encoding = HashGridEncoding(e.n_levels, e.n_features, e.log2_table, e.base_res, e.finest_res, cfg.aabb)
+            if dm.skips:
+                raise ValueError("field config: density_mlp.skips: only supported with encoding.type 'frequency'")
+            self.density_net = self._mlp(self.encoding.out_dim, dm.geo_features, dm.width, dm.n_hidden, None)
+            feat_dim = dm.geo_features
+        else:
+            self.encoding = FrequencyEncoding(e.n_freqs, e.include_input)
+            self.density_net = NeRFTrunk(self.encoding.out_dim, dm.width, dm.n_hidden, dm.skips, dm.geo_features)
+            feat_dim = dm.geo_features
+        self.dir_encoding = SHEncoding(de.degree) if de.type == "sh" else FrequencyEncoding(de.n_freqs, de.include_input)
+        self.color_net = self._mlp(self.dir_encoding.out_dim + feat_dim, 3, cm.width, cm.n_hidden, "sigmoid")
+
+    def _mlp(self, in_dim, out_dim, width, n_hidden, act):
+        # "auto" gives an MLP that picks fused or torch per call (torch past the fused limits)
+        return make_mlp(in_dim, out_dim, width, n_hidden, self.cfg.backend, act)
+
+    # -- evaluation ---------------------------------------------------------------
+    def _geometry(self, x: torch.Tensor):
+        if x.ndim != 2 or x.shape[-1] != 3:
+            raise ValueError(f"RadianceField: argument 'x' must have shape [n, 3], got {list(x.shape)}")
+        if self.hashgrid:
+            h = self.density_net(self.encoding(x))
+            return h[:, 0], h
+        lo, hi = self.aabb[:3].to(x), self.aabb[3:].to(x)
+        xn = 2 * (x - lo) / (hi - lo) - 1  # [-1, 1] inside the box
+        return self.density_net(self.encoding(xn))
+
+    def _sigma(self, h0: torch.Tensor) -> torch.Tensor:
+        z = h0 + self.cfg.density.bias
+        act = self.cfg.density.activation
+        if act == "trunc_exp":
+            return trunc_exp(z)
+        if act == "softplus":
+            return F.softplus(z)
+        return F.relu(z)
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:  # [n, 3] -> [n]
+        return self._sigma(self._geometry(x)[0])
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor):  # [n,3], [n,3] unit -> ([n], [n,3])
+        if d.shape != x.shape:
+            raise ValueError(f"RadianceField: argument 'd' must have shape {list(x.shape)} like 'x', got {list(d.shape)}")
+        h0, feat = self._geometry(x)
+        c_in = torch.cat([self.dir_encoding(d.to(feat.dtype)), feat], dim=-1)
+        return self._sigma(h0), self.color_net(c_in)
+
+    # -- optimisation -------------------------------------------------------------
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """{"grid": encoding tables, "mlp": everything else} for per-group learning rates."""
+        grid = list(self.encoding.parameters())
+        ids = {id(p) for p in grid}
+        return {"grid": grid, "mlp": [p for p in self.parameters() if id(p) not in ids]}
+
+    def set_backend(self, backend: str) -> None:
+        """Switch every MLP of this field ("auto" | "torch" | "fused"); weights are kept."""
+        for m in self.modules():
+            if isinstance(m, MLP):
+                if backend == "fused" and not m._fused_ok:
+                    raise ValueError(f"RadianceField.set_backend: argument 'backend' 'fused' cannot run {m}: {m._fused_why}")
+                m.backend = backend
