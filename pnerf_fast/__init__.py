@@ -44,7 +44,7 @@ def backend_info() -> dict:
 
 def __getattr__(name):
     # The high-level API is imported lazily so that `import pnerf_fast` stays light.
-    if name in ("finetune", "PortraitField", "load"):
+    if name in ("finetune", "PortraitField", "PortraitModel", "load", "load_prior"):
         from . import api
 
         return getattr(api, name)

@@ -130,7 +130,17 @@ class OccupancyGrid(nn.Module):
     @torch.no_grad()
     def occupied_box(self, margin: float = 0.0) -> tuple:
         """Bounding box of the occupied cells (canonical), grown by ``margin``; the
-        level-0 box when nothing is occupied. Pass it to march_rays(box=...)."""
+        level-0 box when nothing is occupied. Pass it to march_rays(box=...). Cached
+        until ``bits`` changes (in-place writes bump the tensor's version)."""
+        key = (self.bits.data_ptr(), self.bits._version, float(margin))
+        cache = getattr(self, "_box_cache", None)
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        box = self._occupied_box(margin)
+        self._box_cache = (key, box)
+        return box
+
+    def _occupied_box(self, margin: float) -> tuple:
         idx = torch.nonzero(self.bits).reshape(-1)
         if idx.numel() == 0:
             return self.geometry.aabb

@@ -1,0 +1,43 @@
+"""pnerf pretrain: learn the portrait prior (meta | joint | random) on a light stage."""
+from pathlib import Path
+
+NAME = "pretrain"
+HELP = "Pretrain the prior on a multi-view dataset: meta-learning (the paper), joint, or random init."
+
+
+def add_arguments(p):
+    p.add_argument("--data", required=True, help="dataset root (subject folders + splits.json)")
+    p.add_argument("--method", choices=["meta", "joint", "random"], default=None, help="overrides the config's method")
+    p.add_argument("--config", default=None, help="YAML training config (see configs/pretrain_meta.yaml)")
+    p.add_argument("--out", required=True, help="output checkpoint (.pt)")
+    p.add_argument("--coordinates", choices=["canonical", "world"], default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="meta: epochs over the subjects")
+    p.add_argument("--steps", type=int, default=None, help="joint: optimisation steps")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (resumable)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an interrupted run's .resume file")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args):
+    from ..train.config import load_train_config
+    from ..train.pretrain import pretrain
+
+    over = {}
+    if args.method:
+        over["method"] = args.method
+    if args.coordinates:
+        over["coordinates"] = args.coordinates
+    if args.seed is not None:
+        over["seed"] = args.seed
+    if args.epochs is not None:
+        over.setdefault("meta", {})["epochs"] = args.epochs
+    if args.steps is not None:
+        over.setdefault("joint", {})["steps"] = args.steps
+    cfg = load_train_config(args.config, over)
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data: no such folder: {args.data}")
+    res = pretrain(args.data, args.out, cfg, resume=not args.no_resume, progress=not args.quiet,
+                   max_seconds=args.max_seconds)
+    print(f"wrote {res.path} ({cfg.method}, {cfg.coordinates}): {res.visits} visits in {res.seconds:.0f} s")
+    return 0

@@ -1,0 +1,184 @@
+"""Training configuration: small dataclasses, loaded from YAML and validated. An
+unknown key or a bad value is a ValueError that names the key (e.g. ``meta.alpha.grid``)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..render.renderer import RenderConfig
+
+METHODS = ("meta", "joint", "random")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class GroupLR:
+    """Learning rates per parameter group: the hash-grid tables and the MLPs. Plain SGD
+    needs a grid rate ~1e5 times the MLP's (sparse, small table gradients)."""
+    grid: float = 3e4
+    mlp: float = 0.3
+
+
+@dataclass
+class GridConfig:
+    res: int = 64
+    levels: int = 1
+    decay: float = 0.95
+    threshold: float = 0.01
+    update_every: int = 4      # meta: subjects between grid updates from θ_p; joint: steps / 16
+    warmup_updates: int = 2    # grid stays all-occupied for this many updates
+
+
+@dataclass
+class MetaConfig:
+    optimizer: str = "sgd"
+    alpha: GroupLR = field(default_factory=GroupLR)                  # inner (support) lr
+    beta: GroupLR = field(default_factory=lambda: GroupLR(3e4, 0.3))  # query lr, applied to θ_m and θ_p
+    n_support: int = 8
+    n_query: int = 8
+    epochs: int = 10
+
+
+@dataclass
+class JointConfig:
+    optimizer: str = "adam"
+    lr: GroupLR = field(default_factory=lambda: GroupLR(1e-2, 1e-3))
+    steps: int = 2000
+
+
+@dataclass
+class FinetuneConfig:
+    optimizer: str = "sgd"
+    lr: GroupLR | None = None   # None: the meta inner-loop rates (alpha)
+    steps: int = 48
+    rays_per_step: int = 4096
+    update_grid: bool = False   # the prior's grid is kept (frozen) by default
+
+
+@dataclass
+class TrainConfig:
+    method: str = "meta"
+    coordinates: str = "canonical"
+    field: str = "fast"
+    seed: int = 0
+    rays_per_step: int = 2048
+    image_scale: float = 0.5
+    background: str = "random"          # random | white | black
+    render: dict = dataclasses.field(default_factory=dict)
+    grid: GridConfig = dataclasses.field(default_factory=GridConfig)
+    meta: MetaConfig = dataclasses.field(default_factory=MetaConfig)
+    joint: JointConfig = dataclasses.field(default_factory=JointConfig)
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    checkpoint_every_s: float = 60.0
+
+    def render_config(self) -> RenderConfig:
+        return RenderConfig.from_dict(self.render)
+
+    def validate(self) -> "TrainConfig":
+        def bad(key, msg):
+            raise ValueError(f"config: {key}: {msg}")
+
+        if self.method not in METHODS:
+            bad("method", f"must be one of {METHODS}, got {self.method!r}")
+        if self.coordinates not in ("canonical", "world"):
+            bad("coordinates", f"must be 'canonical' or 'world', got {self.coordinates!r}")
+        if self.background not in ("random", "white", "black"):
+            bad("background", f"must be random, white or black, got {self.background!r}")
+        if self.rays_per_step <= 0:
+            bad("rays_per_step", f"must be > 0, got {self.rays_per_step}")
+        if not 0 < self.image_scale <= 1:
+            bad("image_scale", f"must be in (0, 1], got {self.image_scale}")
+        for k in ("meta", "joint", "finetune"):
+            opt = getattr(self, k).optimizer
+            if opt not in OPTIMIZERS:
+                bad(f"{k}.optimizer", f"must be one of {OPTIMIZERS}, got {opt!r}")
+        for k, v in (("meta.n_support", self.meta.n_support), ("meta.n_query", self.meta.n_query),
+                     ("meta.epochs", self.meta.epochs), ("joint.steps", self.joint.steps),
+                     ("finetune.steps", self.finetune.steps), ("grid.res", self.grid.res),
+                     ("grid.update_every", self.grid.update_every)):
+            if v < (0 if k == "meta.n_support" else 1):
+                bad(k, f"must be positive, got {v}")
+        for name, g in (("meta.alpha", self.meta.alpha), ("meta.beta", self.meta.beta), ("joint.lr", self.joint.lr),
+                        ("finetune.lr", self.finetune.lr)):
+            if g is None:
+                continue
+            for grp in ("grid", "mlp"):
+                if not getattr(g, grp) >= 0:
+                    bad(f"{name}.{grp}", f"must be >= 0, got {getattr(g, grp)}")
+        self.render_config()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, data: Any, key: str):
+    if not dataclasses.is_dataclass(cls):
+        return data
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"config: {key or 'top level'}: must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ValueError(f"config: unknown key {where}{unknown[0]} (known: {sorted(fields)})")
+    kwargs = {}
+    hints = {"GroupLR": GroupLR, "GroupLR | None": GroupLR, "GridConfig": GridConfig, "MetaConfig": MetaConfig,
+             "JointConfig": JointConfig, "FinetuneConfig": FinetuneConfig}
+    for name, value in data.items():
+        sub = f"{key}.{name}" if key else name
+        ftype = fields[name].type if isinstance(fields[name].type, str) else fields[name].type.__name__
+        if ftype in hints:
+            kwargs[name] = _build(hints[ftype], value, sub)
+        else:
+            default = getattr(cls(), name)
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"config: {sub}: must be true or false, got {value!r}")
+            elif isinstance(default, int):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"config: {sub}: must be an integer, got {value!r}")
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"config: {sub}: must be a number, got {value!r}")
+                value = float(value)
+            elif isinstance(default, str) and not isinstance(value, str):
+                raise ValueError(f"config: {sub}: must be a string, got {value!r}")
+            elif isinstance(default, dict) and not isinstance(value, dict):
+                raise ValueError(f"config: {sub}: must be a mapping, got {value!r}")
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    return _build(TrainConfig, d or {}, "").validate()
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {p}: invalid YAML: {e}") from None
+    if overrides:
+        data = _merge(data, overrides)
+    return config_from_dict(data)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
+    return out

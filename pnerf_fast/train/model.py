@@ -1,0 +1,211 @@
+"""The portrait model (a canonical-space radiance field + its occupancy grid + the mean
+face that defines canonical space), checkpoints, and the finetuned PortraitField."""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..face.landmarks import CANONICAL_AABB
+from ..face.procrustes import SimilarityTransform
+from ..ops.occgrid import OccupancyGrid
+from ..render.cameras import Camera
+from ..render.renderer import RenderConfig, render_image, render_rays
+from .config import TrainConfig, config_from_dict
+
+CHECKPOINT_FORMAT = "pnerf_fast.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def build_field(field_cfg):
+    """A RadianceField from a preset name, a YAML path, a config dict or a FieldConfig."""
+    from ..field import RadianceField
+    from ..field.config import field_config_from_dict, load_field_config
+
+    if isinstance(field_cfg, dict):
+        cfg = field_config_from_dict(field_cfg)
+    elif isinstance(field_cfg, (str, os.PathLike)):
+        cfg = load_field_config(field_cfg)
+    else:
+        cfg = field_cfg
+    return RadianceField(cfg)
+
+
+def _field_cfg_dict(field) -> dict:
+    """The field's config as a dict that field_config_from_dict accepts back (only the
+    keys of the chosen encoding types)."""
+    from ..field import config as fc
+
+    d = field.cfg.to_dict()
+    for section, table in (("encoding", fc._ENC_KEYS), ("dir_encoding", fc._DIR_KEYS)):
+        allowed = table.get(d[section]["type"])
+        if allowed:
+            d[section] = {k: v for k, v in d[section].items() if k in allowed}
+    return d
+
+
+class PortraitModel(nn.Module):
+    """What pretraining produces and finetuning starts from."""
+
+    def __init__(self, cfg: TrainConfig, mean_face: np.ndarray | None, field=None):
+        super().__init__()
+        self.cfg = cfg
+        self.field = field if field is not None else build_field(cfg.field)
+        g = cfg.grid
+        self.grid = OccupancyGrid(CANONICAL_AABB, levels=g.levels, res=g.res, decay=g.decay, threshold=g.threshold)
+        self.mean_face = None if mean_face is None else np.asarray(mean_face, dtype=np.float64)
+        self.render_cfg = cfg.render_config()
+
+    def density_fn(self, field=None):
+        f = field if field is not None else self.field
+
+        def fn(x):
+            with torch.no_grad():
+                return f.density(x)
+
+        return fn
+
+    def param_groups(self, field=None) -> dict[str, list[nn.Parameter]]:
+        return (field or self.field).param_groups()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self, extra: dict | None = None, half: bool = False) -> dict:
+        fs = {k: v.detach().cpu() for k, v in self.field.state_dict().items()}
+        if half:
+            fs = {k: (v.half() if v.is_floating_point() and v.numel() > 4096 else v) for k, v in fs.items()}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "train_config": self.cfg.to_dict(),
+            "field_config": _field_cfg_dict(self.field),
+            "field_state": fs,
+            "grid_state": {k: v.cpu() for k, v in self.grid.state_dict().items()},
+            "mean_face": None if self.mean_face is None else self.mean_face.tolist(),
+            "extra": extra or {},
+        }
+
+    def save(self, path, extra: dict | None = None, half: bool = False) -> None:
+        save_atomic(self.state(extra, half), path)
+
+    @classmethod
+    def from_state(cls, st: dict, source: str = "<checkpoint>") -> "PortraitModel":
+        check_checkpoint(st, source)
+        cfg = config_from_dict(st["train_config"])
+        try:
+            field = build_field(st["field_config"])
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{source}: field_config: {e}") from None
+        model = cls(cfg, st["mean_face"], field=field)
+        fs = {k: v.float() if v.is_floating_point() else v for k, v in st["field_state"].items()}
+        try:
+            model.field.load_state_dict(fs)
+            model.grid.load_state_dict(st["grid_state"])
+        except RuntimeError as e:
+            raise ValueError(f"{source}: the weights do not match the stored field config: {e}") from None
+        return model
+
+    @classmethod
+    def load(cls, path) -> "PortraitModel":
+        return cls.from_state(load_checkpoint(path), str(path))
+
+
+def check_checkpoint(st, source: str) -> None:
+    if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{source}: not a pnerf_fast checkpoint (missing format={CHECKPOINT_FORMAT!r})")
+    if st.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{source}: checkpoint version {st.get('version')} is not supported (expected {CHECKPOINT_VERSION})")
+    for k in ("train_config", "field_config", "field_state", "grid_state"):
+        if k not in st:
+            raise ValueError(f"{source}: checkpoint lacks '{k}'")
+
+
+def save_atomic(obj, path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over ``path``: a
+    crash never leaves a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read checkpoint: {e}") from None
+
+
+class PortraitField:
+    """A subject's finetuned field: render it from any world-space camera."""
+
+    def __init__(self, model: PortraitModel, transform: SimilarityTransform, frontal_camera: Camera | None = None,
+                 background: float = 1.0, info: dict | None = None):
+        self.model = model
+        self.transform = transform
+        self.frontal_camera = frontal_camera
+        self.background = float(background)
+        self.info = info or {}
+
+    @property
+    def warp_table(self) -> torch.Tensor:
+        return torch.as_tensor(self.transform.to_warp_row(), dtype=torch.float32)[None]
+
+    @torch.no_grad()
+    def render(self, camera: Camera, chunk: int = 1 << 14, cfg: RenderConfig | None = None, progress=None):
+        """-> dict(rgb [H,W,3], depth [H,W] world distance, opacity [H,W]) as float tensors."""
+        self.model.field.eval()
+        rgb, depth, opa = render_image(self.model.field, self.model.grid, camera, self.warp_table,
+                                       cfg or self.model.render_cfg, self.background, chunk, progress)
+        return {"rgb": rgb, "depth": depth, "opacity": opa}
+
+    def render_rays(self, rays_o, rays_d, cfg: RenderConfig | None = None):
+        return render_rays(self.model.field, self.model.grid, rays_o, rays_d, self.warp_table, None,
+                           cfg or self.model.render_cfg, self.background)
+
+    def save(self, path) -> None:
+        st = self.model.state(extra={"portrait": {
+            "transform": self.transform.to_dict(),
+            "background": self.background,
+            "frontal_camera": None if self.frontal_camera is None else _cam_dict(self.frontal_camera),
+            "info": self.info,
+        }})
+        save_atomic(st, path)
+
+    @classmethod
+    def load(cls, path) -> "PortraitField":
+        st = load_checkpoint(path)
+        model = PortraitModel.from_state(st, str(path))
+        p = st.get("extra", {}).get("portrait")
+        if p is None:
+            raise ValueError(f"{path}: this is a pretrained prior, not a finetuned portrait (run `pnerf finetune` first)")
+        cam = None if p.get("frontal_camera") is None else _cam_from_dict(p["frontal_camera"])
+        return cls(model, SimilarityTransform.from_dict(p["transform"]), cam, p.get("background", 1.0), p.get("info"))
+
+
+def _cam_dict(c: Camera) -> dict:
+    return {"fx": c.fx, "fy": c.fy, "cx": c.cx, "cy": c.cy, "width": c.width, "height": c.height, "c2w": c.c2w.tolist()}
+
+
+def _cam_from_dict(d: dict) -> Camera:
+    return Camera(d["fx"], d["fy"], d["cx"], d["cy"], d["width"], d["height"], np.array(d["c2w"]))
+
+
+def clone_field(field):
+    return copy.deepcopy(field)
