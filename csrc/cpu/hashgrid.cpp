@@ -10,7 +10,17 @@ namespace cpu {
 
 template <typename T>
 void hashgrid_forward(const HashGridArgs<T>& a) {
-  parallel_for(a.n * a.n_levels, HashGridForward<T>{a}, 4096);
+  const HashGridForward<T> f{a};
+  const int64_t n = a.n;
+  if (n <= 0) return;
+  at::parallel_for(0, n * a.n_levels, 4096, [&](int64_t b, int64_t e) {
+    int l = (int)(b / n);
+    int64_t p = b - (int64_t)l * n;
+    for (int64_t i = b; i < e; ++i) {
+      f.run(l, p);
+      if (++p == n) p = 0, ++l;
+    }
+  });
 }
 
 template <typename T>
@@ -20,7 +30,7 @@ void hashgrid_backward(const HashGridArgs<T>& a, bool want_params, bool want_x) 
     const int64_t n = a.n;
     at::parallel_for(0, a.n_levels, 1, [&](int64_t l0, int64_t l1) {
       for (int64_t l = l0; l < l1; ++l)
-        for (int64_t p = 0; p < n; ++p) f(l * n + p);
+        for (int64_t p = 0; p < n; ++p) f.run((int)l, p);
     });
   }
   if (want_x) parallel_for(a.n, HashGridBackwardInput<T>{a}, 1024);

@@ -61,7 +61,7 @@ at::Tensor hashgrid_forward(at::Tensor x, at::Tensor params, std::vector<int64_t
                             std::vector<double> aabb) {
   check_inputs(x, params);
   const int64_t n = x.size(0), F = params.size(1), L = (int64_t)resolutions.size();
-  auto out = at::empty({n, L * F}, params.options());
+  auto out = at::empty({L, n, F}, params.options());  // level-major inside
   AT_DISPATCH_FLOATING_TYPES(params.scalar_type(), "hashgrid_forward", [&] {
     HashGridArgs<scalar_t> a{};
     fill_levels(a, resolutions, log2_table, aabb, params);
@@ -72,7 +72,7 @@ at::Tensor hashgrid_forward(at::Tensor x, at::Tensor params, std::vector<int64_t
     a.out = out.data_ptr<scalar_t>();
     PNERF_LAUNCH(params, hashgrid_forward<scalar_t>, a);
   });
-  return out;
+  return out.permute({1, 0, 2}).reshape({n, L * F});
 }
 
 // -> (grad_params [rows,F] or undefined, grad_x [n,3] or undefined)
@@ -83,6 +83,7 @@ std::vector<at::Tensor> hashgrid_backward(at::Tensor grad_out, at::Tensor x, at:
   const int64_t n = x.size(0), F = params.size(1), L = (int64_t)resolutions.size();
   check_tensor(grad_out, "grad_out", params.scalar_type(), params.device());
   check_shape(grad_out, "grad_out", {n, L * F});
+  const at::Tensor g_lm = grad_out.view({n, L, F}).permute({1, 0, 2}).contiguous();  // [L, n, F]
   at::Tensor gp, gx;
   if (want_params) gp = at::zeros_like(params);
   if (want_x) gx = at::zeros_like(x);
@@ -93,7 +94,7 @@ std::vector<at::Tensor> hashgrid_backward(at::Tensor grad_out, at::Tensor x, at:
     a.n_features = (int32_t)F;
     a.x = x.data_ptr<scalar_t>();
     a.params = params.data_ptr<scalar_t>();
-    a.grad_out = grad_out.data_ptr<scalar_t>();
+    a.grad_out = g_lm.data_ptr<scalar_t>();
     a.grad_params = want_params ? gp.data_ptr<scalar_t>() : nullptr;
     a.grad_x = want_x ? gx.data_ptr<scalar_t>() : nullptr;
     PNERF_LAUNCH(params, hashgrid_backward<scalar_t>, a, want_params, want_x);

@@ -9,7 +9,8 @@
 //   dense level (R_l + 1)^3 <= table size:  index = cx + (R_l+1) * (cy + (R_l+1) * cz)
 //   hashed level:                           index = (cx ^ cy*2654435761 ^ cz*805459861) mod 2^T
 // (uint32 arithmetic; the table size is a power of two). The level's F features are the
-// trilinear blend of its 8 corner rows: out[p, l*F + f].
+// trilinear blend of its 8 corner rows: out[l, p, f] (level-major; the op transposes
+// to [n, L*F] afterwards, so that a pass over one level writes contiguous memory).
 //
 // One element = one (level, point) pair, level-major: i = l * n + p. The CPU launcher
 // hands whole levels to threads, so the table backward needs no atomics there (each
@@ -39,8 +40,8 @@ struct HashGridArgs {
   T inv_extent[3];
   const T* x;           // [n, 3]
   const T* params;      // [rows, F]
-  T* out;               // [n, L*F]
-  const T* grad_out;    // [n, L*F]
+  T* out;               // [L, n, F]
+  const T* grad_out;    // [L, n, F]
   T* grad_params;       // [rows, F]
   T* grad_x;            // [n, 3]
 };
@@ -87,7 +88,9 @@ struct HashGridForward {
   HashGridArgs<T> a;
   PNERF_HD void operator()(int64_t i) const {
     const int l = (int)(i / a.n);
-    const int64_t p = i - (int64_t)l * a.n;
+    run(l, i - (int64_t)l * a.n);
+  }
+  PNERF_HD void run(int l, int64_t p) const {
     int64_t rows[8];
     T wts[8], w[3];
     bool inside[3];
@@ -99,7 +102,7 @@ struct HashGridForward {
       const T* row = a.params + rows[c] * F;
       for (int f = 0; f < F; ++f) acc[f] += wts[c] * row[f];
     }
-    T* o = a.out + p * (int64_t)(a.n_levels * F) + l * F;
+    T* o = a.out + ((int64_t)l * a.n + p) * F;
     for (int f = 0; f < F; ++f) o[f] = acc[f];
   }
 };
@@ -110,9 +113,11 @@ struct HashGridBackwardParams {
   HashGridArgs<T> a;
   PNERF_HD void operator()(int64_t i) const {
     const int l = (int)(i / a.n);
-    const int64_t p = i - (int64_t)l * a.n;
+    run(l, i - (int64_t)l * a.n);
+  }
+  PNERF_HD void run(int l, int64_t p) const {
     const int F = a.n_features;
-    const T* g = a.grad_out + p * (int64_t)(a.n_levels * F) + l * F;
+    const T* g = a.grad_out + ((int64_t)l * a.n + p) * F;
     bool any = false;
     for (int f = 0; f < F; ++f) any = any || (g[f] != T(0));
     if (!any) return;
@@ -141,7 +146,7 @@ struct HashGridBackwardInput {
     const int F = a.n_features;
     T gx[3] = {T(0), T(0), T(0)};
     for (int l = 0; l < a.n_levels; ++l) {
-      const T* g = a.grad_out + p * (int64_t)(a.n_levels * F) + l * F;
+      const T* g = a.grad_out + ((int64_t)l * a.n + p) * F;
       int64_t rows[8];
       T wts[8], w[3];
       bool inside[3];
