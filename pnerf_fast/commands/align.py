@@ -9,20 +9,26 @@ def add_arguments(p):
     p.add_argument("--res", type=int, default=128, help="output resolution in pixels, square (default: 128)")
     p.add_argument("--preview", metavar="PNG", help="also write a preview with the 24 landmarks drawn")
     p.add_argument("--refine-landmarks", action="store_true", help="MediaPipe's refined eye/lip model (slower; same 24 points)")
+    p.add_argument("--no-segment", action="store_true",
+                   help="do not compute a foreground (person) mask for photos without an alpha channel "
+                        "(by default MediaPipe Selfie Segmentation masks out the background)")
+    p.add_argument("--mask-preview", metavar="PNG", help="also write a preview of the mask (crop | mask | cut-out on a checkerboard)")
 
 
 def run(args):
     import logging
     import warnings
 
-    from ..face.align import align_photo, draw_landmarks
+    from ..face.align import align_photo, draw_landmarks, draw_mask
 
     if args.res < 16:
         raise ValueError(f"--res must be at least 16, got {args.res}")
     logging.getLogger("pnerf_fast.face.align").setLevel(logging.ERROR)  # warnings are printed below instead
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        aligned = align_photo(args.photo, None, res=args.res, refine_landmarks=args.refine_landmarks)
+        aligned = align_photo(
+            args.photo, None, res=args.res, refine_landmarks=args.refine_landmarks, segment=not args.no_segment
+        )
     for w in caught:
         print(f"warning: {w.message}")
     out = aligned.save(args.out)
@@ -38,12 +44,19 @@ def run(args):
     print(f"camera:    rig frontal camera, {aligned.res}x{aligned.res}, fx = {aligned.camera.fx:.2f} px")
     print(f"landmarks: 24 lifted to 3D; fit to the template: rms {aligned.template_fit_rms():.3f} units, "
           f"scale {t.scale:.3f}, rotation {_angle_deg(t.rotation):.1f} deg")
-    if aligned.alpha is not None:
-        print("alpha:     kept as the view's mask (RGBA PNG)")
+    if aligned.mask_source == "photo":
+        print("alpha:     the photo's alpha channel, kept as the view's mask (RGBA PNG)")
+    elif aligned.mask_source == "segmentation":
+        print(f"alpha:     foreground mask from MediaPipe Selfie Segmentation, {aligned.alpha.mean():.0%} of the crop (RGBA PNG)")
+    else:
+        print("alpha:     none (the whole crop is foreground)")
     print(f"wrote:     {out}/ (transforms.json, face.json, images/frontal.png)")
     if args.preview:
         draw_landmarks(aligned, args.preview)
         print(f"preview:   {args.preview}")
+    if args.mask_preview:
+        draw_mask(aligned, args.mask_preview)
+        print(f"mask:      {args.mask_preview}")
     return 0
 
 

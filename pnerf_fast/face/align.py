@@ -17,7 +17,11 @@ Steps (docs/FACE.md has the details and the reasons):
    the depth ``D0 + z_rel * D0 / f``, with MediaPipe's relative depth ``z_rel`` (pixels,
    smaller = nearer) and ``D0`` chosen so the mean landmark depth equals the template's
    mean depth (a template-sized head at the origin).
-5. Write transforms.json, face.json and the image with ``data.format.write_subject``.
+5. Mask: a photo without an alpha channel gets a foreground (person) mask from
+   MediaPipe Selfie Segmentation, run on the crop box's neighbourhood in the photo and
+   resampled with the crop (zero outside the photo). An RGBA photo keeps its own alpha.
+6. Write transforms.json, face.json and the image (RGBA when there is a mask) with
+   ``data.format.write_subject``.
 
 MediaPipe is imported lazily (it takes seconds); nothing is downloaded at run time,
 the tflite models ship inside the mediapipe wheel.
@@ -51,6 +55,8 @@ __all__ = [
     "frame_landmarks",
     "lift_landmarks",
     "align_photo",
+    "segment_foreground",
+    "draw_mask",
     "DEFAULT_RES",
 ]
 
@@ -65,6 +71,17 @@ MIN_DETECT_SIDE = 256
 MIN_FACE_PX = 16
 #: MediaPipe's own limit on faces per image that we ask for.
 MAX_NUM_FACES = 5
+#: Selfie Segmentation model: 0 = general (256x256 input), 1 = landscape (144x256).
+#: On the astronaut the general model gives the cleaner mask (docs/FACE.md).
+SEGMENT_MODEL = 0
+#: Segmentation confidences below LOW become 0, above HIGH 1, smoothstep in between.
+SEGMENT_LOW, SEGMENT_HIGH = 0.1, 0.9
+#: The segmenter sees the crop box enlarged this many times about its centre (clipped to
+#: the photo): head and shoulders, the framing the selfie model is trained on. The bare
+#: crop (1x) leaks onto the background; the whole photo is coarse for small faces.
+SEGMENT_CONTEXT = 1.5
+#: A mask whose mean over the 24 landmark pixels is below this misses the face: dropped.
+SEGMENT_MIN_FACE_ALPHA = 0.5
 
 
 class FaceAlignmentError(ValueError):
@@ -391,6 +408,61 @@ def detect_landmarks(
     return det
 
 
+# ------------------------------------------------------------------------- segmentation
+
+def segment_foreground(rgb: np.ndarray, *, model_selection: int = SEGMENT_MODEL) -> np.ndarray:
+    """Person (foreground) mask of a uint8 RGB image [H, W, 3] with MediaPipe Selfie
+    Segmentation: float32 [H, W] in [0, 1].
+
+    The model's confidence is remapped so that values below ``SEGMENT_LOW`` (0.1) become 0
+    and above ``SEGMENT_HIGH`` (0.9) become 1, with a smoothstep in between (soft edges for
+    hair, a clean zero on the background). Runs offline (the model ships in the wheel).
+    """
+    img = np.asarray(rgb)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 1:
+        raise ValueError(f"segment_foreground needs a uint8 RGB image [H, W, 3], got {img.dtype} {tuple(img.shape)}")
+    _quiet_mediapipe()
+    import mediapipe as mp
+
+    with _native_stderr_captured(), mp.solutions.selfie_segmentation.SelfieSegmentation(
+        model_selection=model_selection
+    ) as seg:
+        res = seg.process(np.ascontiguousarray(img))
+    m = getattr(res, "segmentation_mask", None)
+    if m is None:
+        raise RuntimeError("MediaPipe Selfie Segmentation returned no mask")
+    m = np.nan_to_num(np.asarray(m, dtype=np.float32), nan=0.0)
+    if m.shape != img.shape[:2]:
+        raise RuntimeError(f"segmentation mask has shape {m.shape}, expected {img.shape[:2]}")
+    t = np.clip((m - SEGMENT_LOW) / (SEGMENT_HIGH - SEGMENT_LOW), 0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+
+
+def _segment_crop(rgb: np.ndarray, box, res: int) -> np.ndarray:
+    """Foreground mask of the crop ``box`` (photo pixels, may leave the photo) at
+    [res, res], float32 in [0, 1]; zero where the box lies outside the photo."""
+    h, w = rgb.shape[:2]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = (box[2] - box[0]) * SEGMENT_CONTEXT / 2
+    rx0, ry0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
+    rx1, ry1 = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
+    if rx1 <= rx0 or ry1 <= ry0:
+        return np.zeros((res, res), np.float32)
+    region = rgb[ry0:ry1, rx0:rx1]
+    # Downscale huge regions first (the model's input is 256 px; this keeps it cheap).
+    k = min(1.0, 1024.0 / max(region.shape[:2]))
+    mask = segment_foreground(_resize(region, k) if k < 1.0 else region)
+    if k < 1.0:
+        import cv2
+
+        mask = cv2.resize(mask, (rx1 - rx0, ry1 - ry0), interpolation=cv2.INTER_LINEAR)
+    # One zero pixel around the region: outside the photo (and outside the segmented
+    # neighbourhood, which holds the whole part of the box inside the photo) alpha is 0.
+    padded = np.pad(mask, 1, mode="constant")
+    rel = (box[0] - rx0 + 1, box[1] - ry0 + 1, box[2] - rx0 + 1, box[3] - ry0 + 1)
+    return np.clip(_crop_resize(padded, rel, res), 0.0, 1.0).astype(np.float32)
+
+
 # ----------------------------------------------------------------- framing and lifting
 
 def template_pixels(camera: Camera) -> np.ndarray:
@@ -439,7 +511,8 @@ def lift_landmarks(uv: np.ndarray, z_rel_px: np.ndarray, camera: Camera) -> np.n
 
 def _crop_resize(arr: np.ndarray, box: tuple[float, float, float, float], res: int) -> np.ndarray:
     """Resample the square ``box`` (x0, y0, x1, y1; photo pixels, may leave the photo) of a
-    uint8 image [H, W] or [H, W, C] to [res, res(, C)], replicating edge pixels outside."""
+    uint8 image [H, W] or [H, W, C] (or a float32 [H, W]) to [res, res(, C)], replicating
+    edge pixels outside."""
     from PIL import Image
 
     h, w = arr.shape[:2]
@@ -467,7 +540,7 @@ def _crop_resize(arr: np.ndarray, box: tuple[float, float, float, float], res: i
 @dataclass
 class AlignedPhoto:
     image: np.ndarray              # [res, res, 3] float32 in [0, 1]; straight (not premultiplied) RGB
-    alpha: Optional[np.ndarray]    # [res, res] float32 in [0, 1] (RGBA input only; the view's mask) else None
+    alpha: Optional[np.ndarray]    # [res, res] float32 in [0, 1], the view's mask (see mask_source), or None
     camera: Camera                 # == rig.frontal_camera(res)
     landmarks_world: np.ndarray    # [24, 3] float64, landmarks.NAMES order
     landmarks_2d: np.ndarray       # [24, 2] float64, crop pixels
@@ -479,13 +552,14 @@ class AlignedPhoto:
     source: str
     detection_method: str = "face_mesh"
     outside_fraction: float = 0.0  # share of the crop that lies outside the photo (edge-replicated)
+    mask_source: Optional[str] = None  # "photo" (its alpha channel), "segmentation" or None (no mask)
 
     @property
     def res(self) -> int:
         return self.camera.width
 
     def composite(self, bg: float = 1.0) -> np.ndarray:
-        """The crop over a constant background (RGBA input), else ``image``: [res, res, 3]."""
+        """The crop over a constant background using ``alpha``, else ``image``: [res, res, 3]."""
         if self.alpha is None:
             return self.image
         a = self.alpha[..., None]
@@ -521,6 +595,7 @@ class AlignedPhoto:
             "template_fit_rms": self.template_fit_rms(),
             "template_transform": t.to_dict(),
             "alpha_mask": self.alpha is not None,
+            "mask_source": self.mask_source,
         }
 
     def save(self, out_dir, *, overwrite: bool = True) -> Path:
@@ -561,9 +636,15 @@ def align_photo(
     res: int = DEFAULT_RES,
     refine_landmarks: bool = False,
     max_num_faces: int = MAX_NUM_FACES,
+    segment: bool = True,
 ) -> AlignedPhoto:
     """A photo (path or array) -> AlignedPhoto framed like ``rig.frontal_camera(res)``;
-    writes the subject folder to ``out_dir`` when given."""
+    writes the subject folder to ``out_dir`` when given.
+
+    The view's mask (``alpha``): an RGBA photo's own alpha channel; otherwise, with
+    ``segment`` (default), a person mask from MediaPipe Selfie Segmentation. When the
+    segmentation fails, is empty or misses the face, ``alpha`` is None and a
+    ``UserWarning`` says why."""
     if not (isinstance(res, (int, np.integer)) and res >= 16):
         raise ValueError(f"res must be an integer >= 16, got {res!r}")
     res = int(res)
@@ -582,12 +663,16 @@ def align_photo(
     idx = list(MEDIAPIPE_TO_PNERF24)
 
     image = _crop_resize(rgb, box, res).astype(np.float32) / 255.0
-    alpha_c = None
+    alpha_c, mask_source = None, None
     if alpha is not None:
         # Outside the photo the alpha is zero (nothing there), not edge-replicated.
         padded = np.pad(alpha, 1, mode="constant")
         box_p = (box[0] + 1, box[1] + 1, box[2] + 1, box[3] + 1)
         alpha_c = _crop_resize(padded, box_p, res).astype(np.float32) / 255.0
+        mask_source = "photo"
+    elif segment:
+        alpha_c = _segmentation_or_none(rgb, box, res, mp_2d[idx], src)
+        mask_source = "segmentation" if alpha_c is not None else None
     inside = np.clip([min(box[2], w) - max(box[0], 0), min(box[3], h) - max(box[1], 0)], 0, None)
     outside = 1.0 - float(inside[0] * inside[1]) / (size * size)
 
@@ -608,19 +693,66 @@ def align_photo(
         source=src,
         detection_method=det.method,
         outside_fraction=max(0.0, outside),
+        mask_source=mask_source,
     )
     if out_dir is not None:
         result.save(out_dir)
     return result
 
 
+def _segmentation_or_none(rgb, box, res, landmarks_2d, src) -> Optional[np.ndarray]:
+    """The crop's segmentation mask, or None with a warning when it cannot be trusted."""
+    try:
+        mask = _segment_crop(rgb, box, res)
+    except Exception as e:  # noqa: BLE001 - any segmentation failure falls back to "no mask"
+        reason = f"segmentation failed ({type(e).__name__}: {e})"
+    else:
+        uv = np.clip(np.round(landmarks_2d - 0.5).astype(int), 0, res - 1)
+        face = float(mask[uv[:, 1], uv[:, 0]].mean())
+        if not np.isfinite(mask).all() or mask.max() < 0.5:
+            reason = "the segmentation mask is empty"
+        elif face < SEGMENT_MIN_FACE_ALPHA:
+            reason = f"the segmentation mask misses the face (mean alpha {face:.2f} on the landmarks)"
+        else:
+            return mask
+    msg = f"{src}: {reason}; no foreground mask, the whole crop is used as foreground"
+    log.info(msg)
+    warnings.warn(msg, stacklevel=3)
+    return None
+
+
+def draw_mask(aligned: AlignedPhoto, path=None, *, scale: int = 2, checker: int = 8) -> np.ndarray:
+    """A preview of the view's mask: the crop, the mask, and the crop composited with the
+    mask over a grey checkerboard, side by side, each ``scale`` times larger. Returns uint8
+    [res*scale, 3*res*scale, 3]; also writes a PNG when ``path`` is given."""
+    import cv2
+
+    res = aligned.res
+    a = np.ones((res, res), np.float32) if aligned.alpha is None else aligned.alpha
+    yy, xx = np.mgrid[:res, :res]
+    board = np.where(((yy // checker + xx // checker) % 2)[..., None] == 0, 0.55, 0.75).astype(np.float32)
+    comp = aligned.image * a[..., None] + board * (1.0 - a[..., None])
+    panels = [aligned.image, np.repeat(a[..., None], 3, -1), comp]
+    img = np.clip(np.round(np.concatenate(panels, 1) * 255), 0, 255).astype(np.uint8)
+    big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    if path is not None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(p), cv2.cvtColor(big, cv2.COLOR_RGB2BGR)):
+            raise ValueError(f"could not write mask preview {p}")
+    return big
+
+
 def draw_landmarks(aligned: AlignedPhoto, path=None, *, scale: int = 4, show_mesh: bool = True) -> np.ndarray:
     """A preview: the crop upscaled ``scale`` times, the 468 mesh points faint, the 24
     project landmarks as coloured dots (subject's right red, left blue, midline green)
-    with their iBUG index. Returns uint8 [H, W, 3]; also writes a PNG when ``path`` is given."""
+    with their iBUG index. An RGBA photo is shown over white; a segmentation mask is not
+    applied (``draw_mask`` shows it). Returns uint8 [H, W, 3]; also writes a PNG when
+    ``path`` is given."""
     import cv2
 
-    img = np.clip(np.round(aligned.composite(1.0) * 255), 0, 255).astype(np.uint8)
+    shown = aligned.composite(1.0) if aligned.mask_source == "photo" else aligned.image
+    img = np.clip(np.round(shown * 255), 0, 255).astype(np.uint8)
     big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     canvas = big.copy()
     if show_mesh:
