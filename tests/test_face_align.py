@@ -1,8 +1,8 @@
 """Photo -> subject folder (pnerf_fast.face.align) on the scikit-image astronaut portrait.
 
 MediaPipe runs offline (its models ship in the wheel). One alignment of the astronaut
-is shared by most tests (module fixture); the input-handling tests each run one more
-detection (~0.1 s each after the first import).
+(with its segmentation mask) is shared by most tests (module fixture); the
+input-handling tests each run one more detection (~0.1 s each after the first import).
 """
 import json
 import warnings
@@ -22,7 +22,9 @@ from pnerf_fast.face.align import (  # noqa: E402
     align_photo,
     detect_landmarks,
     draw_landmarks,
+    draw_mask,
     load_photo,
+    segment_foreground,
 )
 from pnerf_fast.face.mediapipe_map import MAPPING, MEDIAPIPE_TO_PNERF24  # noqa: E402
 
@@ -61,7 +63,8 @@ def test_astronaut_one_face_and_output_shapes(aligned):
     assert aligned.num_faces == 1
     assert aligned.image.shape == (128, 128, 3) and aligned.image.dtype == np.float32
     assert 0.0 <= aligned.image.min() and aligned.image.max() <= 1.0
-    assert aligned.alpha is None
+    assert aligned.alpha.shape == (128, 128) and aligned.alpha.dtype == np.float32
+    assert aligned.mask_source == "segmentation"
     assert aligned.landmarks_world.shape == (24, 3)
     assert aligned.landmarks_2d.shape == (24, 2)
     assert aligned.mediapipe_2d.shape == (468, 2)
@@ -123,7 +126,8 @@ def test_astronaut_canonical_transform_is_sane(aligned):
 def test_astronaut_subject_folder_roundtrip(aligned, tmp_path):
     out = aligned.save(tmp_path / "astro")
     s = load_subject(out)
-    assert s.num_views == 1 and s.frontal_index == 0 and s.masks is None
+    assert s.num_views == 1 and s.frontal_index == 0
+    np.testing.assert_allclose(s.masks[0], aligned.alpha, atol=1 / 255)
     np.testing.assert_allclose(s.images[0], aligned.image, atol=1 / 255)
     np.testing.assert_allclose(s.landmarks, aligned.landmarks_world, atol=1e-12)
     np.testing.assert_array_equal(s.cameras[0].c2w, rig.frontal_camera(128).c2w)
@@ -133,6 +137,7 @@ def test_astronaut_subject_folder_roundtrip(aligned, tmp_path):
     assert s.meta["photo_size"] == [512, 512]
     assert s.meta["crop_box"] == pytest.approx(list(aligned.crop_box))
     assert s.meta["num_faces"] == 1
+    assert s.meta["alpha_mask"] is True and s.meta["mask_source"] == "segmentation"
     # Refuses to replace a folder that is not a subject folder.
     other = tmp_path / "notes"
     other.mkdir()
@@ -164,6 +169,16 @@ def test_cli_align_writes_a_valid_subject(astronaut_png, tmp_path, capsys):
     assert face["meta"]["photo"] == str(astronaut_png)
 
 
+def test_cli_no_segment_writes_no_mask(astronaut_png, tmp_path, capsys):
+    from pnerf_fast.cli import main
+
+    out = tmp_path / "subj"
+    assert main(["align", str(astronaut_png), "--out", str(out), "--res", "64", "--no-segment"]) == 0
+    assert "alpha:     none" in capsys.readouterr().out
+    s = load_subject(out)
+    assert s.masks is None and s.meta["alpha_mask"] is False
+
+
 def test_cli_reports_bad_photo_with_its_name(tmp_path, capsys):
     from pnerf_fast.cli import main
 
@@ -173,6 +188,76 @@ def test_cli_reports_bad_photo_with_its_name(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "notes.jpg" in err and "not a readable image" in err
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- foreground mask
+
+def test_astronaut_mask_covers_the_person_not_the_background(aligned):
+    a = aligned.alpha
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    u, v = aligned.landmarks_2d[I["nose_tip"]]
+    assert a[int(v), int(u)] > 0.9
+    # Every landmark inside the face is foreground (the jaw points sit on the face's
+    # outline, where the mask may already be soft).
+    inner = [i for i, n in enumerate(lm.NAMES) if not n.startswith("jaw")]
+    uv = aligned.landmarks_2d[inner].astype(int)
+    assert a[uv[:, 1], uv[:, 0]].min() > 0.9
+    # Hair above the forehead is foreground (the crop top cuts through the hair).
+    assert a[4, 64] > 0.9
+    # Clear background in the crop (docs/images/astronaut_mask.png): the wall at the top
+    # left and top right corners, left of the jaw, right of the neck.
+    for y, x in [(1, 1), (1, 126), (80, 4), (96, 124), (84, 122)]:
+        assert a[y, x] < 0.1, (y, x, a[y, x])
+    # Soft but decisive: most pixels are (nearly) 0 or 1.
+    assert ((a < 0.05) | (a > 0.95)).mean() > 0.9
+
+
+def test_segment_foreground_remaps_confidences(astronaut):
+    m = segment_foreground(astronaut)
+    assert m.shape == (512, 512) and m.dtype == np.float32
+    assert m.min() == 0.0 and m.max() == 1.0
+    assert m[120, 225] == 1.0 and m[20, 480] == 0.0   # the face; the wall right of the rocket
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        segment_foreground(astronaut.astype(np.float32))
+
+
+def test_segment_false_gives_no_mask(astronaut):
+    r = align_photo(astronaut, segment=False)
+    assert r.alpha is None and r.mask_source is None
+
+
+def test_mask_outside_the_photo_is_zero(astronaut, aligned):
+    # Shift the face to the photo's left edge: part of the crop box leaves the photo.
+    shifted = np.ascontiguousarray(astronaut[:, 165:])
+    r = align_photo(shifted)
+    assert r.outside_fraction > 0.05 and r.mask_source == "segmentation"
+    outside_cols = int(np.floor((0 - r.crop_box[0]) * r.crop_scale)) - 1
+    assert outside_cols >= 2
+    assert r.alpha[:, :outside_cols].max() < 1e-3
+    u, v = r.landmarks_2d[I["nose_tip"]]
+    assert r.alpha[int(v), int(u)] > 0.9
+
+
+@pytest.mark.parametrize("failure", ["raises", "empty"])
+def test_segmentation_failure_falls_back_to_no_mask(astronaut, monkeypatch, failure):
+    import pnerf_fast.face.align as align_mod
+
+    def fake(rgb, **kw):
+        if failure == "raises":
+            raise RuntimeError("boom")
+        return np.zeros(rgb.shape[:2], np.float32)
+
+    monkeypatch.setattr(align_mod, "segment_foreground", fake)
+    with pytest.warns(UserWarning, match="boom" if failure == "raises" else "empty"):
+        r = align_photo(astronaut)
+    assert r.alpha is None and r.mask_source is None
+
+
+def test_mask_preview(aligned, tmp_path):
+    img = draw_mask(aligned, tmp_path / "m.png", scale=1)
+    assert img.shape == (128, 384, 3) and (tmp_path / "m.png").is_file()
+    # The middle panel is the mask itself.
+    np.testing.assert_allclose(img[:, 128:256, 0] / 255.0, aligned.alpha, atol=1 / 255 + 1e-6)
 
 
 # ---------------------------------------------------------------- input handling
@@ -209,8 +294,10 @@ def test_rgba_photo_keeps_alpha_as_mask(astronaut, tmp_path):
     assert r.alpha is not None and r.alpha.shape == (128, 128)
     assert r.alpha.max() == pytest.approx(1.0) and r.alpha.min() < 0.5
     s = load_subject(tmp_path / "subj")
-    assert s.masks is not None
+    assert s.masks is not None and r.mask_source == "photo"
     np.testing.assert_allclose(s.masks[0], r.alpha, atol=1 / 255)
+    # The photo's own alpha wins over segmentation: the opaque part is fully 1, hair and wall alike.
+    assert r.alpha[-1, 0] == pytest.approx(1.0) and r.alpha[100, 2] == pytest.approx(1.0)
 
 
 def test_tiny_photo_is_upscaled_and_too_tiny_is_refused(astronaut):
