@@ -81,6 +81,8 @@ class OccupancyGrid(nn.Module):
         n = self.geometry.n_cells
         self.register_buffer("density", torch.zeros(n))
         self.register_buffer("bits", torch.ones(n, dtype=torch.uint8))
+        # Cells that may ever be occupied (e.g. a visual hull); updates never mark others.
+        self.register_buffer("allowed", torch.ones(n, dtype=torch.uint8))
 
     @property
     def occupancy(self) -> float:
@@ -108,6 +110,7 @@ class OccupancyGrid(nn.Module):
             if pos.shape[0] else pos.new_zeros(0)
         ema_update_(self.density, self.bits, idx, sig, self.decay, None)
         ema_update_(self.density, self.bits, torch.empty(0, dtype=torch.long, device=dev), sig[:0], 1.0, self._thresh())
+        self.bits.mul_(self.allowed)
 
     @torch.no_grad()
     def mark_from_density(self, density_fn: Callable[[torch.Tensor], torch.Tensor], threshold: float | None = None,
@@ -125,7 +128,7 @@ class OccupancyGrid(nn.Module):
             best = torch.maximum(best, sig)
         self.density.copy_(best)
         thr = self._thresh() if threshold is None else float(threshold)
-        self.bits.copy_((self.density > thr).to(torch.uint8))
+        self.bits.copy_((self.density > thr).to(torch.uint8) * self.allowed)
 
     @torch.no_grad()
     def occupied_box(self, margin: float = 0.0) -> tuple:
@@ -155,6 +158,15 @@ class OccupancyGrid(nn.Module):
         lo = [max(float(lo[i]), outer[i]) for i in range(3)]
         hi = [min(float(hi[i]), outer[i + 3]) for i in range(3)]
         return tuple(lo + hi)
+
+    @torch.no_grad()
+    def restrict_(self, allowed: torch.Tensor) -> "OccupancyGrid":
+        """Only cells where ``allowed`` is true may be occupied, now and after updates."""
+        if allowed.numel() != self.geometry.n_cells:
+            raise ValueError(f"OccupancyGrid.restrict_: argument 'allowed' must have {self.geometry.n_cells} elements, got {allowed.numel()}")
+        self.allowed.copy_(allowed.reshape(-1).to(torch.uint8))
+        self.bits.mul_(self.allowed)
+        return self
 
     def fill_(self, occupied: bool = True) -> "OccupancyGrid":
         self.bits.fill_(1 if occupied else 0)

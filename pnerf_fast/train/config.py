@@ -31,6 +31,8 @@ class GridConfig:
     threshold: float = 0.01
     update_every: int = 4      # meta: subjects between grid updates from θ_p; joint: steps / 16
     warmup_updates: int = 2    # grid stays all-occupied for this many updates
+    hull: bool = True          # restrict the grid to the union of the subjects' visual hulls (needs masks)
+    hull_dilate: int = 2       # cells of margin around the hull
 
 
 @dataclass

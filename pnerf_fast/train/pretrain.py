@@ -170,6 +170,11 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
     torch.manual_seed(cfg.seed)
     rays, mean_face = load_training_subjects(data_root, cfg)
     model = PortraitModel(cfg, mean_face)
+    if cfg.grid.hull and all(r.has_mask for r in rays):
+        from .hull import union_hull
+
+        model.grid.restrict_(union_hull(model.grid, rays, dilate=cfg.grid.hull_dilate))
+        log(f"occupancy grid restricted to the training subjects' visual hull: {model.grid.occupancy:.1%} of cells")
     state = {"visits": 0, "epoch": 0, "pos": 0, "order": None, "seconds": 0.0, "done": False}
     gen = torch.Generator().manual_seed(cfg.seed)
     opt_state = None

@@ -1,0 +1,61 @@
+"""Visual hulls in canonical space from the foreground masks of multi-view subjects.
+
+A canonical grid cell belongs to a subject's hull when its centre, mapped back to that
+subject's world space, projects onto the foreground (alpha > 0.5) in every view that
+sees it. The union over subjects, dilated by a cell or two, bounds where any head can
+be: pretraining restricts the shared occupancy grid to it, which keeps empty space
+empty from the first step (and makes each step several times cheaper).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..ops.occgrid import OccupancyGrid, cell_positions
+from .data import SubjectRays
+
+
+@torch.no_grad()
+def subject_hull(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None) -> torch.Tensor:
+    """bool [n_cells]: cells inside this subject's visual hull (level 0 cells; coarser
+    levels are left allowed)."""
+    g = grid.geometry
+    n0 = g.res ** 3
+    centres = cell_positions(g, torch.arange(n0)).double().numpy()
+    world = sr.transform.inverse().apply(centres)
+    H, W = sr.hw
+    inside = torch.ones(n0, dtype=torch.bool)
+    seen = torch.zeros(n0, dtype=torch.bool)
+    for v in views if views is not None else range(sr.num_views):
+        uv, depth = sr.cameras[v].project(world)
+        uv = torch.as_tensor(uv)
+        u = torch.floor(uv[:, 0]).long()
+        w = torch.floor(uv[:, 1]).long()
+        in_frame = (u >= 0) & (u < W) & (w >= 0) & (w < H) & torch.as_tensor(depth > 0)
+        a = torch.zeros(n0)
+        idx = (w.clamp(0, H - 1) * W + u.clamp(0, W - 1))
+        a[in_frame] = sr.alpha[v][idx[in_frame]].cpu()
+        inside &= ~in_frame | (a > 0.5)
+        seen |= in_frame
+    out = torch.ones(g.n_cells, dtype=torch.bool)
+    out[:n0] = inside & seen
+    return out
+
+
+@torch.no_grad()
+def union_hull(grid: OccupancyGrid, subjects: list[SubjectRays], dilate: int = 2, min_fraction: float = 0.25) -> torch.Tensor:
+    """Cells inside the hulls of at least ``min_fraction`` of the subjects, dilated.
+    (A plain union is loose: each hull is a cone extruded away from its cameras, and the
+    cones of differently posed subjects point different ways in canonical space, while
+    the heads themselves coincide there.)"""
+    g = grid.geometry
+    n0 = g.res ** 3
+    votes = torch.zeros(g.n_cells)
+    for sr in subjects:
+        votes += subject_hull(grid, sr).float()
+    acc = votes >= max(1.0, min_fraction * len(subjects))
+    if dilate > 0:
+        vol = acc[:n0].reshape(1, 1, g.res, g.res, g.res).float()
+        vol = F.max_pool3d(vol, 2 * dilate + 1, stride=1, padding=dilate)
+        acc[:n0] = vol.reshape(-1) > 0
+    return acc
