@@ -118,17 +118,20 @@ def _torch_impl(x, params, resolutions, log2_table, aabb):
         i0 = torch.floor(pos).clamp(max=R - 1)
         w = pos - i0
         i0 = i0.long()
-        feat = 0
+        idx, wts = [], []
         for c in range(8):
             b = [(c >> d) & 1 for d in range(3)]
             cx, cy, cz = (i0[:, d] + b[d] for d in range(3))
             if dense[l]:
-                idx = cx + (R + 1) * (cy + (R + 1) * cz)
+                idx.append(cx + (R + 1) * (cy + (R + 1) * cz))
             else:
-                idx = (cx * PRIMES[0] ^ cy * PRIMES[1] ^ cz * PRIMES[2]) & mask
+                idx.append((cx * PRIMES[0] ^ cy * PRIMES[1] ^ cz * PRIMES[2]) & mask)
             wc = 1
             for d in range(3):
                 wc = wc * (w[:, d] if b[d] else 1 - w[:, d])
-            feat = feat + wc[:, None] * params[offsets[l] + idx]
+            wts.append(wc)
+        # one gather per level (its backward is one scatter into a table-sized gradient)
+        rows = params[offsets[l] + torch.stack(idx, dim=1)]            # [n, 8, F]
+        feat = (torch.stack(wts, dim=1)[:, :, None] * rows).sum(dim=1)  # [n, F]
         outs.append(feat)
     return torch.cat(outs, dim=1)

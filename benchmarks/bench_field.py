@@ -1,0 +1,148 @@
+"""Field benchmarks (imported by bench_kernels.py; also runnable alone):
+
+  hash_encode_fwd_bwd   262,144 points, 16 levels x 2 features, table 2^17: native vs the PyTorch reference
+  mlp_fwd_bwd           262,144 rows, 32 -> 64 -> 64 -> 16 (ReLU): fused vs torch (nn.Linear)
+  field_fast_fwd_bwd    the "fast" preset, one evaluation (encode, density MLP, SH, color MLP) per
+                        sample, fwd+bwd: our default backend choice vs the all-PyTorch path
+  field_paper_fwd_bwd   the "paper" preset (NeRF 8x256 trunk) the same way, fewer samples
+
+    python benchmarks/bench_field.py [--json] [--record-backend]
+
+--record-backend writes the faster of fused/torch on mlp_fwd_bwd, with both times, to
+pnerf_fast/field/cpu_backend.json, which backend "auto" reads on the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _timing import row, time_ms  # noqa: E402
+
+from pnerf_fast.field import RadianceField  # noqa: E402
+from pnerf_fast.field.backends import CPU_CHOICE_FILE, resolve_backend  # noqa: E402
+from pnerf_fast.field.encoding import SHEncoding  # noqa: E402
+from pnerf_fast.field.mlp import MLP  # noqa: E402
+from pnerf_fast.ops.hashgrid import hash_encode, level_layout, level_resolutions  # noqa: E402
+
+AABB = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
+
+
+def bench_hash(n=262144, repeats=5):
+    res = level_resolutions(16, 16, 1024)
+    g = torch.Generator().manual_seed(0)
+    params = (torch.randn(level_layout(res, 17)[0][-1], 2, generator=g) * 1e-2).requires_grad_()
+    x = torch.rand(n, 3, generator=g) * 3 - 1.5
+    gy = torch.randn(n, 32, generator=g)
+
+    def run(impl):
+        params.grad = None
+        hash_encode(x, params, res, 17, AABB, impl=impl).backward(gy)
+
+    ours = time_ms(lambda: run("native"), repeats)
+    ref = time_ms(lambda: run("torch"), max(2, repeats // 2))
+    return row(ours, ref, None, n_points=n, levels=16, features=2, log2_table=17)
+
+
+def bench_mlp(n=262144, repeats=5):
+    torch.manual_seed(0)
+    m = MLP(32, 16, 64, 2, backend="torch")
+    x = torch.randn(n, 32, requires_grad=True)
+    gy = torch.randn(n, 16)
+
+    def run(be):
+        m.backend = be
+        m.zero_grad()
+        x.grad = None
+        m(x).backward(gy)
+
+    fused = time_ms(lambda: run("fused"), repeats)
+    ref = time_ms(lambda: run("torch"), repeats)
+    return row(fused, ref, None, n_rows=n, shape="32-64-64-16", fused_ms=round(fused, 3), torch_ms_=round(ref, 3),
+               faster="fused" if fused < ref else "torch")
+
+
+def _all_torch(field: RadianceField):
+    field.set_backend("torch")
+    if hasattr(field.encoding, "impl"):
+        field.encoding.impl = "torch"
+    if isinstance(field.dir_encoding, SHEncoding):
+        field.dir_encoding.impl = "torch"
+
+
+def _ours(field: RadianceField):
+    field.set_backend("auto")
+    if hasattr(field.encoding, "impl"):
+        field.encoding.impl = "auto"
+    if isinstance(field.dir_encoding, SHEncoding):
+        field.dir_encoding.impl = "auto"
+
+
+def bench_field(preset, n, repeats=5):
+    torch.manual_seed(0)
+    f = RadianceField(preset)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 3, generator=g) * 3 - 1.5
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
+    gs, gc = torch.randn(n, generator=g), torch.randn(n, 3, generator=g)
+
+    def run():
+        f.zero_grad(set_to_none=True)
+        s, c = f(x, d)
+        torch.autograd.backward([s, c], [gs, gc])
+
+    _ours(f)
+    ours = time_ms(run, repeats)
+    _all_torch(f)
+    ref = time_ms(run, max(2, repeats // 2))
+    return row(ours, ref, None, n_samples=n, mlp_backend=resolve_backend("auto", "cpu"))
+
+
+def field_benchmarks(args) -> dict:
+    repeats = getattr(args, "repeats", 5)
+    return {
+        "hash_encode_fwd_bwd": bench_hash(repeats=repeats),
+        "mlp_fwd_bwd": bench_mlp(repeats=repeats),
+        "field_fast_fwd_bwd": bench_field("fast", 65536, repeats),
+        "field_paper_fwd_bwd": bench_field("paper", 16384, repeats),
+    }
+
+
+def record_backend(mlp_row: dict, threads: int) -> dict:
+    rec = {
+        "backend": mlp_row["faster"],
+        "fused_ms": mlp_row["fused_ms"],
+        "torch_ms": mlp_row["torch_ms_"],
+        "benchmark": "mlp_fwd_bwd: 262144 rows, 32-64-64-16, fwd+bwd, median",
+        "threads": threads,
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+    CPU_CHOICE_FILE.write_text(json.dumps(rec, indent=2) + "\n")
+    return rec
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--record-backend", action="store_true", help="write pnerf_fast/field/cpu_backend.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    res = field_benchmarks(args)
+    if args.record_backend:
+        res["_recorded"] = record_backend(res["mlp_fwd_bwd"], args.threads)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
