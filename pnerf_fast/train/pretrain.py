@@ -110,13 +110,13 @@ def meta_subject_step(model: PortraitModel, fast, sr: SubjectRays, cfg: TrainCon
             loss = ray_loss(model, fast, sr, sr.support, n, gen, cfg)
             loss.backward()
             opt.step()
-            s_losses.append(float(loss))
+            s_losses.append(float(loss.detach()))
         for _ in range(mc.n_query):
             fast.zero_grad(set_to_none=True)
             loss = ray_loss(model, fast, sr, sr.query, n, gen, cfg)
             loss.backward()
             sgd_step_both_(fast, prior, mc.beta, names)
-            q_losses.append(float(loss))
+            q_losses.append(float(loss.detach()))
     else:  # adam: a fresh state per subject; the query update is applied to θ_p as well
         opt = make_optimizer(fast, "adam", mc.alpha)
         for _ in range(mc.n_support):
@@ -124,7 +124,7 @@ def meta_subject_step(model: PortraitModel, fast, sr: SubjectRays, cfg: TrainCon
             loss = ray_loss(model, fast, sr, sr.support, n, gen, cfg)
             loss.backward()
             opt.step()
-            s_losses.append(float(loss))
+            s_losses.append(float(loss.detach()))
         set_lr(opt, mc.beta)
         for _ in range(mc.n_query):
             opt.zero_grad(set_to_none=True)
@@ -135,7 +135,7 @@ def meta_subject_step(model: PortraitModel, fast, sr: SubjectRays, cfg: TrainCon
             with torch.no_grad():
                 for pf, pb, pp in zip(fast.parameters(), before, prior.parameters()):
                     pp.add_(pf - pb)
-            q_losses.append(float(loss))
+            q_losses.append(float(loss.detach()))
     return {"support": float(np.mean(s_losses)) if s_losses else float("nan"),
             "query": float(np.mean(q_losses)) if q_losses else float("nan")}
 
@@ -160,7 +160,7 @@ def load_training_subjects(data_root, cfg: TrainConfig, split: str = "train", pr
 
 
 def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progress: bool = True,
-             max_seconds: float | None = None, log=print) -> PretrainResult:
+             max_seconds: float | None = None, log=print, max_visits: int | None = None) -> PretrainResult:
     """Pretrain a prior (cfg.method) on the train split of ``data_root`` and write it to
     ``out_path``, checkpointing every ``cfg.checkpoint_every_s`` seconds (atomically)
     so a killed run resumes where it stopped, losing at most one interval."""
@@ -206,7 +206,10 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
         if k > g.warmup_updates:
             model.grid.update(model.density_fn(field), fraction=1.0, generator=gen)
 
-    budget_hit = lambda: max_seconds is not None and time.perf_counter() - t_start > max_seconds
+    def budget_hit():
+        if max_visits is not None and state["visits"] >= max_visits:
+            return True
+        return max_seconds is not None and time.perf_counter() - t_start > max_seconds
     n_subj = len(rays)
     if cfg.method == "meta":
         fast = clone_field(model.field)
@@ -249,7 +252,7 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
             loss.backward()
             opt.step()
             state["visits"] += 1
-            state["psnr"] = mse_to_psnr(float(loss))
+            state["psnr"] = mse_to_psnr(float(loss.detach()))
             if state["visits"] % (16 * cfg.grid.update_every) == 0:
                 k = state["visits"] // (16 * cfg.grid.update_every)
                 if k > cfg.grid.warmup_updates:
@@ -261,7 +264,12 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
                 last_ckpt = time.perf_counter()
         bar.close()
     # random: nothing to train.
-    finished = not budget_hit() or cfg.method == "random"
+    if cfg.method == "meta":
+        finished = state["epoch"] >= cfg.meta.epochs
+    elif cfg.method == "joint":
+        finished = state["visits"] >= cfg.joint.steps
+    else:
+        finished = True
     state["seconds"] = time.perf_counter() - t_start
     state["done"] = finished
     if cfg.method != "random":

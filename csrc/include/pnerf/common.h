@@ -53,7 +53,8 @@ PNERF_HD Vec3<T> matvec3(const T* m, Vec3<T> v) {
 // Host: a relaxed compare-and-swap loop (std::atomic_ref is C++20; extensions build as C++17).
 template <typename T>
 inline void host_atomic_add(T* dst, T v) {
-  T old = __atomic_load_n(dst, __ATOMIC_RELAXED);
+  T old;
+  __atomic_load(dst, &old, __ATOMIC_RELAXED);
   T desired;
   do {
     desired = old + v;
