@@ -16,6 +16,7 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, default=None, help="joint: optimisation steps")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (resumable)")
     p.add_argument("--no-resume", action="store_true", help="ignore an interrupted run's .resume file")
+    p.add_argument("--init", default=None, help="start from this prior's weights and grid (continue training)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -38,6 +39,6 @@ def run(args):
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"--data: no such folder: {args.data}")
     res = pretrain(args.data, args.out, cfg, resume=not args.no_resume, progress=not args.quiet,
-                   max_seconds=args.max_seconds)
+                   max_seconds=args.max_seconds, init=args.init)
     print(f"wrote {res.path} ({cfg.method}, {cfg.coordinates}): {res.visits} visits in {res.seconds:.0f} s")
     return 0

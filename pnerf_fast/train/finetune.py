@@ -73,7 +73,8 @@ def finetune(
     image array or Subject). ``init``: a checkpoint path, a PortraitModel, or None for
     the shipped prior. Stops after ``steps`` (default: the prior's finetune.steps) or
     ``seconds``, whichever comes first when both are given.
-    ``callback(step, elapsed_s, field)`` runs after every step (for learning curves)."""
+    ``callback(step, elapsed_s, field)`` runs after every step (for learning curves);
+    time spent inside it is not counted in ``elapsed_s`` nor in the ``seconds`` budget."""
     from tqdm import tqdm
 
     if isinstance(init, PortraitModel):
@@ -106,10 +107,12 @@ def finetune(
     bar = tqdm(total=total, desc="finetune", unit="step", disable=not progress)
     step = 0
     psnr = float("nan")
+    t_cb = 0.0  # time spent in the callback, excluded from the clock
+    elapsed = lambda: time.perf_counter() - t0 - t_cb
     while True:
         if steps is not None and step >= steps:
             break
-        if seconds is not None and time.perf_counter() - t0 >= seconds:
+        if seconds is not None and elapsed() >= seconds:
             break
         b = sr.batch(sr.support, n, gen, random_bg=random_bg, bg=bg)
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
@@ -119,14 +122,19 @@ def finetune(
         loss.backward()
         opt.step()
         step += 1
-        psnr = mse_to_psnr(float(loss))
+        psnr = mse_to_psnr(float(loss.detach()))
         if fc.update_grid and step % 16 == 0:
             model.grid.update(model.density_fn(), fraction=1.0, generator=gen)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}", psnr=f"{psnr:.2f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", psnr=f"{psnr:.2f}")
         if callback is not None:
-            callback(step, time.perf_counter() - t0, field)
+            t_in = time.perf_counter()
+            e = elapsed()
+            field.eval()
+            callback(step, e, field)
+            field.train()
+            t_cb += time.perf_counter() - t_in
     bar.close()
     field.eval()
-    info = {"steps": step, "seconds": time.perf_counter() - t0, "frontal_psnr": psnr, "subject": subject.name}
+    info = {"steps": step, "seconds": elapsed(), "frontal_psnr": psnr, "subject": subject.name}
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)

@@ -160,7 +160,8 @@ def load_training_subjects(data_root, cfg: TrainConfig, split: str = "train", pr
 
 
 def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progress: bool = True,
-             max_seconds: float | None = None, log=print, max_visits: int | None = None) -> PretrainResult:
+             max_seconds: float | None = None, log=print, max_visits: int | None = None,
+             init=None) -> PretrainResult:
     """Pretrain a prior (cfg.method) on the train split of ``data_root`` and write it to
     ``out_path``, checkpointing every ``cfg.checkpoint_every_s`` seconds (atomically)
     so a killed run resumes where it stopped, losing at most one interval."""
@@ -170,7 +171,16 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
     torch.manual_seed(cfg.seed)
     rays, mean_face = load_training_subjects(data_root, cfg)
     model = PortraitModel(cfg, mean_face)
-    if cfg.grid.hull and all(r.has_mask for r in rays):
+    if init is not None:
+        # Continue from an earlier prior: its weights (and grid); this run's mean face.
+        src = PortraitModel.load(init)
+        try:
+            model.field.load_state_dict(src.field.state_dict())
+        except RuntimeError as e:
+            raise ValueError(f"{init}: its field does not match this config's field: {e}") from None
+        model.grid.load_state_dict(src.grid.state_dict())
+        log(f"starting from {init}")
+    elif cfg.grid.hull and all(r.has_mask for r in rays):
         from .hull import union_hull
 
         model.grid.restrict_(union_hull(model.grid, rays, dilate=cfg.grid.hull_dilate))

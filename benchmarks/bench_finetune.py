@@ -1,0 +1,220 @@
+"""Finetune benchmarks, in one run, on the held-out synthetic test subjects (128x128).
+
+A. Initialisations (the paper's ablation, as learning curves): mean novel-view PSNR
+   (all 24 non-frontal views, white background, whole image) against seconds of
+   single-view finetuning, for the meta prior, a joint prior and random init.
+   Target: the shipped (meta) prior reaches >= 24 dB within 60 s.
+B. Field presets: the time for the fast preset (hash grid) and the paper preset
+   (positional-encoding 8x256 MLP) to reach 24 dB when fitted from random init to all
+   25 views of one test subject (PSNR on those views), in one run. Target: fast >= 20x sooner.
+
+    python benchmarks/bench_finetune.py --json            # prints one JSON object
+    python benchmarks/bench_finetune.py --data DIR --meta PRIOR --joint PRIOR
+
+The clock excludes the time spent evaluating (renders of the 24 views).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pnerf_fast.data.format import load_dataset, load_subject  # noqa: E402
+from pnerf_fast.train.finetune import default_prior_path, finetune  # noqa: E402
+from pnerf_fast.train.model import PortraitField, PortraitModel  # noqa: E402
+
+
+def novel_view_psnr(pf: PortraitField, subj, views) -> float:
+    from pnerf_fast.metrics import psnr
+
+    gt = subj.composite(1.0)
+    vals = [psnr(pf.render(subj.cameras[v])["rgb"], torch.as_tensor(gt[v])) for v in views]
+    return float(np.mean(vals))
+
+
+def curve_for(init_model_fn, subjects, budget_s: float, eval_every_s: float, views_per_eval: int | None):
+    """Mean (over subjects) novel-view PSNR at checkpoints in seconds."""
+    marks = list(np.arange(0.0, budget_s + 1e-9, eval_every_s))
+    per_subject = []
+    for subj in subjects:
+        views = subj.query_indices()
+        if views_per_eval:
+            views = views[:: max(1, len(views) // views_per_eval)][:views_per_eval]
+        model = init_model_fn()
+        curve = {}
+        pf0 = PortraitField(model, _transform(model, subj), subj.cameras[subj.frontal_index])
+        curve[0.0] = novel_view_psnr(pf0, subj, views)
+        pending = [m for m in marks if m > 0]
+
+        def cb(step, elapsed, field):
+            while pending and elapsed >= pending[0]:
+                m = pending.pop(0)
+                curve[m] = novel_view_psnr(PortraitField(model, _transform(model, subj)), subj, views)
+
+        finetune(subj, init=model, seconds=budget_s, steps=None, progress=False, callback=cb)
+        # Marks not reached before the budget ended: evaluate the final state for them.
+        for m in pending:
+            curve[m] = novel_view_psnr(PortraitField(model, _transform(model, subj)), subj, views)
+        per_subject.append([curve[m] for m in marks])
+    mean = np.mean(np.array(per_subject), axis=0)
+    return [float(m) for m in marks], [float(x) for x in mean]
+
+
+def _transform(model, subj):
+    from pnerf_fast.face.procrustes import SimilarityTransform, canonical_transform
+
+    if model.cfg.coordinates == "canonical":
+        return canonical_transform(subj.landmarks, model.mean_face)
+    return SimilarityTransform.identity()
+
+
+def value_at(seconds, psnr, t):
+    return float(np.interp(t, seconds, psnr))
+
+
+def time_to(seconds, psnr, target):
+    for i, p in enumerate(psnr):
+        if p >= target:
+            if i == 0:
+                return 0.0
+            s0, s1, p0, p1 = seconds[i - 1], seconds[i], psnr[i - 1], psnr[i]
+            return float(s0 + (target - p0) / max(p1 - p0, 1e-9) * (s1 - s0))
+    return None
+
+
+def preset_fit(preset: str, subj, budget_s: float, target: float, eval_every_s: float, rays: int, seed: int = 0):
+    """Fit a random-init field of ``preset`` to all views of ``subj``; PSNR over those
+    views at checkpoints; the time to reach ``target``."""
+    from pnerf_fast.render.renderer import render_rays
+    from pnerf_fast.train.config import config_from_dict
+    from pnerf_fast.train.data import SubjectRays
+    from pnerf_fast.train.pretrain import make_optimizer
+    from pnerf_fast.metrics import psnr
+
+    cfg = config_from_dict({"field": preset, "grid": {"res": 64}})
+    model = PortraitModel(cfg, np.asarray(subj.landmarks))  # mean face = the subject's own
+    sr = SubjectRays(subj, model.mean_face, "canonical")
+    from pnerf_fast.train.hull import subject_hull
+
+    model.grid.restrict_(subject_hull(model.grid, sr))
+    opt = make_optimizer(model.field, "adam", cfg.joint.lr)
+    gen = torch.Generator().manual_seed(seed)
+    views = list(range(sr.num_views))
+    gt = subj.composite(1.0)
+    pf = PortraitField(model, sr.transform)
+    seconds, curve = [0.0], []
+
+    def evaluate():
+        model.field.eval()
+        v = float(np.mean([psnr(pf.render(subj.cameras[i])["rgb"], torch.as_tensor(gt[i])) for i in views[::3]]))
+        model.field.train()
+        return v
+
+    curve.append(evaluate())
+    t_train = 0.0
+    next_eval = eval_every_s
+    while t_train < budget_s:
+        t0 = time.perf_counter()
+        b = sr.batch(views, rays, gen)
+        out = render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
+                          torch.rand(rays, generator=gen))
+        loss = torch.mean((out.rgb - b.target) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        t_train += time.perf_counter() - t0
+        if t_train >= next_eval:
+            seconds.append(t_train)
+            curve.append(evaluate())
+            next_eval += eval_every_s
+            if curve[-1] >= target:
+                break
+    return {"seconds": seconds, "psnr": curve, "time_to_target": time_to(seconds, curve, target)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=None, help="light-stage root (default: regenerate the 4 test subjects of "
+                                                   "`pnerf lightstage --subjects 40 --res 128 --seed 0` into a temp dir)")
+    ap.add_argument("--meta", default=str(default_prior_path()), help="meta prior (default: the shipped one)")
+    ap.add_argument("--joint", default=None, help="joint prior checkpoint (skipped when absent)")
+    ap.add_argument("--budget", type=float, default=60.0, help="finetune seconds per subject")
+    ap.add_argument("--eval-every", type=float, default=10.0)
+    ap.add_argument("--subjects", type=int, default=4)
+    ap.add_argument("--views", type=int, default=None, help="novel views per evaluation (default all 24)")
+    ap.add_argument("--preset-budget", type=float, default=300.0, help="seconds per preset in part B")
+    ap.add_argument("--skip-presets", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+
+    if args.data is None:
+        from pnerf_fast.data.lightstage import generate_lightstage
+
+        import tempfile
+
+        args.data = tempfile.mkdtemp(prefix="pnerf_bench_")
+        log(f"rendering the light stage into {args.data} ...")
+        generate_lightstage(args.data, subjects=40, res=128, seed=0, progress=False, contact_sheet_path=None)
+    ds = load_dataset(args.data)
+    subjects = [ds.subject(n) for n in ds.subjects("test")[: args.subjects]]
+    log(f"{len(subjects)} held-out subjects: {[s.name for s in subjects]}")
+
+    result = {}
+    inits = {"meta": lambda: PortraitModel.load(args.meta)}
+    if args.joint and Path(args.joint).exists():
+        inits["joint"] = lambda: PortraitModel.load(args.joint)
+    else:
+        result["joint"] = None
+
+    def random_model():
+        m = PortraitModel.load(args.meta)  # same config, grid and mean face; fresh weights
+        fresh = PortraitModel(m.cfg, m.mean_face)
+        fresh.grid.load_state_dict(m.grid.state_dict())
+        return fresh
+
+    inits["random"] = random_model
+    for name, fn in inits.items():
+        t0 = time.perf_counter()
+        secs, ps = curve_for(fn, subjects, args.budget, args.eval_every, args.views)
+        result[name] = {"seconds": secs, "psnr": ps, "psnr_at_60s": value_at(secs, ps, 60.0) if secs[-1] >= 60 else None}
+        log(f"{name:>7}: " + "  ".join(f"{s:.0f}s {p:.2f}" for s, p in zip(secs, ps)) + f"   ({time.perf_counter() - t0:.0f} s wall)")
+
+    if not args.skip_presets:
+        subj = subjects[0]
+        fits = {}
+        for preset in ("fast", "paper"):
+            fits[preset] = preset_fit(preset, subj, args.preset_budget, 24.0, 5.0 if preset == "fast" else 30.0, 4096)
+            log(f"{preset:>7} fit: time to 24 dB = {fits[preset]['time_to_target']}")
+        tf, tp = fits["fast"]["time_to_target"], fits["paper"]["time_to_target"]
+        result["time_to_24db"] = {"fast": tf, "paper": tp}
+        result["preset_curves"] = fits
+        if tf and tp:
+            result["speedup_fast_vs_paper"] = tp / tf
+        elif tf and not tp:
+            # The paper preset did not get there within its budget: a lower bound.
+            result["speedup_fast_vs_paper"] = None
+            result["speedup_fast_vs_paper_lower_bound"] = args.preset_budget / tf
+        else:
+            result["speedup_fast_vs_paper"] = None
+    result["_meta"] = {"threads": torch.get_num_threads(), "subjects": [s.name for s in subjects],
+                       "budget_s": args.budget, "meta_prior": args.meta, "joint_prior": args.joint}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
