@@ -91,7 +91,7 @@ def _mask(mask, img: torch.Tensor) -> torch.Tensor:
     B, H, W, _ = img.shape
     if m.ndim >= 3 and m.shape[-1] == 1 and m.shape[-3:] == (H, W, 1):
         m = m[..., 0]
-    if m.ndim == 2:
+    if m.ndim == 2 and tuple(m.shape) == (H, W):
         m = m[None].expand(B, H, W)
     if tuple(m.shape) != (B, H, W):
         raise ValueError(f"mask shape {tuple(m.shape)} does not match the images' [B, H, W] = {(B, H, W)} "
