@@ -8,8 +8,10 @@
 #   1. python3 -m venv "$PNERF_VENV" (PYTHON=... picks the interpreter)
 #   2. torch==2.14.1 and torchvision==0.29.1, FIRST (everything else builds against them)
 #   3. the other dependencies (see DEPS below; a stamp file in the env records them)
-#   4. always: pip install -e . --no-build-isolation, which (re)builds pnerf_fast._C;
-#      ninja keeps it incremental, so edits under csrc/ are picked up on every run.
+#   4. pnerf_fast itself: the first time `pip install -e . --no-build-isolation`; later,
+#      when csrc/, setup.py, the build switches or torch changed (a hash in the env),
+#      `setup.py build_ext --inplace`, which ninja keeps incremental (build/); otherwise
+#      nothing.
 #      The CUDA launchers are compiled when nvcc is found (CUDA_HOME, PATH or
 #      /usr/local/cuda), for TORCH_CUDA_ARCH_LIST (default 8.0;8.6;9.0 without a GPU);
 #      BUILD_NO_CUDA=1 builds the CPU kernels only. See pnerf_fast/_build_config.py.
@@ -70,13 +72,62 @@ else
   printf '%s' "$WANT" > "$STAMP"
 fi
 
-# 4. the project, always (incremental rebuild of the extension)
+# 4. the project. setup.py finds the CUDA toolkit as CUDA_HOME or the folder above the
+#    `nvcc` on PATH; when that nvcc is a wrapper script (e.g. /usr/local/bin/nvcc, whose
+#    folder has no CUDA headers) the build fails on crt/host_config.h, so point CUDA_HOME
+#    at a folder that has both bin/nvcc and include/cuda_runtime.h.
+if [[ -z "${CUDA_HOME:-}" && "${BUILD_NO_CUDA:-0}" != 1 ]]; then
+  nv=$(command -v nvcc 2>/dev/null || true)
+  for cand in ${nv:+"$(dirname "$(dirname "$(readlink -f "$nv")")")"} /usr/local/cuda; do
+    if [[ -x "$cand/bin/nvcc" && -f "$cand/include/cuda_runtime.h" ]]; then
+      export CUDA_HOME=$cand
+      log "CUDA_HOME=$CUDA_HOME"
+      break
+    fi
+  done
+fi
 if [[ -z "${PNERF_MAX_JOBS:-}" ]]; then
   n=$(nproc 2>/dev/null || echo 1)
   export PNERF_MAX_JOBS=$(( n < 2 ? n : 2 ))
 fi
+
+# What the extension is built from: sources, build scripts, switches and torch.
+build_key() {
+  {
+    find csrc -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' \) -print0 | sort -z | xargs -0 sha256sum
+    sha256sum setup.py pnerf_fast/_build_config.py
+    echo "BUILD_NO_CUDA=${BUILD_NO_CUDA:-} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-} CUDA_HOME=${CUDA_HOME:-}"
+    "$PY" -c 'import torch; print(torch.__version__)'
+  } | sha256sum | cut -d' ' -f1
+}
+BUILD_STAMP="$VENV/.pnerf-build"
+KEY=$(build_key)
+so_present() { compgen -G "pnerf_fast/_C*.so" >/dev/null; }
+editable_here=$("$PY" - "$ROOT" <<'PYEOF'
+import json, sys
+from importlib.metadata import PackageNotFoundError, distribution
+try:
+    raw = distribution("pnerf_fast").read_text("direct_url.json") or "{}"
+except PackageNotFoundError:
+    raw = "{}"
+d = json.loads(raw)
+print(int(d.get("dir_info", {}).get("editable", False) and d.get("url") == "file://" + sys.argv[1]))
+PYEOF
+)
 verbose=()
 [[ "${PNERF_PIP_VERBOSE:-0}" == 1 ]] && verbose=(-v)
-log "building pnerf_fast (pip install -e . --no-build-isolation, ${PNERF_MAX_JOBS} jobs)"
-"${PIP[@]}" install "${verbose[@]}" -e . --no-build-isolation
+if [[ "$editable_here" != 1 ]]; then
+  # First install: pip builds _C in a throw-away temp folder (a full build) and copies it
+  # next to the sources.
+  log "installing pnerf_fast: pip install -e . --no-build-isolation (${PNERF_MAX_JOBS} compile jobs)"
+  "${PIP[@]}" install "${verbose[@]}" -e . --no-build-isolation
+elif [[ -f "$BUILD_STAMP" && "$(cat "$BUILD_STAMP")" == "$KEY" ]] && so_present; then
+  log "pnerf_fast is installed and _C is up to date with csrc/ (stamp $BUILD_STAMP)"
+else
+  # Sources changed: rebuild _C in place. Unlike `pip install -e` (whose build folder is
+  # temporary) this keeps ninja's state in build/, so only changed files recompile.
+  log "csrc/ or build settings changed: setup.py build_ext --inplace (incremental, ${PNERF_MAX_JOBS} jobs)"
+  "$PY" setup.py build_ext --inplace
+fi
+printf '%s' "$KEY" > "$BUILD_STAMP"
 log "done: $("$PY" -c 'import pnerf_fast, json; print(json.dumps(pnerf_fast.backend_info()))' 2>/dev/null || echo 'pnerf_fast not importable')"
