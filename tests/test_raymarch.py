@@ -130,6 +130,22 @@ def test_occupied_box_keeps_every_occupied_sample(C):
     assert (la - lb).abs().max() <= 0.021
 
 
+def test_segment_limits_match_reference_and_clip(C):
+    o, d = random_rays(700, seed=13)
+    g = torch.Generator().manual_seed(1)
+    t_min = 3.0 + torch.rand(700, generator=g)
+    t_max = t_min + 0.5 + torch.rand(700, generator=g)
+    kw = dict(grid_bits=random_bits(GRID, seed=5), cfg=MarchConfig(step=0.02), warp_table=random_similarity(3),
+              jitter=torch.rand(700, generator=g), t_min=t_min, t_max=t_max)
+    a = march_rays(o, d, GRID, impl="native", **kw)
+    assert_same_samples(a, march_rays(o, d, GRID, impl="torch", **kw))
+    assert a.n_samples > 0
+    assert (a.t_starts >= t_min[a.ray_indices] - 1e-5).all()
+    assert (0.5 * (a.t_starts + a.t_ends) < t_max[a.ray_indices] + 1e-5).all()
+    with pytest.raises(ValueError, match="'t_min'"):
+        march_rays(o, d, GRID, t_min=torch.zeros(3))
+
+
 def test_skipping_equals_dense_stepping(C):
     """Empty-cell jumps emit exactly the occupied samples of plain stepping."""
     o, d = random_rays(400, seed=8)
@@ -184,10 +200,10 @@ def test_bad_arguments_are_named(C):
     with pytest.raises(ValueError, match="step"):
         MarchConfig(step=0)
     with pytest.raises(RuntimeError, match="'warp_index'"):
-        C.march_rays(o, d, torch.zeros(2, 12), torch.full((10,), 5, dtype=torch.long), None, None,
+        C.march_rays(o, d, torch.zeros(2, 12), torch.full((10,), 5, dtype=torch.long), None, None, None, None,
                      list(GRID.aabb), list(GRID.outer_box()), 2, 16, 0.0, 1e10, 0.05, 0.0, 0.1, 0, 100)
     with pytest.raises(RuntimeError, match="'rays_d' must have dtype"):
-        C.march_rays(o.double(), d, None, None, None, None, list(GRID.aabb), list(GRID.outer_box()), 2, 16, 0.0, 1e10, 0.05, 0.0, 0.1, 0, 100)
+        C.march_rays(o.double(), d, None, None, None, None, None, None, list(GRID.aabb), list(GRID.outer_box()), 2, 16, 0.0, 1e10, 0.05, 0.0, 0.1, 0, 100)
 
 
 @requires_cuda

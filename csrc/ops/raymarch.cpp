@@ -60,6 +60,7 @@ std::vector<at::Tensor> ray_aabb_intersect(at::Tensor rays_o, at::Tensor rays_d,
 // -> (packed_info [N,2], ray_indices [S], t_starts [S], t_ends [S], positions [S,3], dirs [S,3])
 std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::optional<at::Tensor> warp_table,
                                    std::optional<at::Tensor> warp_index, std::optional<at::Tensor> jitter,
+                                   std::optional<at::Tensor> t_min, std::optional<at::Tensor> t_max,
                                    std::optional<at::Tensor> grid_bits, std::vector<double> aabb,
                                    std::vector<double> box, int64_t levels,
                                    int64_t res, double near_plane, double far_plane, double step, double cone_angle,
@@ -98,6 +99,15 @@ std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::op
     check_tensor(*jitter, "jitter", dt, dev);
     check_shape(*jitter, "jitter", {N});
   }
+  const bool has_tmin = t_min.has_value() && t_min->defined(), has_tmax = t_max.has_value() && t_max->defined();
+  if (has_tmin) {
+    check_tensor(*t_min, "t_min", dt, dev);
+    check_shape(*t_min, "t_min", {N});
+  }
+  if (has_tmax) {
+    check_tensor(*t_max, "t_max", dt, dev);
+    check_shape(*t_max, "t_max", {N});
+  }
   auto counts = at::zeros({N}, rays_o.options().dtype(at::kLong));
   at::Tensor packed_info, ray_indices, t_starts, t_ends, positions, dirs;
   AT_DISPATCH_FLOATING_TYPES(dt, "march_rays", [&] {
@@ -108,6 +118,8 @@ std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::op
     a.warp_table = n_warps ? warp_table->data_ptr<scalar_t>() : nullptr;
     a.warp_index = (warp_index.has_value() && warp_index->defined()) ? warp_index->data_ptr<int64_t>() : nullptr;
     a.jitter = (jitter.has_value() && jitter->defined()) ? jitter->data_ptr<scalar_t>() : nullptr;
+    a.t_min = has_tmin ? t_min->data_ptr<scalar_t>() : nullptr;
+    a.t_max = has_tmax ? t_max->data_ptr<scalar_t>() : nullptr;
     a.grid = make_grid_spec<scalar_t>(grid_bits, aabb, levels, res, dev);
     for (int i = 0; i < 6; ++i) a.box[i] = scalar_t(box[i]);
     a.near_plane = (scalar_t)near_plane;
@@ -144,7 +156,7 @@ void bind_raymarch(pybind11::module_& m) {
   m.def("ray_aabb_intersect", &ray_aabb_intersect, "near/far/hit of rays against a box", arg("rays_o"),
         arg("rays_d"), arg("aabb"));
   m.def("march_rays", &march_rays, "Fused canonical-warp marching through an occupancy grid", arg("rays_o"),
-        arg("rays_d"), arg("warp_table"), arg("warp_index"), arg("jitter"), arg("grid_bits"), arg("aabb"),
+        arg("rays_d"), arg("warp_table"), arg("warp_index"), arg("jitter"), arg("t_min"), arg("t_max"), arg("grid_bits"), arg("aabb"),
         arg("box"), arg("levels"), arg("res"), arg("near_plane"), arg("far_plane"), arg("step"), arg("cone_angle"),
         arg("max_step"), arg("max_samples"), arg("max_steps"));
 }

@@ -130,6 +130,8 @@ def march_rays(
     jitter: torch.Tensor | None = None,        # [n_rays] in [0, 1), None = 0
     impl: str = "auto",
     box: Sequence[float] | None = None,         # marching box (canonical); None = the grid's outer box
+    t_min: torch.Tensor | None = None,         # [n_rays] world units: start no earlier (segmented marching)
+    t_max: torch.Tensor | None = None,         # [n_rays] world units: stop before
 ) -> PackedSamples:
     """March world rays through the grid in canonical space. ``box`` clips the rays
     further, e.g. to ``OccupancyGrid.occupied_box()``, so empty space around the
@@ -155,6 +157,11 @@ def march_rays(
         if jitter.shape != (n,):
             raise ValueError(f"march_rays: argument 'jitter' must have shape [{n}], got {list(jitter.shape)}")
         jitter = jitter.to(dtype=dt, device=dev).contiguous()
+    for name, t in (("t_min", t_min), ("t_max", t_max)):
+        if t is not None and t.shape != (n,):
+            raise ValueError(f"march_rays: argument '{name}' must have shape [{n}], got {list(t.shape)}")
+    t_min = None if t_min is None else t_min.to(dtype=dt, device=dev).contiguous()
+    t_max = None if t_max is None else t_max.to(dtype=dt, device=dev).contiguous()
     if grid_bits is not None:
         if grid_bits.numel() != grid.n_cells:
             raise ValueError(f"march_rays: argument 'grid_bits' must have {grid.n_cells} elements (levels*res^3), got {grid_bits.numel()}")
@@ -163,9 +170,9 @@ def march_rays(
         grid_bits = grid_bits.reshape(-1).to(torch.uint8).contiguous()
     rays_o, rays_d = rays_o.contiguous(), rays_d.contiguous()
     if impl == "torch" or (impl == "auto" and not use_native(rays_o)):
-        return _march_torch(rays_o, rays_d, grid, grid_bits, cfg, warp_table, warp_index, jitter, box)
+        return _march_torch(rays_o, rays_d, grid, grid_bits, cfg, warp_table, warp_index, jitter, box, t_min, t_max)
     out = native().march_rays(
-        rays_o, rays_d, warp_table, warp_index, jitter, grid_bits, list(grid.aabb), box, grid.levels, grid.res,
+        rays_o, rays_d, warp_table, warp_index, jitter, t_min, t_max, grid_bits, list(grid.aabb), box, grid.levels, grid.res,
         cfg.near_plane, cfg.far_plane, cfg.step, cfg.cone_angle, cfg.max_step, cfg.max_samples, cfg.max_steps,
     )
     return PackedSamples(*out)
@@ -232,13 +239,17 @@ def grid_cells_torch(p: torch.Tensor, grid: GridGeometry) -> torch.Tensor:
     return torch.where(level >= 0, flat, torch.full_like(flat, -1))
 
 
-def _march_torch(rays_o, rays_d, grid, grid_bits, cfg, warp_table, warp_index, jitter, box):
+def _march_torch(rays_o, rays_d, grid, grid_bits, cfg, warp_table, warp_index, jitter, box, t_min=None, t_max=None):
     dt, dev, N = rays_o.dtype, rays_o.device, rays_o.shape[0]
     o, d, ln = _warp_torch(rays_o, rays_d, warp_table, warp_index)
     near, far, hit = _ray_aabb_torch(o, d, list(box))
     hit = hit & (ln > 0)
     near = torch.maximum(near, cfg.near_plane * ln)
     far = torch.minimum(far, cfg.far_plane * ln)
+    if t_min is not None:
+        near = torch.maximum(near, t_min * ln)
+    if t_max is not None:
+        far = torch.minimum(far, t_max * ln)
     u = jitter if jitter is not None else torch.zeros(N, dtype=dt, device=dev)
     step = torch.tensor(cfg.step, dtype=dt)
     if cfg.cone_angle <= 0:

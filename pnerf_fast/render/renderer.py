@@ -1,12 +1,15 @@
 """Volume rendering of a canonical-space field from world-space rays.
 
-One call = march (fused canonical warp + occupancy grid) -> optional pruning of
-samples hidden behind opaque ones -> field -> alpha compositing -> background.
+One call = march (fused canonical warp + occupancy grid) -> field -> alpha
+compositing -> background, with early ray termination done by *segmented marching*:
+rays are marched ``segment`` samples at a time (the marcher takes a per-ray start),
+and a ray stops once its transmittance falls below ``t_thresh``. A head is solid, so
+this skips nearly everything behind the skin.
 
-Pruning ("early stop" for training as well as inference): the field's density alone
-is evaluated on all marched samples without gradients; samples whose transmittance
-fell below ``t_thresh`` are dropped before the full (differentiable) field pass. A
-head is solid, so this removes most samples behind the skin.
+- Inference (no grad): each segment is evaluated and composited in turn, and the
+  segments are chained: rgb += T * rgb_seg, T *= 1 - opacity_seg.
+- Training: a no-grad pass with the density network alone finds where each ray stops;
+  then one differentiable pass marches each ray only up to that point.
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from ..ops.raymarch import MarchConfig, PackedSamples, march_rays, ray_scale
 class RenderConfig:
     step: float = 0.02          # canonical units (the canonical box is 3 units wide)
     t_thresh: float = 1e-3      # early ray termination
-    prune: bool = True          # drop samples hidden behind opaque ones before the field pass
+    prune: bool = True          # stop rays once opaque (segmented marching)
+    segment: int = 16           # samples per ray per segment
     box_margin: float = 0.0     # grow the occupied box by this much
     max_samples: int = 0        # per ray, 0 = no cap
 
@@ -47,12 +51,34 @@ class RenderOutput(NamedTuple):
     n_samples: int
 
 
-def _filter(s: PackedSamples, keep: torch.Tensor, n_rays: int) -> PackedSamples:
-    ray = s.ray_indices[keep]
-    counts = torch.zeros(n_rays, dtype=torch.long, device=ray.device).index_add_(0, ray, torch.ones_like(ray))
-    offsets = torch.cumsum(counts, 0) - counts
-    return PackedSamples(torch.stack([offsets, counts], 1), ray, s.t_starts[keep], s.t_ends[keep],
-                         s.positions[keep], s.dirs[keep])
+def _bg(bg, like: torch.Tensor, n: int) -> torch.Tensor:
+    bg = torch.as_tensor(bg, dtype=like.dtype, device=like.device)
+    return bg.expand(3) if bg.ndim == 0 else bg
+
+
+def _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, scale_ray, fn, max_segments=256):
+    """March alive rays ``cfg.segment`` samples at a time; ``fn(idx, samples, sigma_scale)``
+    consumes a segment (``idx`` = the rays' indices) and returns the boolean "ray still
+    transmits" per ray of ``idx``."""
+    n = rays_o.shape[0]
+    dev = rays_o.device
+    alive = torch.arange(n, device=dev)
+    t_begin = torch.zeros(n, dtype=rays_o.dtype, device=dev)
+    mc = MarchConfig(step=cfg.step, max_samples=cfg.segment)
+    for _ in range(max_segments):
+        if alive.numel() == 0:
+            break
+        wi = None if warp_index is None else warp_index[alive]
+        s = march_rays(rays_o[alive], rays_d[alive], grid.geometry, grid.bits, mc, warp_table=warp_table,
+                       warp_index=wi, jitter=None if jitter is None else jitter[alive], box=box, t_min=t_begin[alive])
+        if s.n_samples == 0:
+            break
+        keep = fn(alive, s, scale_ray[alive][s.ray_indices])
+        counts = s.packed_info[:, 1]
+        last = s.packed_info[:, 0] + counts - 1
+        more = keep & (counts == cfg.segment)  # a full segment: the ray may go on
+        t_begin[alive[more]] = s.t_ends[last[more]]
+        alive = alive[more]
 
 
 def render_rays(
@@ -67,22 +93,61 @@ def render_rays(
     jitter: torch.Tensor | None = None,      # [n] in [0, 1) for stratified training samples
 ) -> RenderOutput:
     n = rays_o.shape[0]
-    s = march_rays(rays_o, rays_d, grid.geometry, grid.bits, cfg.march_config(), warp_table=warp_table,
-                   warp_index=warp_index, jitter=jitter, box=grid.occupied_box(cfg.box_margin))
+    box = grid.occupied_box(cfg.box_margin)
     scale_ray = ray_scale(rays_d, warp_table, warp_index)
-    if cfg.prune and s.n_samples:
+    if cfg.prune and not torch.is_grad_enabled():
+        return _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter, box, scale_ray)
+    t_max = None
+    if cfg.prune:
+        t_max = torch.full((n,), 1e10, dtype=rays_o.dtype, device=rays_o.device)
+
+        def find_stop(idx, s, sc):
+            with torch.no_grad():
+                sig = field.density(s.positions).float() * sc
+                r = composite(s.packed_info, sig, torch.zeros_like(s.positions), s.t_starts, s.t_ends, 0.0)
+                T0 = T[idx][s.ray_indices]
+                dead = (r.trans * T0) < cfg.t_thresh
+                stop = torch.full((idx.numel(),), 1e10, dtype=s.t_ends.dtype, device=s.t_ends.device)
+                stop = stop.scatter_reduce(0, s.ray_indices[dead], s.t_ends[dead], "amin")
+                T[idx] = T[idx] * (1 - r.opacity)
+                t_max[idx] = torch.minimum(t_max[idx], stop)
+                return stop >= 1e10
+
+        T = torch.ones(n, dtype=rays_o.dtype, device=rays_o.device)
         with torch.no_grad():
-            sig = field.density(s.positions) * scale_ray[s.ray_indices]
-            r = composite(s.packed_info, sig.float(), torch.zeros_like(s.positions), s.t_starts, s.t_ends, cfg.t_thresh)
-            s = _filter(s, r.trans > 0, n)
+            _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, scale_ray, find_stop)
+    s = march_rays(rays_o, rays_d, grid.geometry, grid.bits, cfg.march_config(), warp_table=warp_table,
+                   warp_index=warp_index, jitter=jitter, box=box, t_max=t_max)
     sigma, rgb = field(s.positions, s.dirs)
     sigma = sigma * scale_ray[s.ray_indices]
     out = composite(s.packed_info, sigma, rgb, s.t_starts, s.t_ends, cfg.t_thresh)
-    bg = torch.as_tensor(bg, dtype=out.rgb.dtype, device=out.rgb.device)
-    if bg.ndim == 0:
-        bg = bg.expand(3)
-    color = out.rgb + (1.0 - out.opacity)[:, None] * bg
+    color = out.rgb + (1.0 - out.opacity)[:, None] * _bg(bg, out.rgb, n)
     return RenderOutput(color, out.depth, out.opacity, s.n_samples)
+
+
+@torch.no_grad()
+def _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter, box, scale_ray):
+    n = rays_o.shape[0]
+    dt, dev = rays_o.dtype, rays_o.device
+    rgb = torch.zeros(n, 3, dtype=dt, device=dev)
+    depth = torch.zeros(n, dtype=dt, device=dev)
+    T = torch.ones(n, dtype=dt, device=dev)
+    total = [0]
+
+    def seg(idx, s, sc):
+        sigma, c = field(s.positions, s.dirs)
+        r = composite(s.packed_info, sigma.float() * sc, c.float(), s.t_starts, s.t_ends, cfg.t_thresh)
+        T0 = T[idx]
+        rgb[idx] += T0[:, None] * r.rgb
+        depth[idx] += T0 * r.depth
+        T[idx] = T0 * (1 - r.opacity)
+        total[0] += s.n_samples
+        return T[idx] >= cfg.t_thresh
+
+    _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, scale_ray, seg)
+    opacity = 1 - T
+    color = rgb + T[:, None] * _bg(bg, rgb, n)
+    return RenderOutput(color, depth, opacity, total[0])
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ class GridConfig:
     res: int = 64
     levels: int = 1
     decay: float = 0.95
-    threshold: float = 0.01
+    threshold: float = 0.01   # occupied when sigma * render step > min(mean, this)
     update_every: int = 4      # meta: subjects between grid updates from θ_p; joint: steps / 16
     warmup_updates: int = 2    # grid stays all-occupied for this many updates
     hull: bool = True          # restrict the grid to the union of the subjects' visual hulls (needs masks)
@@ -56,8 +56,8 @@ class JointConfig:
 class FinetuneConfig:
     optimizer: str = "sgd"
     lr: GroupLR | None = None   # None: the meta inner-loop rates (alpha)
-    steps: int = 48
-    rays_per_step: int = 4096
+    steps: int = 32
+    rays_per_step: int = 2048
     update_grid: bool = False   # the prior's grid is kept (frozen) by default
 
 

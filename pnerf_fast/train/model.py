@@ -57,9 +57,12 @@ class PortraitModel(nn.Module):
         self.cfg = cfg
         self.field = field if field is not None else build_field(cfg.field)
         g = cfg.grid
-        self.grid = OccupancyGrid(CANONICAL_AABB, levels=g.levels, res=g.res, decay=g.decay, threshold=g.threshold)
-        self.mean_face = None if mean_face is None else np.asarray(mean_face, dtype=np.float64)
         self.render_cfg = cfg.render_config()
+        # grid.threshold is an opacity per render step (nerfacc's convention): a cell is
+        # occupied when sigma * step > threshold.
+        self.grid = OccupancyGrid(CANONICAL_AABB, levels=g.levels, res=g.res, decay=g.decay,
+                                  threshold=g.threshold / self.render_cfg.step)
+        self.mean_face = None if mean_face is None else np.asarray(mean_face, dtype=np.float64)
 
     def density_fn(self, field=None):
         f = field if field is not None else self.field

@@ -282,12 +282,16 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
         finished = True
     state["seconds"] = time.perf_counter() - t_start
     state["done"] = finished
-    if cfg.method != "random":
-        # Final grid from the final weights (a full refresh, no EMA memory of early fog).
-        model.grid.mark_from_density(model.density_fn(), threshold=None)
-    model.save(out_path, extra={"progress": state, "method": cfg.method})
-    if finished and resume_path.exists():
-        resume_path.unlink()
-    elif not finished:
+    if not finished:
+        # Interrupted by a budget: the resume file holds the exact training state; the
+        # output is a usable snapshot of it.
         save_resume()
+        model.save(out_path, extra={"progress": state, "method": cfg.method})
+    else:
+        if cfg.method != "random":
+            # Final grid from the final weights (a full refresh, no EMA memory of early fog).
+            model.grid.mark_from_density(model.density_fn(), threshold=None)
+        model.save(out_path, extra={"progress": state, "method": cfg.method})
+        if resume_path.exists():
+            resume_path.unlink()
     return PretrainResult(out_path, state["seconds"], state["visits"], state.get("psnr"))

@@ -25,6 +25,8 @@ struct MarchArgs {
   const T* warp_table;          // [n_warps, 12] or nullptr (identity)
   const int64_t* warp_index;    // [N] or nullptr (row 0 for every ray)
   const T* jitter;              // [N] in [0,1) or nullptr (0)
+  const T* t_min;               // [N] world units or nullptr: start no earlier than this
+  const T* t_max;               // [N] world units or nullptr: stop before this
   GridSpec<T> grid;
   T box[6];                     // marching box (canonical), normally the coarsest level's
   T near_plane, far_plane;      // world units
@@ -58,6 +60,8 @@ struct MarchRay {
     if (ray_aabb(o, d, a.box, &near, &far) && len > T(0)) {
       near = max_(near, a.near_plane * len);
       far = min_(far, a.far_plane * len);
+      if (a.t_min != nullptr) near = max_(near, a.t_min[r] * len);
+      if (a.t_max != nullptr) far = min_(far, a.t_max[r] * len);
       const T u = a.jitter ? a.jitter[r] : T(0);
       const T inv_len = T(1) / len;
       int64_t out = kFill ? a.offsets[r] : 0;
