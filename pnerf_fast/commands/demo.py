@@ -14,7 +14,7 @@ def add_arguments(p):
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--seconds", type=float, default=None, help="finetune time budget per subject")
     p.add_argument("--steps", type=int, default=None, help="finetune steps (default: the prior's)")
-    p.add_argument("--frames", type=int, default=32, help="frames per video")
+    p.add_argument("--frames", type=int, default=24, help="frames per video")
     p.add_argument("--res", type=int, default=128, help="video resolution")
     p.add_argument("--photo", default=None, help="use this photo instead of the astronaut")
     p.add_argument("--no-lpips", action="store_true")

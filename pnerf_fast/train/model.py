@@ -107,7 +107,10 @@ class PortraitModel(nn.Module):
         fs = {k: v.float() if v.is_floating_point() else v for k, v in st["field_state"].items()}
         try:
             model.field.load_state_dict(fs)
-            model.grid.load_state_dict(st["grid_state"])
+            gs = dict(st["grid_state"])
+            if "allowed" not in gs and "bits" in gs:  # written before grids had an allowed mask
+                gs["allowed"] = torch.ones_like(gs["bits"])
+            model.grid.load_state_dict(gs)
         except RuntimeError as e:
             raise ValueError(f"{source}: the weights do not match the stored field config: {e}") from None
         return model
