@@ -54,16 +54,23 @@ def want_cuda() -> bool:
     return os.environ.get("BUILD_NO_CUDA", "0") not in ("1", "true", "TRUE", "yes")
 
 
+def _is_cuda_home(path: str | None) -> bool:
+    """A toolkit folder with both nvcc and the runtime headers (a PATH entry such as
+    /usr/local/bin may hold only a wrapper script for nvcc)."""
+    return bool(path) and os.path.exists(os.path.join(path, "bin", "nvcc")) and os.path.exists(
+        os.path.join(path, "include", "cuda_runtime.h"))
+
+
 def find_cuda_home() -> str | None:
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
-        return home
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
     nvcc = shutil.which("nvcc")
     if nvcc:
-        return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
-    for cand in ("/usr/local/cuda",):
-        if os.path.exists(os.path.join(cand, "bin", "nvcc")):
-            return cand
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+        candidates.append(os.path.dirname(os.path.dirname(nvcc)))
+    candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for c in candidates:
+        if _is_cuda_home(c):
+            return c
     return None
 
 

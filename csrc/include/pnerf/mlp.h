@@ -185,7 +185,7 @@ struct MlpBlock {
   }
 
   PNERF_HD void forward(int64_t blk, T* scratch) const {
-    T* act[kMlpMaxLayers + 1];
+    T* act[kMlpMaxLayers + 1] = {};
     const int valid = forward_block(blk, scratch, act);
     const int64_t r0 = blk * a.block_rows;
     const int NL = a.dims[a.n_layers];
@@ -195,7 +195,7 @@ struct MlpBlock {
   }
 
   PNERF_HD void backward(int64_t blk, T* gslot, T* scratch) const {
-    T* act[kMlpMaxLayers + 1];
+    T* act[kMlpMaxLayers + 1] = {};
     const int valid = forward_block(blk, scratch, act);
     const int B = a.block_rows;
     const int R = (valid + TR - 1) / TR * TR;
