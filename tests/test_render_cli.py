@@ -1,0 +1,105 @@
+"""The renderer's segmented marching, and the finetune / render / eval commands end to end
+(tiny sizes)."""
+import json
+
+import imageio.v2 as imageio
+import pytest
+import torch
+import yaml
+
+from pnerf_fast.cli import main as pnerf
+from pnerf_fast.data.lightstage import generate_lightstage
+from pnerf_fast.ops.occgrid import OccupancyGrid
+from pnerf_fast.render.cameras import Camera, look_at
+from pnerf_fast.render.renderer import RenderConfig, render_rays
+
+from test_train import TINY_FIELD
+
+
+class Blob(torch.nn.Module):
+    """A soft ball of density with position-dependent colour."""
+
+    def density(self, x):
+        return 40.0 * torch.sigmoid((0.8 - x.norm(dim=-1)) * 30)
+
+    def forward(self, x, d):
+        return self.density(x), torch.sigmoid(3 * x + d)
+
+
+def rays(n=500, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    o = torch.tensor([0.0, 0.0, 4.0]) + 0.3 * torch.randn(n, 3, generator=g)
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.2 * torch.randn(n, 3, generator=g), dim=1)
+    return o, d
+
+
+def test_segmented_rendering_matches_one_pass():
+    grid = OccupancyGrid((-1.5,) * 3 + (1.5,) * 3, res=32)
+    field = Blob()
+    o, d = rays()
+    table = torch.tensor([[1.1, 0, 0, 0, 1.1, 0, 0, 0, 1.1, 0.05, 0.0, -0.1]])
+    with torch.no_grad():
+        full = render_rays(field, grid, o, d, table, None, RenderConfig(step=0.01, prune=False, t_thresh=1e-6))
+        seg = render_rays(field, grid, o, d, table, None, RenderConfig(step=0.01, prune=True, segment=8, t_thresh=1e-6))
+    assert seg.n_samples < full.n_samples  # rays stopped early
+    torch.testing.assert_close(seg.rgb, full.rgb, atol=2e-3, rtol=0)
+    torch.testing.assert_close(seg.opacity, full.opacity, atol=2e-3, rtol=0)
+    # The training path (gradients on) stops rays at the same place and is differentiable.
+    train = render_rays(field, grid, o, d, table, None, RenderConfig(step=0.01, prune=True, segment=8, t_thresh=1e-6))
+    torch.testing.assert_close(train.rgb.detach(), full.rgb, atol=2e-3, rtol=0)
+    assert train.n_samples < full.n_samples
+
+
+@pytest.fixture(scope="module")
+def tiny_portrait(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "stage"
+    generate_lightstage(data, subjects=3, res=24, seed=4, views=3, spp=1, progress=False, contact_sheet_path=None)
+    field_yaml = root / "tiny_field.yaml"
+    field_yaml.write_text(yaml.safe_dump(TINY_FIELD))
+    cfg = root / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"field": str(field_yaml), "rays_per_step": 64, "image_scale": 1.0,
+                                   "render": {"step": 0.05}, "grid": {"res": 16},
+                                   "finetune": {"steps": 2, "rays_per_step": 64}}))
+    prior = root / "prior.pt"
+    assert pnerf(["pretrain", "--data", str(data), "--method", "random", "--config", str(cfg), "--out", str(prior), "--quiet"]) == 0
+    model = root / "portrait.pt"
+    assert pnerf(["finetune", str(data / "subject_002"), "--init", str(prior), "--out", str(model), "--quiet"]) == 0
+    return {"root": root, "data": data, "prior": prior, "model": model}
+
+
+@pytest.mark.parametrize("path,suffix", [("orbit", ".gif"), ("dolly-zoom", ".mp4"), ("grid", "")])
+def test_render_command_writes_rgb_and_depth(tiny_portrait, path, suffix):
+    out = tiny_portrait["root"] / f"{path}{suffix}"
+    assert pnerf(["render", str(tiny_portrait["model"]), "--path", path, "--frames", "4", "--res", "24",
+                  "--out", str(out), "--quiet"]) == 0
+    if suffix:
+        frames = imageio.mimread(out)
+        depth = imageio.mimread(out.with_name(out.stem + "_depth" + suffix))
+        assert frames[0].shape[:2] == (24, 24) and depth[0].shape[:2] == (24, 24)
+        if suffix == ".mp4":
+            assert len(frames) == 4 and len(depth) == 4
+        else:  # GIF writers merge identical consecutive frames (an untrained depth map is all background)
+            assert 1 <= len(depth) <= 4 and len(frames) >= 2
+    else:
+        assert len(list(out.glob("*.png"))) >= 2
+        assert len(list((tiny_portrait["root"] / f"{path}_depth").glob("*.png"))) >= 2
+
+
+def test_eval_command_writes_per_view_json(tiny_portrait):
+    js = tiny_portrait["root"] / "eval.json"
+    assert pnerf(["eval", "--data", str(tiny_portrait["data"]), "--init", str(tiny_portrait["prior"]), "--steps", "1",
+                  "--no-lpips", "--json", str(js), "--quiet"]) == 0
+    res = json.loads(js.read_text())
+    subj = res["subjects"][0]
+    assert len(subj["per_view"]["psnr"]) == 2  # 3 views: the frontal one is the input
+    assert 0 < res["mean"]["psnr"] < 60 and 0 <= res["mean"]["ssim"] <= 1
+
+
+def test_cli_errors_name_the_problem(tiny_portrait, capsys):
+    assert pnerf(["render", str(tiny_portrait["prior"]), "--out", str(tiny_portrait["root"] / "x.mp4"), "--quiet"]) == 2
+    assert "not a finetuned portrait" in capsys.readouterr().err
+    assert pnerf(["render", str(tiny_portrait["model"]), "--frames", "0", "--out", str(tiny_portrait["root"] / "y.mp4")]) == 2
+    assert "--frames" in capsys.readouterr().err
+    assert pnerf(["pretrain", "--data", str(tiny_portrait["root"] / "nope"), "--out", "z.pt"]) == 2
+    assert "--data" in capsys.readouterr().err
