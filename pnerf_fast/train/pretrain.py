@@ -103,39 +103,30 @@ def meta_subject_step(model: PortraitModel, fast, sr: SubjectRays, cfg: TrainCon
     fast.train()
     n = cfg.rays_per_step
     s_losses, q_losses = [], []
-    if mc.optimizer == "sgd":
-        opt = make_optimizer(fast, "sgd", mc.alpha)
-        for _ in range(mc.n_support):
-            opt.zero_grad(set_to_none=True)
-            loss = ray_loss(model, fast, sr, sr.support, n, gen, cfg)
-            loss.backward()
-            opt.step()
-            s_losses.append(float(loss.detach()))
-        for _ in range(mc.n_query):
-            fast.zero_grad(set_to_none=True)
-            loss = ray_loss(model, fast, sr, sr.query, n, gen, cfg)
-            loss.backward()
-            sgd_step_both_(fast, prior, mc.beta, names)
-            q_losses.append(float(loss.detach()))
-    else:  # adam: a fresh state per subject; the query update is applied to θ_p as well
-        opt = make_optimizer(fast, "adam", mc.alpha)
-        for _ in range(mc.n_support):
-            opt.zero_grad(set_to_none=True)
-            loss = ray_loss(model, fast, sr, sr.support, n, gen, cfg)
-            loss.backward()
-            opt.step()
-            s_losses.append(float(loss.detach()))
+    # Support: N_s steps on D_s with α (SGD, or a fresh Adam per subject).
+    opt = make_optimizer(fast, mc.optimizer, mc.alpha)
+    for _ in range(mc.n_support):
+        opt.zero_grad(set_to_none=True)
+        loss = ray_loss(model, fast, sr, sr.support, n, gen, cfg)
+        loss.backward()
+        opt.step()
+        s_losses.append(float(loss.detach()))
+    # Query: N_q steps on D_q with β, each applied to θ_m and θ_p.
+    if mc.optimizer == "adam":
         set_lr(opt, mc.beta)
-        for _ in range(mc.n_query):
-            opt.zero_grad(set_to_none=True)
-            loss = ray_loss(model, fast, sr, sr.query, n, gen, cfg)
-            loss.backward()
+    for _ in range(mc.n_query):
+        opt.zero_grad(set_to_none=True)
+        loss = ray_loss(model, fast, sr, sr.query, n, gen, cfg)
+        loss.backward()
+        if mc.optimizer == "sgd":
+            sgd_step_both_(fast, prior, mc.beta, names)
+        else:  # Adam: θ_p receives the same update (not the raw gradient) as θ_m
             before = [p.detach().clone() for p in fast.parameters()]
             opt.step()
             with torch.no_grad():
                 for pf, pb, pp in zip(fast.parameters(), before, prior.parameters()):
                     pp.add_(pf - pb)
-            q_losses.append(float(loss.detach()))
+        q_losses.append(float(loss.detach()))
     return {"support": float(np.mean(s_losses)) if s_losses else float("nan"),
             "query": float(np.mean(q_losses)) if q_losses else float("nan")}
 
