@@ -232,3 +232,27 @@ def test_clear_errors(tiny, tmp_path):
         load_train_config(tmp_path / "none.yaml")
     with pytest.raises(ValueError, match="steps"):
         finetune(tiny["data"] / "subject_000", init=good, steps=-1, progress=False)
+
+
+def test_adam_meta_variant_applies_the_query_update_to_the_prior(tiny, one_thread):
+    cfg = tiny_cfg(tiny, meta={"optimizer": "adam", "n_support": 1, "n_query": 2,
+                               "alpha": {"grid": 1e-2, "mlp": 1e-3}, "beta": {"grid": 1e-2, "mlp": 1e-3}})
+    rays, mean_face = load_training_subjects(tiny["data"], cfg)
+    model = PortraitModel(cfg, mean_face)
+    before = params(model.field)
+    fast = copy.deepcopy(model.field)
+    # θ_m after the support step, replayed by hand with the same batch.
+    from pnerf_fast.train.pretrain import make_optimizer
+
+    fast_probe = copy.deepcopy(model.field)
+    opt = make_optimizer(fast_probe, "adam", cfg.meta.alpha)
+    g1 = torch.Generator().manual_seed(2)
+    ray_loss(model, fast_probe, rays[0], rays[0].support, cfg.rays_per_step, g1, cfg).backward()
+    opt.step()
+    after_support = params(fast_probe)
+    gen = torch.Generator().manual_seed(2)
+    meta_subject_step(model, fast, rays[0], cfg, gen, _named_groups(model.field))
+    # θ_p moved by exactly what the query steps moved θ_m: θ_p' - θ_p = θ_m' - θ_m(after support).
+    for b, a, s, f in zip(before, params(model.field), after_support, params(fast)):
+        torch.testing.assert_close(a - b, f - s, rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(before, params(model.field)))
