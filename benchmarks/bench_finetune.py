@@ -192,6 +192,19 @@ def main(argv=None):
         result[name] = {"seconds": secs, "psnr": ps, "psnr_at_60s": value_at(secs, ps, 60.0) if secs[-1] >= 60 else None}
         log(f"{name:>7}: " + "  ".join(f"{s:.0f}s {p:.2f}" for s, p in zip(secs, ps)) + f"   ({time.perf_counter() - t0:.0f} s wall)")
 
+    # Render speed: frames per second at 256x256 of a finetuned portrait (meta prior).
+    from pnerf_fast.render.paths import orbit
+
+    pf = finetune(subjects[0], init=PortraitModel.load(args.meta), progress=False)
+    cams = orbit(4, 256)
+    pf.render(cams[0])  # warm-up
+    t0 = time.perf_counter()
+    for c in cams[1:]:
+        pf.render(c)
+    fps = (len(cams) - 1) / (time.perf_counter() - t0)
+    result["render_fps_256"] = fps
+    log(f"render: {fps:.2f} frames/s at 256x256")
+
     if not args.skip_presets:
         subj = subjects[0]
         fits = {}
