@@ -52,6 +52,7 @@ def _extensions():
         include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args=extra,
+        extra_link_args=list(bc.LINK_FLAGS),
     )
     jobs = os.environ.get("PNERF_MAX_JOBS") or os.environ.get("MAX_JOBS") or "1"
     os.environ["MAX_JOBS"] = jobs

@@ -23,7 +23,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
 DEFAULT_CUDA_ARCHS = "8.0;8.6;9.0"
 
-CXX_FLAGS = ["-O3", "-std=c++20", "-fno-fast-math"]  # torch >= 2.10 headers need C++20
+# torch >= 2.10 headers need C++20. -fopenmp: at::parallel_for is an inline template
+# that expands to `#pragma omp parallel` when ATen's backend is OpenMP (the pip wheels);
+# without the flag the pragma is ignored and every CPU launcher runs on ONE thread.
+# The extension then links libgomp.so.1, which resolves to the copy torch already loaded.
+CXX_FLAGS = ["-O3", "-std=c++20", "-fno-fast-math", "-fopenmp"]
+LINK_FLAGS = ["-fopenmp"]
 NVCC_FLAGS = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
 
 
