@@ -156,6 +156,7 @@ def main(argv=None):
     ap.add_argument("--skip-presets", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--plot", default=None, help="write the curves as a PNG here (needs matplotlib)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
@@ -224,9 +225,50 @@ def main(argv=None):
             result["speedup_fast_vs_paper"] = None
     result["_meta"] = {"threads": torch.get_num_threads(), "subjects": [s.name for s in subjects],
                        "budget_s": args.budget, "meta_prior": args.meta, "joint_prior": args.joint}
+    if args.plot:
+        try:
+            plot_curves(result, args.plot)
+            log(f"wrote {args.plot}")
+        except ImportError as e:
+            log(f"plot skipped ({e}); pip install matplotlib")
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
+
+
+def plot_curves(result: dict, path: str) -> None:
+    """Left: novel-view PSNR vs finetune seconds per init. Right: the preset fits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_presets = "preset_curves" in result
+    fig, axes = plt.subplots(1, 2 if has_presets else 1, figsize=(10 if has_presets else 5, 3.6), squeeze=False)
+    ax = axes[0, 0]
+    for name in ("meta", "joint", "random"):
+        r = result.get(name)
+        if r:
+            ax.plot(r["seconds"], r["psnr"], marker="o", label=name)
+    ax.axhline(24.0, color="gray", ls="--", lw=1, label="target 24 dB")
+    ax.set_xlabel("finetune seconds (frontal view only, 2 CPU threads)")
+    ax.set_ylabel("mean novel-view PSNR (dB)")
+    ax.set_title("initialisation")
+    ax.legend()
+    if has_presets:
+        ax = axes[0, 1]
+        for name, r in result["preset_curves"].items():
+            ax.plot(r["seconds"], r["psnr"], marker=".", label=f"{name} preset")
+        ax.axhline(24.0, color="gray", ls="--", lw=1)
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlabel("seconds fitting all 25 views from random init")
+        ax.set_ylabel("PSNR on the fitted views (dB)")
+        ax.set_title("field presets: time to 24 dB")
+        ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

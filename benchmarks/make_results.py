@@ -57,6 +57,11 @@ def main(argv=None):
     ap.add_argument("--meta", required=True, help="meta prior, canonical coordinates")
     ap.add_argument("--joint", default=None, help="joint prior, canonical coordinates")
     ap.add_argument("--meta-world", default=None, help="meta prior, world coordinates")
+    ap.add_argument("--paper", default=None,
+                    help="meta prior of the paper-faithful field (paper.yaml), finetuned for the same seconds "
+                         "as the fast meta prior took")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep rows already in OUT/ablation.json for the same prior file (adds new rows only)")
     ap.add_argument("--steps", type=int, default=None, help="finetune steps (default: each prior's)")
     ap.add_argument("--max-subjects", type=int, default=None)
     ap.add_argument("--out", default="results")
@@ -69,14 +74,32 @@ def main(argv=None):
     tmp.mkdir(exist_ok=True)
 
     rows = {}
+    old = {}
+    if args.reuse and (out / "ablation.json").exists():
+        old = json.loads((out / "ablation.json").read_text()).get("details", {})
+    sources = {"meta": args.meta, "joint": args.joint, "random": args.meta, "meta (world coords)": args.meta_world,
+               "meta, paper field": args.paper}
     priors = {"meta": refreshed(args.meta, tmp, "meta")}
     if args.joint:
         priors["joint"] = refreshed(args.joint, tmp, "joint")
     priors["random"] = random_prior(priors["meta"], tmp)
     if args.meta_world:
         priors["meta (world coords)"] = refreshed(args.meta_world, tmp, "meta_world")
+    if args.paper:
+        priors["meta, paper field"] = refreshed(args.paper, tmp, "paper")
     for name, p in priors.items():
-        r = evaluate_prior(args.data, p, "test", steps=args.steps, max_subjects=args.max_subjects, progress=True)
+        if name in old and old[name].get("source") == str(Path(sources[name]).resolve()):
+            rows[name] = old[name]
+            print(f"{name:>20}: reused from {out / 'ablation.json'}")
+            continue
+        if name == "meta, paper field":
+            # Equal finetune time: the seconds the fast meta prior's finetune took.
+            secs = rows["meta"]["mean"]["finetune_s"]
+            r = evaluate_prior(args.data, p, "test", steps=100000, seconds=secs, max_subjects=args.max_subjects,
+                               progress=True)
+        else:
+            r = evaluate_prior(args.data, p, "test", steps=args.steps, max_subjects=args.max_subjects, progress=True)
+        r["source"] = str(Path(sources[name]).resolve())
         rows[name] = r
         m = r["mean"]
         print(f"{name:>20}: PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  LPIPS {m['lpips']:.3f}  "
@@ -97,6 +120,8 @@ def main(argv=None):
     for name, m in summary.items():
         coords = "world" if "world" in name else "canonical"
         init = name.replace(" (world coords)", "")
+        if init == "meta, paper field":
+            init = "meta, paper field (8x256 MLP), equal finetune time"
         pp = PAPER.get(init)
         paper = f"{pp[0]} / {pp[1]} / {pp[2]}" if pp and coords == "canonical" else "-"
         lines.append(f"| {init} | {coords} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['lpips']:.3f} | "
@@ -116,12 +141,13 @@ def _plot(summary, path):
 
     names = list(summary)
     metrics = [("psnr", 0, 30), ("ssim", 0, 1), ("lpips", 0, 0.6)]
-    W, H = 220 * len(metrics), 260
+    panel = 40 + 45 * len(names)
+    W, H = panel * len(metrics), 260 + 16 * len(names)
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
-    colors = [(66, 133, 244), (219, 68, 55), (244, 160, 0), (15, 157, 88)]
+    colors = [(66, 133, 244), (219, 68, 55), (244, 160, 0), (15, 157, 88), (150, 80, 190)]
     for j, (key, lo, hi) in enumerate(metrics):
-        x0 = j * 220 + 20
+        x0 = j * panel + 20
         d.text((x0, 5), key.upper(), fill="black")
         for i, n in enumerate(names):
             v = summary[n][key]
@@ -130,8 +156,9 @@ def _plot(summary, path):
             d.rectangle([bx, 220 - h, bx + 35, 220], fill=colors[i % len(colors)])
             d.text((bx, 222 - h - 14), f"{v:.2f}" if key == "psnr" else f"{v:.3f}", fill="black")
     for i, n in enumerate(names):
-        d.rectangle([10 + i * 160, 240, 20 + i * 160, 250], fill=colors[i % len(colors)])
-        d.text((24 + i * 160, 238), n, fill="black")
+        y = 240 + 16 * i
+        d.rectangle([10, y, 20, y + 10], fill=colors[i % len(colors)])
+        d.text((24, y - 2), n, fill="black")
     img.save(path)
 
 
