@@ -1,5 +1,6 @@
 """Training: the meta update, joint vs meta, checkpoints, resume, finetune. Tiny sizes."""
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,3 +257,20 @@ def test_adam_meta_variant_applies_the_query_update_to_the_prior(tiny, one_threa
     for b, a, s, f in zip(before, params(model.field), after_support, params(fast)):
         torch.testing.assert_close(a - b, f - s, rtol=1e-4, atol=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(before, params(model.field)))
+
+
+REPO_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("pretrain_*.yaml"))
+
+
+@pytest.mark.parametrize("path", REPO_CONFIGS, ids=lambda p: p.name)
+def test_repository_pretrain_configs_validate_and_build(path):
+    """Every pretraining config in configs/ loads, validates and builds its model (the
+    commands in README/results/README.md use them)."""
+    cfg = load_train_config(path)
+    assert cfg.method in ("meta", "joint") and cfg.field in ("fast", "paper")
+    m = PortraitModel(cfg, np.zeros((24, 3)))
+    assert sum(p.numel() for p in m.field.parameters()) > 0
+
+
+def test_repository_has_pretrain_configs():
+    assert {p.name for p in REPO_CONFIGS} >= {"pretrain_meta.yaml", "pretrain_meta_paper.yaml"}
