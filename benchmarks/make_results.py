@@ -140,15 +140,17 @@ def _plot(summary, path):
     from PIL import Image, ImageDraw
 
     names = list(summary)
-    metrics = [("psnr", 0, 30), ("ssim", 0, 1), ("lpips", 0, 0.6)]
+    metrics = [("psnr", 0, 30, "PSNR (higher is better)"), ("ssim", 0, 1, "SSIM (higher is better)"),
+               ("lpips", 0, 0.6, "LPIPS (lower is better)")]
     panel = 40 + 45 * len(names)
     W, H = panel * len(metrics), 260 + 16 * len(names)
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     colors = [(66, 133, 244), (219, 68, 55), (244, 160, 0), (15, 157, 88), (150, 80, 190)]
-    for j, (key, lo, hi) in enumerate(metrics):
+    for j, (key, lo, hi, title) in enumerate(metrics):
+        hi = max(hi, 1.1 * max(summary[n][key] for n in names))  # no bar runs off the panel
         x0 = j * panel + 20
-        d.text((x0, 5), key.upper(), fill="black")
+        d.text((x0, 5), title, fill="black")
         for i, n in enumerate(names):
             v = summary[n][key]
             h = int(180 * (v - lo) / (hi - lo))
