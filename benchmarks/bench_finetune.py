@@ -283,14 +283,12 @@ def plot_curves(result: dict, path: str) -> None:
     if has_presets:
         ax = axes[0, 1]
         for name, r in result["preset_curves"].items():
-            ax.plot(r["seconds"], r["psnr"], marker=".", label=f"{name} preset")
+            (line,) = ax.plot(r["seconds"], r["psnr"], marker=".", label=f"{name} preset")
+            if r.get("time_to_target"):
+                ax.axvline(r["time_to_target"], color=line.get_color(), ls=":", lw=1)
         ax.axhline(24.0, color="gray", ls="--", lw=1)
         if max(r["seconds"][-1] for r in result["preset_curves"].values()) > 60:
             ax.set_xscale("symlog", linthresh=10)
-        for name, r in result["preset_curves"].items():
-            if r.get("time_to_target"):
-                ax.axvline(r["time_to_target"], color=ax.lines[list(result["preset_curves"]).index(name)].get_color(),
-                           ls=":", lw=1)
         ax.set_xlabel("seconds fitting all 25 views from random init")
         ax.set_ylabel("PSNR on the fitted views (dB)")
         ax.set_title("field presets: time to 24 dB")

@@ -11,6 +11,7 @@ stage vs our synthetic heads; only the ordering is comparable).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -77,21 +78,23 @@ def main(argv=None):
     old = {}
     if args.reuse and (out / "ablation.json").exists():
         old = json.loads((out / "ablation.json").read_text()).get("details", {})
-    sources = {"meta": args.meta, "joint": args.joint, "random": args.meta, "meta (world coords)": args.meta_world,
-               "meta, paper field": args.paper}
-    priors = {"meta": refreshed(args.meta, tmp, "meta")}
-    if args.joint:
-        priors["joint"] = refreshed(args.joint, tmp, "joint")
-    priors["random"] = random_prior(priors["meta"], tmp)
-    if args.meta_world:
-        priors["meta (world coords)"] = refreshed(args.meta_world, tmp, "meta_world")
-    if args.paper:
-        priors["meta, paper field"] = refreshed(args.paper, tmp, "paper")
-    for name, p in priors.items():
-        if name in old and old[name].get("source") == str(Path(sources[name]).resolve()):
+    meta_prepared = functools.lru_cache(None)(lambda: refreshed(args.meta, tmp, "meta"))
+    # Row -> (the prior file it comes from, how to prepare it for evaluation). Preparing
+    # re-marks a grid from the field's density, so it runs only for rows not reused.
+    specs = {"meta": (args.meta, meta_prepared),
+             "joint": (args.joint, lambda: refreshed(args.joint, tmp, "joint")),
+             "random": (args.meta, lambda: random_prior(meta_prepared(), tmp)),
+             "meta (world coords)": (args.meta_world, lambda: refreshed(args.meta_world, tmp, "meta_world")),
+             "meta, paper field": (args.paper, lambda: refreshed(args.paper, tmp, "paper"))}
+    for name, (src, prepare) in specs.items():
+        if src is None:
+            continue
+        source = str(Path(src).resolve())
+        if old.get(name, {}).get("source") == source:
             rows[name] = old[name]
             print(f"{name:>20}: reused from {out / 'ablation.json'}")
             continue
+        p = prepare()
         if name == "meta, paper field":
             # Equal finetune time: the seconds the fast meta prior's finetune took.
             secs = rows["meta"]["mean"]["finetune_s"]
@@ -99,7 +102,7 @@ def main(argv=None):
                                progress=True)
         else:
             r = evaluate_prior(args.data, p, "test", steps=args.steps, max_subjects=args.max_subjects, progress=True)
-        r["source"] = str(Path(sources[name]).resolve())
+        r["source"] = source
         rows[name] = r
         m = r["mean"]
         print(f"{name:>20}: PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  LPIPS {m['lpips']:.3f}  "
