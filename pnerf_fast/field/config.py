@@ -72,6 +72,9 @@ class FieldConfig:
     density_mlp: DensityMLPConfig = field(default_factory=DensityMLPConfig)
     color_mlp: ColorMLPConfig = field(default_factory=ColorMLPConfig)
     density: DensityConfig = field(default_factory=DensityConfig)
+    # Per-subject latent code (0 = none). The code shifts the first-layer bias of the
+    # density and colour MLPs (the same as concatenating it to their inputs).
+    latent_dim: int = 0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -156,6 +159,7 @@ def validate(cfg: FieldConfig) -> FieldConfig:
     if isinstance(cfg.density.bias, bool) or not isinstance(cfg.density.bias, (int, float)):
         _fail("density.bias", f"must be a number, got {cfg.density.bias!r}")
     cfg.density.bias = float(cfg.density.bias)
+    _int("latent_dim", cfg.latent_dim, 0, 1024)
     return cfg
 
 

@@ -12,9 +12,16 @@ Two shapes, chosen by the config:
 sigma = act(h0 + density.bias), act = truncated exp by default (exp forward, gradient
 clamped at exp(15)); the negative bias makes the field almost empty at initialisation.
 rgb = sigmoid(color MLP).
+
+Latent conditioning (``latent_dim`` > 0, hash-grid fields): a per-subject code z [D]
+shifts the first-layer bias of both MLPs, b0 + W_z z (the same function as feeding
+[enc(x), z] to them, at no cost per sample). The hash grid holds what all subjects
+share; the code says which head this is (an auto-decoder, as in Preface / Cafca).
+The field keeps ONE current code, ``self.latent``; pretraining swaps it per subject.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -87,17 +94,56 @@ class RadianceField(nn.Module):
             feat_dim = dm.geo_features
         self.dir_encoding = SHEncoding(de.degree) if de.type == "sh" else FrequencyEncoding(de.n_freqs, de.include_input)
         self.color_net = self._mlp(self.dir_encoding.out_dim + feat_dim, 3, cm.width, cm.n_hidden, "sigmoid")
+        self.latent_dim = cfg.latent_dim
+        if self.latent_dim:
+            if not self.hashgrid:
+                raise ValueError("field config: latent_dim: only supported with encoding.type 'hashgrid'")
+            D = self.latent_dim
+            first = lambda net: net.layers[0].out_features  # noqa: E731
+            self.density_z = nn.Linear(D, first(self.density_net), bias=False)
+            self.color_z = nn.Linear(D, first(self.color_net), bias=False)
+            for lin in (self.density_z, self.color_z):
+                nn.init.normal_(lin.weight, std=1.0 / D ** 0.5)
+            # The current subject's code [D]; zero = the mean head.
+            self.latent = nn.Parameter(torch.zeros(D))
 
     def _mlp(self, in_dim, out_dim, width, n_hidden, act):
-        # "auto" gives an MLP that picks fused or torch per call (torch past the fused limits)
-        return make_mlp(in_dim, out_dim, width, n_hidden, self.cfg.backend, act)
+        # "auto" gives an MLP that picks fused or torch per call (torch past the fused limits).
+        # A latent-conditioned field needs the bias shift, which only our MLP class takes.
+        backend = self.cfg.backend
+        if self.cfg.latent_dim and backend in ("auto", "tcnn"):
+            backend = "auto" if backend == "auto" else "torch"
+            return MLP(in_dim, out_dim, width, n_hidden, backend, act)
+        return make_mlp(in_dim, out_dim, width, n_hidden, backend, act)
+
+    def _shift(self, which: str):
+        if not getattr(self, "latent_dim", 0):
+            return None
+        z = self._override if getattr(self, "_override", None) is not None else self.latent
+        return getattr(self, which)(z)
+
+    @contextlib.contextmanager
+    def code(self, z: torch.Tensor):
+        """Evaluate with the code ``z`` [latent_dim] (differentiable, e.g. a row of a
+        table of codes) instead of ``self.latent``."""
+        if not self.latent_dim:
+            raise ValueError("RadianceField.code: this field has no latent code (latent_dim = 0)")
+        if z.shape != (self.latent_dim,):
+            raise ValueError(f"RadianceField.code: argument 'z' must have shape [{self.latent_dim}], got {list(z.shape)}")
+        prev = getattr(self, "_override", None)
+        self._override = z
+        try:
+            yield self
+        finally:
+            self._override = prev
 
     # -- evaluation ---------------------------------------------------------------
     def _geometry(self, x: torch.Tensor):
         if x.ndim != 2 or x.shape[-1] != 3:
             raise ValueError(f"RadianceField: argument 'x' must have shape [n, 3], got {list(x.shape)}")
         if self.hashgrid:
-            h = self.density_net(self.encoding(x))
+            enc = self.encoding(x)
+            h = self.density_net(enc) if not self.latent_dim else self.density_net(enc, self._shift("density_z"))
             return h[:, 0], h
         lo, hi = self.aabb[:3].to(x), self.aabb[3:].to(x)
         xn = 2 * (x - lo) / (hi - lo) - 1  # [-1, 1] inside the box
@@ -120,14 +166,20 @@ class RadianceField(nn.Module):
             raise ValueError(f"RadianceField: argument 'd' must have shape {list(x.shape)} like 'x', got {list(d.shape)}")
         h0, feat = self._geometry(x)
         c_in = torch.cat([self.dir_encoding(d.to(feat.dtype)), feat], dim=-1)
-        return self._sigma(h0), self.color_net(c_in)
+        rgb = self.color_net(c_in) if not self.latent_dim else self.color_net(c_in, self._shift("color_z"))
+        return self._sigma(h0), rgb
 
     # -- optimisation -------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """{"grid": encoding tables, "mlp": everything else} for per-group learning rates."""
+        """{"grid": encoding tables, "mlp": everything else, "latent": the code (latent
+        fields only)} for per-group learning rates."""
         grid = list(self.encoding.parameters())
-        ids = {id(p) for p in grid}
-        return {"grid": grid, "mlp": [p for p in self.parameters() if id(p) not in ids]}
+        lat = [self.latent] if self.latent_dim else []
+        ids = {id(p) for p in grid + lat}
+        groups = {"grid": grid, "mlp": [p for p in self.parameters() if id(p) not in ids]}
+        if lat:
+            groups["latent"] = lat
+        return groups
 
     def set_backend(self, backend: str) -> None:
         """Switch every MLP of this field ("auto" | "torch" | "fused"); weights are kept."""

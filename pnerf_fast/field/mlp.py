@@ -48,9 +48,13 @@ class MLP(nn.Module):
         be = resolve_backend("auto", device)
         return "fused" if (be == "fused" and self._fused_ok) else "torch"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [n, in_dim] -> [n, out_dim]
+    def forward(self, x: torch.Tensor, bias_shift: torch.Tensor | None = None) -> torch.Tensor:
+        """x [n, in_dim] -> [n, out_dim]. ``bias_shift`` [width of layer 0]: added to the
+        first layer's bias (a per-call conditioning, e.g. W_z @ latent code)."""
         weights = [l.weight for l in self.layers]
         biases = [l.bias for l in self.layers]
+        if bias_shift is not None:
+            biases[0] = biases[0] + bias_shift.to(biases[0].dtype)
         if self.active_backend(x.device) == "fused":
             return mlp_forward(x, weights, biases, self.output_activation, impl="native")
         return _torch_impl(x, weights, biases, self.output_activation)
