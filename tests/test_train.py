@@ -267,13 +267,14 @@ def test_repository_pretrain_configs_validate_and_build(path):
     """Every pretraining config in configs/ loads, validates and builds its model (the
     commands in README/results/README.md use them)."""
     cfg = load_train_config(path)
-    assert cfg.method in ("meta", "joint") and cfg.field in ("fast", "paper")
+    assert cfg.method in ("meta", "joint", "latent") and cfg.field in ("fast", "paper", "fast_latent")
     m = PortraitModel(cfg, np.zeros((24, 3)))
     assert sum(p.numel() for p in m.field.parameters()) > 0
+    assert (m.field.latent_dim > 0) == (cfg.method == "latent")
 
 
 def test_repository_has_pretrain_configs():
-    assert {p.name for p in REPO_CONFIGS} >= {"pretrain_meta.yaml", "pretrain_meta_paper.yaml"}
+    assert {p.name for p in REPO_CONFIGS} >= {"pretrain_meta.yaml", "pretrain_meta_paper.yaml", "pretrain_latent.yaml"}
 
 
 def test_cpu_runs_are_bit_reproducible_at_a_fixed_thread_count(tiny, tmp_path):

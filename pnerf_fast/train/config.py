@@ -11,7 +11,7 @@ import yaml
 
 from ..render.renderer import RenderConfig
 
-METHODS = ("meta", "joint", "random")
+METHODS = ("meta", "joint", "latent", "random")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -21,6 +21,7 @@ class GroupLR:
     needs a grid rate ~1e5 times the MLP's (sparse, small table gradients)."""
     grid: float = 3e4
     mlp: float = 0.3
+    latent: float = 0.0       # the per-subject code (latent-conditioned fields only)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class GridConfig:
     warmup_updates: int = 2    # grid stays all-occupied for this many updates
     hull: bool = True          # restrict the grid to the union of the subjects' visual hulls (needs masks)
     hull_dilate: int = 2       # cells of margin around the hull
+    hull_min_fraction: float = 0.25  # a cell is in the union when inside this fraction of the hulls
 
 
 @dataclass
@@ -53,12 +55,29 @@ class JointConfig:
 
 
 @dataclass
+class LatentConfig:
+    """Auto-decoder pretraining (method: latent): shared weights and one code per
+    training subject, fitted jointly to all views with Adam (Preface / Cafca)."""
+    steps: int = 20000
+    lr: GroupLR = field(default_factory=lambda: GroupLR(1e-2, 2e-3, 1e-2))
+    lr_final: float = 0.1       # learning rates decay exponentially to this fraction
+    code_reg: float = 1e-4      # weight of mean(z^2) in the loss
+    code_init_std: float = 0.01
+
+
+@dataclass
 class FinetuneConfig:
     optimizer: str = "sgd"
     lr: GroupLR | None = None   # None: the meta inner-loop rates (alpha)
     steps: int = 32
     rays_per_step: int = 2048
-    update_grid: bool = False   # the prior's grid is kept (frozen) by default
+    update_grid: bool = False   # refresh the grid from the field every 32 steps
+    cover: bool = False         # unite the grid with the input mask's visual cone (the whole subject)
+    # latent-conditioned priors: first fit only the code, then all weights
+    code_steps: int = 0
+    code_lr: float = 3e-2
+    code_reg: float = 1e-3      # pull of the code towards the training codes' mean (per std^2)
+    prior_pull: float = 0.0     # L2 pull of all weights towards the prior, as decay per step (x lr)
 
 
 @dataclass
@@ -74,6 +93,7 @@ class TrainConfig:
     grid: GridConfig = dataclasses.field(default_factory=GridConfig)
     meta: MetaConfig = dataclasses.field(default_factory=MetaConfig)
     joint: JointConfig = dataclasses.field(default_factory=JointConfig)
+    latent: LatentConfig = dataclasses.field(default_factory=LatentConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     checkpoint_every_s: float = 60.0
 
@@ -101,16 +121,23 @@ class TrainConfig:
         for k, v in (("meta.n_support", self.meta.n_support), ("meta.n_query", self.meta.n_query),
                      ("meta.epochs", self.meta.epochs), ("joint.steps", self.joint.steps),
                      ("finetune.steps", self.finetune.steps), ("grid.res", self.grid.res),
-                     ("grid.update_every", self.grid.update_every)):
+                     ("grid.update_every", self.grid.update_every), ("latent.steps", self.latent.steps)):
             if v < (0 if k == "meta.n_support" else 1):
                 bad(k, f"must be positive, got {v}")
         for name, g in (("meta.alpha", self.meta.alpha), ("meta.beta", self.meta.beta), ("joint.lr", self.joint.lr),
-                        ("finetune.lr", self.finetune.lr)):
+                        ("finetune.lr", self.finetune.lr), ("latent.lr", self.latent.lr)):
             if g is None:
                 continue
-            for grp in ("grid", "mlp"):
+            for grp in ("grid", "mlp", "latent"):
                 if not getattr(g, grp) >= 0:
                     bad(f"{name}.{grp}", f"must be >= 0, got {getattr(g, grp)}")
+        for k, v in (("latent.lr_final", self.latent.lr_final), ("latent.code_reg", self.latent.code_reg),
+                     ("latent.code_init_std", self.latent.code_init_std), ("finetune.code_lr", self.finetune.code_lr),
+                     ("finetune.code_reg", self.finetune.code_reg), ("finetune.prior_pull", self.finetune.prior_pull)):
+            if not 0 <= v < float("inf"):
+                bad(k, f"must be a finite number >= 0, got {v}")
+        if self.finetune.code_steps < 0:
+            bad("finetune.code_steps", f"must be >= 0, got {self.finetune.code_steps}")
         self.render_config()
         return self
 
@@ -132,7 +159,7 @@ def _build(cls, data: Any, key: str):
         raise ValueError(f"config: unknown key {where}{unknown[0]} (known: {sorted(fields)})")
     kwargs = {}
     hints = {"GroupLR": GroupLR, "GroupLR | None": GroupLR, "GridConfig": GridConfig, "MetaConfig": MetaConfig,
-             "JointConfig": JointConfig, "FinetuneConfig": FinetuneConfig}
+             "JointConfig": JointConfig, "FinetuneConfig": FinetuneConfig, "LatentConfig": LatentConfig}
     for name, value in data.items():
         sub = f"{key}.{name}" if key else name
         ftype = fields[name].type if isinstance(fields[name].type, str) else fields[name].type.__name__

@@ -63,6 +63,9 @@ class PortraitModel(nn.Module):
         self.grid = OccupancyGrid(CANONICAL_AABB, levels=g.levels, res=g.res, decay=g.decay,
                                   threshold=g.threshold / self.render_cfg.step)
         self.mean_face = None if mean_face is None else np.asarray(mean_face, dtype=np.float64)
+        # Latent priors: the training subjects' codes [n, latent_dim] (their mean and
+        # spread guide the code fit at finetune); None otherwise.
+        self.codes: torch.Tensor | None = None
 
     def density_fn(self, field=None):
         f = field if field is not None else self.field
@@ -89,6 +92,7 @@ class PortraitModel(nn.Module):
             "field_state": fs,
             "grid_state": {k: v.cpu() for k, v in self.grid.state_dict().items()},
             "mean_face": None if self.mean_face is None else self.mean_face.tolist(),
+            "latent_codes": None if self.codes is None else self.codes.detach().cpu().float(),
             "extra": extra or {},
         }
 
@@ -113,6 +117,11 @@ class PortraitModel(nn.Module):
             model.grid.load_state_dict(gs)
         except RuntimeError as e:
             raise ValueError(f"{source}: the weights do not match the stored field config: {e}") from None
+        codes = st.get("latent_codes")
+        if codes is not None:
+            if not isinstance(codes, torch.Tensor) or codes.ndim != 2 or codes.shape[1] != model.field.latent_dim:
+                raise ValueError(f"{source}: latent_codes must be a [n, {model.field.latent_dim}] tensor")
+            model.codes = codes.float()
         return model
 
     @classmethod

@@ -13,6 +13,12 @@ meta (the paper, first-order): subjects are visited one after another. For subje
 joint (the paper's Eq. 5): one model fitted to all subjects' views at once,
     minimising Σ_m L_Ds + L_Dq with random subjects per step.
 
+latent (an auto-decoder, Preface / Cafca): the field is conditioned on a code per
+    subject (field latent_dim > 0). Shared weights and the codes are fitted jointly to
+    every view of every training subject with Adam (the codes with SparseAdam), under
+    a small L2 penalty on the codes, with exponentially decaying learning rates. The
+    prior keeps the codes; finetuning starts from their mean and fits the code first.
+
 random: no pretraining (the initialisation itself, with the mean face).
 
 Occupancy grid: ONE grid in canonical space, shared by all subjects, updated from θ_p
@@ -20,6 +26,8 @@ Occupancy grid: ONE grid in canonical space, shared by all subjects, updated fro
 visits (meta) or 16 x that many steps (joint). One shared grid is what canonical
 space is for: every face lands in the same region, so their union is small; a grid per
 subject would cost 64^3 evaluations per visit and give finetuning nothing to start from.
+For latent priors the grid is the (dilated) union of the training subjects' visual
+hulls and is not updated: no single code's density would speak for all subjects.
 Learning rates come per parameter group (hash-grid tables vs MLPs).
 """
 from __future__ import annotations
@@ -166,19 +174,32 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
         # Continue from an earlier prior: its weights (and grid); this run's mean face.
         src = PortraitModel.load(init)
         try:
-            model.field.load_state_dict(src.field.state_dict())
+            # A latent field may start from a plain one: its code layers start fresh.
+            missing, unexpected = model.field.load_state_dict(src.field.state_dict(), strict=False)
+            fresh = {"latent", "density_z.weight", "color_z.weight"}
+            if unexpected or set(missing) - fresh:
+                raise RuntimeError(f"missing keys {sorted(set(missing) - fresh)}, unexpected keys {sorted(unexpected)}")
         except RuntimeError as e:
             raise ValueError(f"{init}: its field does not match this config's field: {e}") from None
-        model.grid.load_state_dict(src.grid.state_dict())
         log(f"starting from {init}")
-    elif cfg.grid.hull and all(r.has_mask for r in rays):
+        if cfg.method != "latent":
+            model.grid.load_state_dict(src.grid.state_dict())
+    if (init is None or cfg.method == "latent") and cfg.grid.hull and all(r.has_mask for r in rays):
         from .hull import union_hull
 
-        model.grid.restrict_(union_hull(model.grid, rays, dilate=cfg.grid.hull_dilate))
+        model.grid.restrict_(union_hull(model.grid, rays, dilate=cfg.grid.hull_dilate,
+                                        min_fraction=cfg.grid.hull_min_fraction))
         log(f"occupancy grid restricted to the training subjects' visual hull: {model.grid.occupancy:.1%} of cells")
     state = {"visits": 0, "epoch": 0, "pos": 0, "order": None, "seconds": 0.0, "done": False}
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt_state = None
+    opt_state = code_opt_state = None
+    codes = None
+    if cfg.method == "latent":
+        if not model.field.latent_dim:
+            raise ValueError("config: method 'latent' needs a field with latent_dim > 0 (for example field: fast_latent)")
+        codes = torch.nn.Embedding(len(rays), model.field.latent_dim, sparse=True)
+        with torch.no_grad():
+            codes.weight.normal_(0.0, cfg.latent.code_init_std, generator=gen)
     resume_path = out_path.with_suffix(out_path.suffix + ".resume")
     if resume and resume_path.exists():
         st = load_checkpoint(resume_path)
@@ -188,6 +209,10 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
         state = st["extra"]["progress"]
         gen.set_state(st["extra"]["rng"])
         opt_state = st["extra"].get("optimizer")
+        if codes is not None:
+            with torch.no_grad():
+                codes.weight.copy_(st["extra"]["codes"])
+            code_opt_state = st["extra"].get("code_optimizer")
         log(f"resuming from {resume_path}: {state['visits']} visits, {state['seconds']:.0f} s done")
     if state.get("done"):
         model.save(out_path, extra={"progress": state, "method": cfg.method})
@@ -196,10 +221,13 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
     t_start = time.perf_counter() - state["seconds"]
     last_ckpt = time.perf_counter()
 
-    def save_resume(opt=None):
+    def save_resume(opt=None, copt=None):
         state["seconds"] = time.perf_counter() - t_start
-        save_atomic(model.state(extra={"progress": state, "rng": gen.get_state(),
-                                       "optimizer": None if opt is None else opt.state_dict()}), resume_path)
+        extra = {"progress": state, "rng": gen.get_state(), "optimizer": None if opt is None else opt.state_dict()}
+        if codes is not None:
+            extra["codes"] = codes.weight.detach().clone()
+            extra["code_optimizer"] = None if copt is None else copt.state_dict()
+        save_atomic(model.state(extra=extra), resume_path)
 
     def grid_update(field):
         g = cfg.grid
@@ -264,11 +292,54 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
                 save_resume(opt)
                 last_ckpt = time.perf_counter()
         bar.close()
+    elif cfg.method == "latent":
+        lc = cfg.latent
+        opt = make_optimizer(model.field, "adam", lc.lr)
+        copt = torch.optim.SparseAdam(list(codes.parameters()), lr=lc.lr.latent, betas=(0.9, 0.99))
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
+        if code_opt_state is not None:
+            copt.load_state_dict(code_opt_state)
+        decay = lc.lr_final ** (1.0 / lc.steps)
+        bar = tqdm(total=lc.steps, initial=state["visits"], desc="latent-pretrain", unit="step", disable=not progress)
+        model.field.train()
+        all_views = None
+        while state["visits"] < lc.steps and not budget_hit():
+            i = int(torch.randint(0, n_subj, (1,), generator=gen))
+            sr = rays[i]
+            f = decay ** state["visits"]
+            for g in opt.param_groups:
+                g["lr"] = getattr(lc.lr, g["name"]) * f
+            for g in copt.param_groups:
+                g["lr"] = lc.lr.latent * f
+            z = codes(torch.tensor([i]))[0]
+            all_views = list(range(sr.num_views))
+            with model.field.code(z):
+                mse = ray_loss(model, model.field, sr, all_views, cfg.rays_per_step, gen, cfg)
+            loss = mse + lc.code_reg * torch.mean(z * z)
+            opt.zero_grad(set_to_none=True)
+            copt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            copt.step()
+            state["visits"] += 1
+            state["psnr"] = mse_to_psnr(float(mse.detach()))
+            bar.update(1)
+            bar.set_postfix(psnr=f"{state['psnr']:.2f}", code=f"{float(z.detach().norm()):.2f}")
+            if time.perf_counter() - last_ckpt > cfg.checkpoint_every_s:
+                save_resume(opt, copt)
+                last_ckpt = time.perf_counter()
+        bar.close()
+        with torch.no_grad():  # the prior's own code: the mean head
+            model.field.latent.copy_(codes.weight.mean(0))
+        model.codes = codes.weight.detach().clone()
     # random: nothing to train.
     if cfg.method == "meta":
         finished = state["epoch"] >= cfg.meta.epochs
     elif cfg.method == "joint":
         finished = state["visits"] >= cfg.joint.steps
+    elif cfg.method == "latent":
+        finished = state["visits"] >= cfg.latent.steps
     else:
         finished = True
     state["seconds"] = time.perf_counter() - t_start
@@ -276,10 +347,10 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
     if not finished:
         # Interrupted by a budget: the resume file holds the exact training state; the
         # output is a usable snapshot of it.
-        save_resume()
+        save_resume(*((opt, copt) if cfg.method == "latent" else ()))
         model.save(out_path, extra={"progress": state, "method": cfg.method})
     else:
-        if cfg.method != "random":
+        if cfg.method not in ("random", "latent"):
             # Final grid from the final weights (a full refresh, no EMA memory of early fog).
             model.grid.mark_from_density(model.density_fn(), threshold=None)
         model.save(out_path, extra={"progress": state, "method": cfg.method})
