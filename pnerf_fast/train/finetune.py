@@ -7,6 +7,7 @@ frozen by default. Frontal-view PSNR is a misleading stopping signal, so there i
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,9 +19,11 @@ from ..data.format import Subject, load_subject
 from ..render.renderer import render_rays
 from .config import GroupLR
 from .data import SubjectRays
+from .hull import cover_subject_
 from .model import PortraitField, PortraitModel
 from .pretrain import make_optimizer, mse_to_psnr
 
+PHOTO_RES = 256  # photos are cropped to PHOTO_RES x PHOTO_RES for finetuning
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
@@ -28,7 +31,7 @@ def default_prior_path() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "prior_meta_fast.pt"
 
 
-def as_subject(source, res: int = 128) -> Subject:
+def as_subject(source, res: int = PHOTO_RES) -> Subject:
     """A Subject from a subject folder, a photo path, an image array, or a Subject."""
     if isinstance(source, Subject):
         return source
@@ -68,13 +71,28 @@ def finetune(
     seed: int = 0,
     progress: bool = True,
     callback=None,
+    code_steps: int | None = None,
+    res: int | None = None,
 ) -> PortraitField:
     """Finetune a prior on the frontal view of ``source`` (subject folder, photo path,
     image array or Subject). ``init``: a checkpoint path, a PortraitModel, or None for
-    the shipped prior. Stops after ``steps`` (default: the prior's finetune.steps) or
-    ``seconds``, whichever comes first when both are given.
-    ``callback(step, elapsed_s, field)`` runs after every step (for learning curves);
-    time spent inside it is not counted in ``elapsed_s`` nor in the ``seconds`` budget."""
+    the shipped prior.
+
+    Two stages, from the prior's ``finetune`` config:
+    1. (latent priors) ``code_steps`` Adam steps on the subject's code alone, from the
+       training codes' mean, with a pull towards their distribution: the field stays a
+       plausible head while it takes on the subject's shape and colours;
+    2. ``steps`` steps on all weights (the prior's optimizer and rates), optionally pulled
+       towards the prior (``prior_pull``).
+    With ``cover``, the occupancy grid is first united with the visual cone of the input
+    mask, so no part of the subject is clipped; with ``update_grid`` it is refreshed from
+    the field every 32 steps of stage 2 (never outside that union).
+
+    ``steps`` (stage 2) and ``code_steps`` override the prior's; ``seconds`` is a time
+    budget for both stages together (stage 1 keeps its share, code_steps / all steps).
+    ``res``: the side a photo is cropped to (default 256). ``callback(step, elapsed_s,
+    field)`` runs after every step (for learning curves); time spent inside it is not
+    counted in ``elapsed_s`` nor in the ``seconds`` budget."""
     from tqdm import tqdm
 
     if isinstance(init, PortraitModel):
@@ -89,52 +107,123 @@ def finetune(
         steps = fc.steps
     if steps is not None and steps < 0:
         raise ValueError(f"finetune: argument 'steps' must be >= 0, got {steps}")
-    if seconds is not None and seconds <= 0:
+    if seconds is not None and not seconds > 0:
         raise ValueError(f"finetune: argument 'seconds' must be > 0, got {seconds}")
+    n_code = fc.code_steps if code_steps is None else int(code_steps)
+    if n_code < 0:
+        raise ValueError(f"finetune: argument 'code_steps' must be >= 0, got {code_steps}")
+    field = model.field
+    if not field.latent_dim:
+        n_code = 0
     lr = lr or fc.lr or model.cfg.meta.alpha
     opt_kind = optimizer or fc.optimizer
     n = rays_per_step or fc.rays_per_step
-    subject = as_subject(source)
+    subject = as_subject(source, res=res or PHOTO_RES)
     sr = SubjectRays(subject, model.mean_face, model.cfg.coordinates)
-    field = model.field
+    if fc.cover and sr.has_mask:
+        cover_subject_(model.grid, sr)
     field.train()
-    opt = make_optimizer(field, opt_kind, lr)
     gen = torch.Generator().manual_seed(seed)
     random_bg = sr.has_mask
     bg = 1.0
-    t0 = time.perf_counter()
-    total = steps if steps is not None else None
+    if steps is not None and seconds is None:
+        total = n_code + steps
+        code_seconds = None
+    else:
+        total = None if steps is None else n_code + steps
+        n_all = n_code + (steps if steps is not None else fc.steps)
+        code_seconds = seconds * n_code / max(n_all, 1)
     bar = tqdm(total=total, desc="finetune", unit="step", disable=not progress)
-    step = 0
+    clock = _Clock()
     psnr = float("nan")
-    t_cb = 0.0  # time spent in the callback, excluded from the clock
-    elapsed = lambda: time.perf_counter() - t0 - t_cb
-    while True:
-        if steps is not None and step >= steps:
-            break
-        if seconds is not None and elapsed() >= seconds:
-            break
+
+    def render_loss():
         b = sr.batch(sr.support, n, gen, random_bg=random_bg, bg=bg)
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen))
-        loss = torch.mean((out.rgb - b.target) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        psnr = mse_to_psnr(float(loss.detach()))
-        if fc.update_grid and step % 16 == 0:
-            model.grid.update(model.density_fn(), fraction=1.0, generator=gen)
+        return torch.mean((out.rgb - b.target) ** 2)
+
+    def after_step(step, mse, stage):
+        nonlocal psnr
+        psnr = mse_to_psnr(mse)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", psnr=f"{psnr:.2f}")
+        bar.set_postfix(stage=stage, loss=f"{mse:.4f}", psnr=f"{psnr:.2f}")
         if callback is not None:
-            t_in = time.perf_counter()
-            e = elapsed()
-            field.eval()
-            callback(step, e, field)
-            field.train()
-            t_cb += time.perf_counter() - t_in
+            with clock.paused():
+                field.eval()
+                callback(step, clock.elapsed(), field)
+                field.train()
+
+    step = 0
+    # Stage 1: the code alone.
+    if n_code:
+        codes = model.codes
+        mu = field.latent.detach().clone() if codes is None else codes.mean(0)
+        var = torch.ones_like(mu) if codes is None or codes.shape[0] < 2 else codes.var(0).clamp_min(1e-8)
+        with torch.no_grad():
+            field.latent.copy_(mu)
+        zopt = torch.optim.Adam([field.latent], lr=fc.code_lr, betas=(0.9, 0.99))
+        while step < n_code and not (code_seconds is not None and clock.elapsed() >= code_seconds):
+            mse = render_loss()
+            z = field.latent
+            loss = mse + fc.code_reg * torch.mean((z - mu) ** 2 / var)
+            zopt.zero_grad(set_to_none=True)
+            field.zero_grad(set_to_none=True)
+            loss.backward()
+            zopt.step()
+            step += 1
+            after_step(step, float(mse.detach()), "code")
+    # Stage 2: all weights.
+    opt = make_optimizer(field, opt_kind, lr)
+    prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
+    k = 0
+    while True:
+        if steps is not None and k >= steps:
+            break
+        if seconds is not None and clock.elapsed() >= seconds:
+            break
+        mse = render_loss()
+        opt.zero_grad(set_to_none=True)
+        mse.backward()
+        opt.step()
+        if prior is not None:
+            _pull_(opt, field, prior, fc.prior_pull)
+        k += 1
+        step += 1
+        if fc.update_grid and k % 32 == 0:
+            model.grid.update(model.density_fn(), fraction=1.0, generator=gen)
+        after_step(step, float(mse.detach()), "all")
     bar.close()
     field.eval()
-    info = {"steps": step, "seconds": elapsed(), "frontal_psnr": psnr, "subject": subject.name}
+    info = {"steps": step, "code_steps": min(step, n_code), "seconds": clock.elapsed(), "frontal_psnr": psnr,
+            "subject": subject.name}
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)
+
+
+@torch.no_grad()
+def _pull_(opt, field, prior, strength: float) -> None:
+    """θ <- θ - lr * strength * (θ - θ_p), per parameter group's lr (decoupled L2 to θ_p)."""
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    for p, p0 in zip(field.parameters(), prior):
+        a = lr_of.get(id(p), 0.0) * strength
+        if a:
+            p.sub_(p - p0, alpha=min(a, 1.0))
+
+
+class _Clock:
+    """Elapsed seconds, minus the time spent inside ``paused()`` blocks."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.excluded = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0 - self.excluded
+
+    @contextlib.contextmanager
+    def paused(self):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - t

@@ -54,8 +54,33 @@ def union_hull(grid: OccupancyGrid, subjects: list[SubjectRays], dilate: int = 2
     for sr in subjects:
         votes += subject_hull(grid, sr).float()
     acc = votes >= max(1.0, min_fraction * len(subjects))
+    return dilate_cells(grid, acc, dilate)
+
+
+def dilate_cells(grid: OccupancyGrid, cells: torch.Tensor, dilate: int) -> torch.Tensor:
+    """bool [n_cells]: ``cells`` grown by ``dilate`` cells (level 0; other levels kept)."""
+    g = grid.geometry
+    n0 = g.res ** 3
+    out = cells.clone().bool()
     if dilate > 0:
-        vol = acc[:n0].reshape(1, 1, g.res, g.res, g.res).float()
+        vol = out[:n0].reshape(1, 1, g.res, g.res, g.res).float()
         vol = F.max_pool3d(vol, 2 * dilate + 1, stride=1, padding=dilate)
-        acc[:n0] = vol.reshape(-1) > 0
-    return acc
+        out[:n0] = vol.reshape(-1) > 0
+    return out
+
+
+@torch.no_grad()
+def cover_subject_(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None, dilate: int = 2) -> int:
+    """Unite ``grid`` (its occupied and allowed cells) with the visual cone of the
+    subject's masks in ``views`` (default: the support set, the input view), dilated,
+    so that the finetune can place the subject wherever its silhouette reaches, whatever
+    the size of its head or hair. Returns the number of cells added."""
+    g = grid.geometry
+    cone = subject_hull(grid, sr, views if views is not None else sr.support)
+    cone[g.res ** 3:] = False  # coarser levels: leave as they are
+    cone = dilate_cells(grid, cone, dilate)
+    before = grid.bits.bool()
+    new = cone.to(grid.bits.device) & ~before
+    grid.allowed.copy_((grid.allowed.bool() | cone.to(grid.allowed.device)).to(torch.uint8))
+    grid.bits.copy_((before | cone.to(grid.bits.device)).to(torch.uint8))
+    return int(new.sum())
