@@ -5,6 +5,15 @@ Metrics are computed on the whole image over a white background (psnr, ssim, lpi
 and on the foreground only (psnr_fg, ssim_fg: averaged over pixels whose ground-truth
 alpha > 0.5). Whole-image numbers on a constant background are inflated by the easy
 background pixels; report both.
+
+Per subject the report also holds:
+- ``input``: the input (frontal) view re-rendered: does the model reproduce its input?
+- ``by_angle``: the novel views in bands of their angle from the input camera
+  (ANGLE_BANDS: 0-20, 20-40 and beyond 40 degrees), each with the same metrics;
+- ``oracle`` (``oracle_seconds``): the same field fitted from scratch to ALL views of
+  the subject, with a grid that does not clip (every cell allowed, refreshed from the
+  field), scored on the same novel views: what the field can hold. ``oracle_gap_db`` is
+  its PSNR minus the single-view PSNR.
 """
 from __future__ import annotations
 
@@ -19,13 +28,52 @@ from .data.format import Subject, load_dataset
 from .train.finetune import finetune
 from .train.model import PortraitField, PortraitModel
 
+ANGLE_BANDS = ((0.0, 20.0), (20.0, 40.0), (40.0, 180.0))
+BAND_NAMES = ("0-20", "20-40", "40+")
+METRIC_KEYS = ("psnr", "ssim", "lpips", "psnr_fg", "ssim_fg")
+
+
+def view_angles(subject: Subject, views: list[int] | None = None) -> list[float]:
+    """Angle in degrees between each view's optical axis and the input camera's."""
+    views = views if views is not None else subject.query_indices()
+    fwd = lambda c: -np.asarray(c.c2w, dtype=np.float64)[:3, 2]  # noqa: E731  OpenGL: the camera looks along -z
+    f0 = fwd(subject.cameras[subject.frontal_index])
+    out = []
+    for v in views:
+        f = fwd(subject.cameras[v])
+        c = float(np.dot(f, f0) / (np.linalg.norm(f) * np.linalg.norm(f0)))
+        out.append(float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))))
+    return out
+
+
+def band_of(angle: float) -> str:
+    for name, (lo, hi) in zip(BAND_NAMES, ANGLE_BANDS):
+        if lo <= angle < hi:
+            return name
+    return BAND_NAMES[-1]
+
+
+def split_by_angle(per_view: dict, angles: list[float]) -> dict:
+    """{band: {metric: mean over that band's views, "n_views": k}} for the bands that
+    have views; ``per_view`` is evaluate_views' per-view table."""
+    out = {}
+    for name in BAND_NAMES:
+        idx = [i for i, a in enumerate(angles) if band_of(a) == name]
+        if idx:
+            out[name] = {k: float(np.mean([v[i] for i in idx])) for k, v in per_view.items()}
+            out[name]["n_views"] = len(idx)
+    return out
+
 
 @torch.no_grad()
 def score_subject(portrait: PortraitField, subject: Subject, views: list[int] | None = None, bg: float = 1.0,
                   lpips: bool = True, progress=None) -> dict:
+    """Metrics of ``views`` (default: the novel views), with ``by_angle`` bands."""
     from .metrics import evaluate_views
 
     views = views if views is not None else subject.query_indices()
+    if not views:
+        raise ValueError(f"subject {subject.name}: no views to score (it has only its frontal frame)")
     targets = subject.composite(bg)
     preds, gts, masks = [], [], []
     for v in views:
@@ -37,34 +85,116 @@ def score_subject(portrait: PortraitField, subject: Subject, views: list[int] | 
             progress.update(1)
     m = evaluate_views(preds, gts, masks=None if masks[0] is None else masks, lpips=lpips)
     m["views"] = list(views)
+    m["angles"] = view_angles(subject, views)
+    m["by_angle"] = split_by_angle(m["per_view"], m["angles"])
     return m
+
+
+def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int = 0, progress: bool = False,
+               lr=None, rays_per_step: int = 2048, grid_every: int = 32) -> PortraitField:
+    """The multi-view oracle: ``like``'s field config (without a latent code) from a
+    random initialisation, fitted with Adam to ALL views of ``subject`` for ``seconds``,
+    in ``like``'s coordinates, with every grid cell allowed and the grid refreshed from
+    the field every ``grid_every`` steps."""
+    import copy
+    import time
+
+    from tqdm import tqdm
+
+    from .render.renderer import render_rays
+    from .train.config import GroupLR
+    from .train.data import SubjectRays
+    from .train.model import _field_cfg_dict, build_field
+    from .train.pretrain import make_optimizer
+
+    if not seconds > 0:
+        raise ValueError(f"fit_oracle: argument 'seconds' must be > 0, got {seconds}")
+    torch.manual_seed(seed)
+    fcfg = _field_cfg_dict(like.field)
+    fcfg["latent_dim"] = 0
+    cfg = copy.deepcopy(like.cfg)
+    cfg.field = "fast"
+    model = PortraitModel(cfg, like.mean_face, field=build_field(fcfg))
+    model.grid.allowed.fill_(1)
+    model.grid.fill_(True)
+    sr = SubjectRays(subject, like.mean_face, like.cfg.coordinates)
+    views = list(range(sr.num_views))
+    opt = make_optimizer(model.field, "adam", lr or GroupLR(1e-2, 1e-3))
+    gen = torch.Generator().manual_seed(seed)
+    model.field.train()
+    t0 = time.perf_counter()
+    step = 0
+    bar = tqdm(desc=f"oracle {subject.name}", unit="step", disable=not progress)
+    while time.perf_counter() - t0 < seconds:
+        b = sr.batch(views, rays_per_step, gen, random_bg=sr.has_mask)
+        out = render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
+                          torch.rand(rays_per_step, generator=gen))
+        loss = torch.mean((out.rgb - b.target) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % grid_every == 0:
+            model.grid.update(model.density_fn(), fraction=1.0, generator=gen)
+        bar.update(1)
+    bar.close()
+    model.field.eval()
+    return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], 1.0,
+                         {"steps": step, "seconds": time.perf_counter() - t0, "subject": subject.name})
 
 
 def evaluate_prior(data_root, init, split: str = "test", steps: int | None = None, seconds: float | None = None,
                    max_subjects: int | None = None, lpips: bool = True, progress: bool = True,
-                   seed: int = 0) -> dict:
-    """Finetune ``init`` on each held-out subject's frontal view; score its other views."""
+                   seed: int = 0, oracle_seconds: float | None = None, finetune_kw: dict | None = None) -> dict:
+    """Finetune ``init`` on each held-out subject's frontal view; score its input view
+    and its other views (overall and by angle band); with ``oracle_seconds``, also fit
+    and score the multi-view oracle. -> {"subjects": [...], "mean": {...}}."""
     from tqdm import tqdm
 
     ds = load_dataset(data_root)
     names = ds.subjects(split)[: max_subjects or None]
     if not names:
         raise ValueError(f"{data_root}: split '{split}' lists no subjects")
-    prior_state = None
     results = []
     for name in tqdm(names, desc=f"eval {Path(str(init)).name}", unit="subject", disable=not progress):
         subj = ds.subject(name)
+        if not subj.query_indices():
+            raise ValueError(f"{data_root}: subject {name} has only its frontal frame; evaluation needs other views")
         model = PortraitModel.load(init)  # a fresh copy of the prior per subject
         t0 = time.perf_counter()
-        pf = finetune(subj, init=model, steps=steps, seconds=seconds, progress=False, seed=seed)
+        pf = finetune(subj, init=model, steps=steps, seconds=seconds, progress=False, seed=seed, **(finetune_kw or {}))
         ft_s = time.perf_counter() - t0
         m = score_subject(pf, subj, lpips=lpips)
+        inp = score_subject(pf, subj, views=[subj.frontal_index], lpips=False)
+        m["input"] = {k: inp[k] for k in ("psnr", "ssim", "psnr_fg", "ssim_fg") if k in inp}
         m.update(subject=name, finetune_s=ft_s, finetune_steps=pf.info["steps"])
+        if oracle_seconds:
+            orc = fit_oracle(subj, model, oracle_seconds, seed=seed)
+            om = score_subject(orc, subj, lpips=lpips)
+            m["oracle"] = {k: om[k] for k in METRIC_KEYS if k in om}
+            m["oracle"]["steps"] = orc.info["steps"]
+            m["oracle_gap_db"] = m["oracle"]["psnr"] - m["psnr"]
         results.append(m)
-    keys = [k for k in ("psnr", "ssim", "lpips", "psnr_fg", "ssim_fg") if k in results[0]]
-    summary = {k: float(np.mean([r[k] for r in results])) for k in keys}
-    summary["finetune_s"] = float(np.mean([r["finetune_s"] for r in results]))
-    return {"init": str(init), "split": split, "subjects": results, "mean": summary}
+    return {"init": str(init), "split": split, "subjects": results, "mean": summarize(results)}
+
+
+def summarize(results: list[dict]) -> dict:
+    """Means over subjects of every reported number (bands: over the subjects that have them)."""
+    mean = lambda xs: float(np.mean(xs))  # noqa: E731
+    keys = [k for k in METRIC_KEYS if k in results[0]]
+    out = {k: mean([r[k] for r in results]) for k in keys}
+    out["finetune_s"] = mean([r["finetune_s"] for r in results])
+    out["input"] = {k: mean([r["input"][k] for r in results]) for k in results[0]["input"]}
+    out["by_angle"] = {}
+    for band in BAND_NAMES:
+        rows = [r["by_angle"][band] for r in results if band in r.get("by_angle", {})]
+        if rows:
+            out["by_angle"][band] = {k: mean([row[k] for row in rows]) for k in rows[0] if k != "n_views"}
+            out["by_angle"][band]["n_views"] = int(sum(row["n_views"] for row in rows))
+    if all("oracle" in r for r in results):
+        out["oracle"] = {k: mean([r["oracle"][k] for r in results]) for k in results[0]["oracle"] if k != "steps"}
+        out["oracle_gap_db"] = mean([r["oracle_gap_db"] for r in results])
+    return out
 
 
 def write_json(obj, path) -> None:

@@ -11,23 +11,55 @@ def add_arguments(p):
     p.add_argument("--seconds", type=float, default=None, help="finetune time budget per subject")
     p.add_argument("--max-subjects", type=int, default=None)
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (faster)")
+    p.add_argument("--oracle", type=float, default=None, metavar="SECONDS",
+                   help="also fit the multi-view oracle (the same field on ALL views) for SECONDS per subject, "
+                        "and report the gap to it")
     p.add_argument("--json", default=None, help="write the full results (per view, per subject) here")
     p.add_argument("--quiet", action="store_true")
 
 
 def run(args):
+    import math
+
     from ..evaluate import evaluate_prior, write_json
     from ..train.finetune import default_prior_path
 
+    for name, v in (("--seconds", args.seconds), ("--oracle", args.oracle)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"argument {name}: must be a positive number of seconds, got {v}")
     init = args.init or default_prior_path()
     res = evaluate_prior(args.data, init, args.split, args.steps, args.seconds, args.max_subjects,
-                         lpips=not args.no_lpips, progress=not args.quiet)
+                         lpips=not args.no_lpips, progress=not args.quiet, oracle_seconds=args.oracle)
     if args.json:
         write_json(res, args.json)
-    m = res["mean"]
-    print(f"{len(res['subjects'])} subjects, mean over their novel views:")
-    for k, v in m.items():
-        print(f"  {k:>10}: {v:.4f}")
+    print(format_report(res))
     if args.json:
         print(f"per-view results: {args.json}")
     return 0
+
+
+def format_report(res: dict) -> str:
+    """A table: per subject the input view, the novel views (overall and by angle band)
+    and, when fitted, the oracle; then the means."""
+    from ..evaluate import BAND_NAMES
+
+    rows = [dict(r, name=r["subject"]) for r in res["subjects"]] + [dict(res["mean"], name="mean")]
+    has_lpips = "lpips" in res["mean"]
+    has_oracle = "oracle" in res["mean"]
+    head = ["subject", "input fg", "novel", "novel fg", "SSIM"] + (["LPIPS"] if has_lpips else []) \
+        + [f"{b}°" for b in BAND_NAMES] + (["oracle", "gap"] if has_oracle else []) + ["finetune s"]
+    lines = [" | ".join(head)]
+    for r in rows:
+        band = [f"{r['by_angle'][b]['psnr']:.2f}" if b in r["by_angle"] else "-" for b in BAND_NAMES]
+        cells = [r["name"], f"{r['input']['psnr_fg']:.2f}" if "psnr_fg" in r["input"] else f"{r['input']['psnr']:.2f}",
+                 f"{r['psnr']:.2f}", f"{r['psnr_fg']:.2f}" if "psnr_fg" in r else "-", f"{r['ssim']:.4f}"]
+        if has_lpips:
+            cells.append(f"{r['lpips']:.3f}")
+        cells += band
+        if has_oracle:
+            cells += [f"{r['oracle']['psnr']:.2f}", f"{r['oracle_gap_db']:.2f}"]
+        cells.append(f"{r['finetune_s']:.1f}")
+        lines.append(" | ".join(cells))
+    n = len(res["subjects"])
+    return f"{n} subjects (PSNR in dB; input = the frontal view re-rendered; novel = the other views):\n" \
+        + "\n".join(lines)
