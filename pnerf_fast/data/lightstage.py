@@ -781,7 +781,8 @@ def _worker_init():
 
 def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views: int = 25, spp: int = 4,
                         splits=(0.8, 0.1, 0.1), progress: bool = True,
-                        contact_sheet_path: str | None = "contact_sheet.png", workers: int = 2) -> dict:
+                        contact_sheet_path: str | None = "contact_sheet.png", workers: int = 2,
+                        only: Sequence[int] | None = None) -> dict:
     """Render ``subjects`` heads into ``out``/subject_000 ... and write ``out``/splits.json.
 
     Deterministic given ``seed``: subject i depends only on (seed, i), not on the subject
@@ -790,7 +791,9 @@ def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views
     threads that wait for each other are slow); ``workers=1`` runs in this process with
     one thread. The first ``val`` and ``test`` fractions of ``splits`` go to the last
     subjects (at least one each when subjects >= 3). ``contact_sheet_path`` (relative
-    to ``out``; None to skip) gets up to 6 subjects x 6 views.
+    to ``out``; None to skip) gets up to 6 subjects x 6 views. ``only``: render just these
+    subject indices (the same heads and splits as the full set; splits.json lists those
+    rendered), e.g. a benchmark's test split alone.
 
     Returns timings: total_s, render_s and write_s (summed over subjects; CPU-side work
     per process), per_subject_s (wall), subjects, views, res, spp, workers."""
@@ -809,17 +812,24 @@ def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views
     names = [f"subject_{i:03d}" for i in range(subjects)]
     sheet_views = [0, *list(np.linspace(1, views - 1, min(5, views - 1)).round().astype(int))] if views > 1 else [0]
     n_sheet = 6 if contact_sheet_path else 0
-    jobs = [(str(out), names[i], int(seed), i, int(res), int(views), int(spp), sheet_views if i < n_sheet else None)
-            for i in range(subjects)]
+    if only is not None:
+        bad = [i for i in only if not 0 <= int(i) < subjects]
+        if bad:
+            raise ValueError(f"only: subject index {bad[0]} is outside [0, {subjects})")
+        todo = sorted({int(i) for i in only})
+    else:
+        todo = list(range(subjects))
+    jobs = [(str(out), names[i], int(seed), i, int(res), int(views), int(spp), sheet_views if k < n_sheet else None)
+            for k, i in enumerate(todo)]
     t_start = time.perf_counter()
     results = []
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=subjects, unit="subject", desc="lightstage")
+        bar = tqdm(total=len(jobs), unit="subject", desc="lightstage")
     try:
-        if workers == 1 or subjects == 1:
+        if workers == 1 or len(jobs) == 1:
             prev = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
@@ -833,7 +843,7 @@ def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(max_workers=min(workers, subjects), mp_context=mp.get_context("spawn"),
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
                                      initializer=_worker_init) as ex:
                 futs = [ex.submit(_make_subject, *job) for job in jobs]
                 try:
@@ -845,7 +855,10 @@ def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views
                     for f in futs:  # fail fast: do not render the rest
                         f.cancel()
                     raise
-        fmt.write_splits(out, names[:n_train], names[n_train:n_train + n_val], names[n_train + n_val:])
+        done = {names[i] for i in todo}
+        keep = lambda ns: [n for n in ns if n in done]  # noqa: E731
+        fmt.write_splits(out, keep(names[:n_train]), keep(names[n_train:n_train + n_val]),
+                         keep(names[n_train + n_val:]))
         rows = [r["sheet"] for r in sorted(results, key=lambda r: r["index"]) if r["sheet"]]
         if contact_sheet_path and rows:
             from PIL import Image
@@ -856,5 +869,5 @@ def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views
             bar.close()
     total = time.perf_counter() - t_start
     return {"total_s": total, "render_s": sum(r["render_s"] for r in results),
-            "write_s": sum(r["write_s"] for r in results), "per_subject_s": total / subjects,
-            "subjects": subjects, "views": views, "res": res, "spp": spp, "workers": workers}
+            "write_s": sum(r["write_s"] for r in results), "per_subject_s": total / len(jobs),
+            "subjects": len(jobs), "views": views, "res": res, "spp": spp, "workers": workers}

@@ -1,0 +1,193 @@
+"""Single-image fidelity machinery, at tiny sizes: the latent-conditioned field and its
+auto-decoder pretraining, the code fit at finetune, the grid that covers the whole
+subject (a head 1.3x larger than its landmarks say), the angle bands and the oracle."""
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pnerf_fast.data.format import load_dataset
+from pnerf_fast.evaluate import BAND_NAMES, band_of, evaluate_prior, fit_oracle, split_by_angle, view_angles
+from pnerf_fast.field import RadianceField
+from pnerf_fast.field.config import field_config_from_dict
+from pnerf_fast.train.data import SubjectRays
+from pnerf_fast.train.finetune import finetune
+from pnerf_fast.train.hull import cover_subject_, subject_hull
+from pnerf_fast.train.model import PortraitModel
+from pnerf_fast.train.pretrain import pretrain, ray_loss
+
+from test_train import TINY_FIELD, tiny, tiny_cfg  # noqa: F401  (fixtures)
+
+TINY_LATENT = {**TINY_FIELD, "name": "tiny_latent", "latent_dim": 8}
+
+
+@pytest.fixture(scope="module")
+def latent_prior(tiny, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("latent")
+    fy = root / "tiny_latent.yaml"
+    fy.write_text(yaml.safe_dump(TINY_LATENT))
+    cfg = tiny_cfg(tiny, method="latent", field=str(fy), latent={"steps": 30},
+                   grid={"hull_min_fraction": 0.01},
+                   finetune={"optimizer": "adam", "lr": {"grid": 1e-2, "mlp": 1e-3, "latent": 0.0},
+                             "code_steps": 10, "code_reg": 0.0, "steps": 5, "cover": True,
+                             "update_grid": True})
+    out = root / "prior.pt"
+    pretrain(tiny["data"], out, cfg, progress=False, log=lambda *a: None)
+    return out
+
+
+def test_latent_field_code_changes_output_and_gets_gradient():
+    f = RadianceField(field_config_from_dict(TINY_LATENT))
+    x = torch.rand(64, 3) - 0.5
+    d = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    s0, c0 = f(x, d)
+    with torch.no_grad():
+        f.latent.normal_()
+    s1, c1 = f(x, d)
+    assert not torch.allclose(c0, c1) and not torch.allclose(s0, s1)
+    (s1.sum() + c1.sum()).backward()
+    assert f.latent.grad is not None and f.latent.grad.abs().sum() > 0
+    assert set(f.param_groups()) == {"grid", "mlp", "latent"}
+    # an explicit code overrides the field's own, and is differentiable
+    z = torch.zeros(8, requires_grad=True)
+    with f.code(z):
+        s2, _ = f(x, d)
+    s2.sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="argument 'z'"):
+        with f.code(torch.zeros(3)):
+            pass
+
+
+def test_latent_bias_shift_equals_concatenated_input():
+    """The code enters as b0 + W_z z: the same as an MLP over [enc(x), z]."""
+    f = RadianceField(field_config_from_dict(TINY_LATENT))
+    with torch.no_grad():
+        f.latent.normal_()
+    x = torch.rand(32, 3) - 0.5
+    enc = f.encoding(x)
+    l0 = f.density_net.layers[0]
+    W = torch.cat([l0.weight, f.density_z.weight], dim=1)
+    h = torch.relu(torch.cat([enc, f.latent.expand(32, -1)], dim=1) @ W.t() + l0.bias)
+    for layer in f.density_net.layers[1:-1]:
+        h = torch.relu(layer(h))
+    ref = f.density_net.layers[-1](h)[:, 0]
+    got, _ = f._geometry(x)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_latent_pretrain_keeps_codes_and_a_mean_code(latent_prior, tiny):  # noqa: F811
+    m = PortraitModel.load(latent_prior)
+    n_train = len(load_dataset(tiny["data"]).subjects("train"))
+    assert m.codes is not None and m.codes.shape == (n_train, 8)
+    torch.testing.assert_close(m.field.latent.detach(), m.codes.mean(0))
+    assert m.codes.std(0).abs().sum() > 0  # the codes were learned apart
+
+
+def test_code_fit_lowers_the_input_view_loss(latent_prior, tiny):  # noqa: F811
+    """Stage 1 of finetune (the code alone) lowers the loss on the input view, and
+    leaves every shared weight untouched."""
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    model = PortraitModel.load(latent_prior)
+    shared0 = [p.detach().clone() for n, p in model.field.named_parameters() if n != "latent"]
+    sr = SubjectRays(subj, model.mean_face, "canonical")
+    gen = torch.Generator().manual_seed(5)
+
+    def loss(m):
+        g = torch.Generator().manual_seed(11)
+        with torch.no_grad():
+            return float(ray_loss(m, m.field, sr, sr.support, 512, g, m.cfg))
+
+    before = loss(model)
+    pf = finetune(subj, init=model, steps=0, code_steps=40, progress=False)
+    after = loss(pf.model)
+    assert pf.info["code_steps"] == 40
+    assert after < before
+    shared1 = [p.detach() for n, p in pf.model.field.named_parameters() if n != "latent"]
+    assert all(torch.equal(a, b) for a, b in zip(shared0, shared1))
+    assert not torch.equal(pf.model.field.latent.detach(), model.codes.mean(0))
+    del gen
+
+
+def test_grid_covers_a_head_larger_than_its_landmarks(tiny):  # noqa: F811
+    """A subject whose head is 1.3x larger than its landmarks imply lands 1.3x larger in
+    canonical space. The finetune grid (prior grid + the input mask's cone) must contain
+    the whole head: every cell of its all-view visual hull."""
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    lm = subj.landmarks
+    c = lm.mean(0)
+    subj.landmarks = c + (lm - c) / 1.3  # the face shrinks, the head does not: the head is 1.3x
+    model = PortraitModel(tiny_cfg(tiny), load_training_mean(tiny))
+    g = model.grid
+    # a prior grid that only holds a small head: the cells near the canonical centre
+    pos = torch.stack(torch.meshgrid(*[torch.arange(g.geometry.res)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    small = ((pos.float() - g.geometry.res / 2).norm(dim=1) < g.geometry.res * 0.12)
+    g.restrict_(small)
+    sr = SubjectRays(subj, model.mean_face, "canonical")
+    # the head's visual hull from all views, where the input camera sees (the rest of
+    # the box is never seen in the input and stays the prior's)
+    hull_all = subject_hull(g, sr)[: g.geometry.res ** 3] & in_frame(g, sr, sr.frontal_index)
+    assert (hull_all & ~small).sum() > 0  # the small grid clips this head
+    added = cover_subject_(g, sr)
+    assert added > 0
+    covered = g.bits.bool()[: g.geometry.res ** 3]
+    assert bool((hull_all & ~covered).sum() == 0)
+    assert bool((g.allowed.bool() >= g.bits.bool()).all())
+    # updates never drop below the union either: cells stay allowed
+    assert bool(g.allowed.bool()[: g.geometry.res ** 3][hull_all].all())
+
+
+def in_frame(grid, sr, view):
+    from pnerf_fast.ops.occgrid import cell_positions
+
+    n0 = grid.geometry.res ** 3
+    world = sr.transform.inverse().apply(cell_positions(grid.geometry, torch.arange(n0)).double().numpy())
+    uv, depth = sr.cameras[view].project(world)
+    H, W = sr.hw
+    ok = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & (depth > 0)
+    return torch.as_tensor(ok)
+
+
+def load_training_mean(tiny):  # noqa: F811
+    from pnerf_fast.face.procrustes import generalized_procrustes
+
+    ds = load_dataset(tiny["data"])
+    return generalized_procrustes(np.stack([ds.subject(n).landmarks for n in ds.subjects("train")]))
+
+
+def test_angle_bands():
+    assert [band_of(a) for a in (0.0, 19.9, 20.0, 39.9, 40.0, 75.0)] == ["0-20", "0-20", "20-40", "20-40", "40+", "40+"]
+    per_view = {"psnr": [30.0, 20.0, 10.0, 12.0]}
+    out = split_by_angle(per_view, [10.0, 30.0, 50.0, 60.0])
+    assert out["0-20"] == {"psnr": 30.0, "n_views": 1}
+    assert out["40+"] == {"psnr": 11.0, "n_views": 2}
+    assert split_by_angle(per_view, [10.0, 11.0, 12.0, 13.0]).keys() == {"0-20"}
+    assert BAND_NAMES == ("0-20", "20-40", "40+")
+
+
+def test_view_angles_of_the_rig(tiny):  # noqa: F811
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    a = view_angles(subj, list(range(subj.num_views)))
+    assert a[subj.frontal_index] == pytest.approx(0.0, abs=1e-6)
+    assert all(0 < x < 90 for i, x in enumerate(a) if i != subj.frontal_index)
+
+
+def test_oracle_and_eval_report(latent_prior, tiny):  # noqa: F811
+    """The oracle sees every view, so on the views it trained on it beats the prior's
+    untouched mean head; eval reports input view, bands, oracle and gap."""
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    like = PortraitModel.load(latent_prior)
+    orc = fit_oracle(subj, like, seconds=3.0)
+    assert orc.model.field.latent_dim == 0 and orc.info["steps"] > 0
+    assert bool(orc.model.grid.allowed.all())
+    res = evaluate_prior(tiny["data"], latent_prior, "test", progress=False, lpips=False, oracle_seconds=2.0)
+    r = res["subjects"][0]
+    assert {"input", "by_angle", "oracle", "oracle_gap_db"} <= set(r)
+    assert r["oracle_gap_db"] == pytest.approx(r["oracle"]["psnr"] - r["psnr"])
+    assert set(r["by_angle"]) <= set(BAND_NAMES) and r["by_angle"]
+    assert sum(b["n_views"] for b in r["by_angle"].values()) == len(r["views"])
+    assert {"input", "by_angle", "oracle", "oracle_gap_db"} <= set(res["mean"])
