@@ -83,9 +83,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from pnerf_fast.train.finetune import default_prior_path
+    from pnerf_fast.train.finetune import prior_path
 
-    init = args.init or str(default_prior_path())
+    init = str(prior_path(args.init))
     progress = not args.json
     t0 = time.perf_counter()
     root = ensure_lightstage(Path(args.data), args.split, progress)

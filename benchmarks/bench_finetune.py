@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pnerf_fast.data.format import load_dataset, load_subject  # noqa: E402
-from pnerf_fast.train.finetune import default_prior_path, finetune  # noqa: E402
+from pnerf_fast.train.finetune import SHIPPED_PRIORS, finetune  # noqa: E402
 from pnerf_fast.train.model import PortraitField, PortraitModel  # noqa: E402
 
 
@@ -162,7 +162,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="light-stage root (default: regenerate the 4 test subjects of "
                                                    "`pnerf lightstage --subjects 40 --res 128 --seed 0` into a temp dir)")
-    ap.add_argument("--meta", default=str(default_prior_path()), help="meta prior (default: the shipped one)")
+    ap.add_argument("--meta", default=str(SHIPPED_PRIORS["meta"]), help="meta prior (default: the shipped one)")
     ap.add_argument("--joint", default=None, help="joint prior checkpoint (skipped when absent)")
     ap.add_argument("--budget", type=float, default=60.0, help="finetune seconds per subject")
     ap.add_argument("--eval-every", type=float, default=10.0)

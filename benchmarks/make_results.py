@@ -1,27 +1,40 @@
-"""Paper-style ablation tables on the synthetic light stage, by one command:
+"""The paper's ablations on the synthetic light stage, by one command:
 
-    python benchmarks/make_results.py --data DIR --meta P --joint P --random-from P --meta-world P --out results/
+    python benchmarks/make_results.py --ours pnerf_fast/assets/prior_latent_fast.pt \
+        --meta pnerf_fast/assets/prior_meta_fast.pt \
+        --short-latent abl_latent.pt --short-world abl_world.pt --short-joint abl_joint.pt --out results/
 
-Each prior is finetuned on the frontal view of every held-out test subject and scored on
-all 24 other views (`pnerf_fast.evaluate.evaluate_prior`, the same protocol as `pnerf eval`),
-with the same finetune settings for every prior. Writes results/ablation.md, .json and
-ablation.png, with the paper's own numbers beside ours (different data: their real light
-stage vs our synthetic heads; only the ordering is comparable).
+Every prior is finetuned on the frontal view of each of the 8 held-out test subjects of
+bench_fidelity's light stage (`pnerf lightstage --subjects 80 --seed 0`, subject_072..079)
+and scored on the 24 other views (`pnerf_fast.evaluate.evaluate_prior`, the protocol of
+`pnerf eval`), with each prior's own finetune settings unless the row says otherwise.
+
+Rows:
+- ours: the shipped latent prior (auto-decoder, canonical coordinates);
+- meta (paper init): the shipped meta-learned prior with its own finetune (32 SGD steps,
+  its frozen grid), and again with our finetune (Adam, covering grid, as many steps);
+- random: fresh weights of ours' config, our finetune;
+- three priors at an equal, short pretraining budget, on the same 60 subjects, which
+  isolate one choice each: latent in canonical coordinates, latent in world coordinates,
+  joint pretraining (Eq. 5: one field, no codes) in canonical coordinates.
+Writes results/ablation.md, .json and ablation.png, with the paper's own numbers beside
+ours (different data: their real light stage vs our synthetic heads).
 """
 from __future__ import annotations
 
 import argparse
-import functools
+import copy
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pnerf_fast.evaluate import evaluate_prior, write_json  # noqa: E402
+from bench_fidelity import ensure_lightstage  # noqa: E402
+
+from pnerf_fast.evaluate import BAND_NAMES, evaluate_prior, write_json  # noqa: E402
 from pnerf_fast.train.model import PortraitModel  # noqa: E402
 
 PAPER = {  # Gao et al. 2020, real light-stage data: PSNR, SSIM, LPIPS
@@ -32,38 +45,40 @@ PAPER = {  # Gao et al. 2020, real light-stage data: PSNR, SSIM, LPIPS
 }
 
 
-def refreshed(path: str, out_dir: Path, name: str) -> str:
-    """Re-mark the prior's grid from its own density with the current threshold rule, so
-    every prior is rendered the same way."""
+def with_our_finetune(path: str, ours: PortraitModel, out: Path, name: str) -> str:
+    """``path``'s prior with ours' finetune settings; a prior without a code gets the code
+    steps as ordinary steps, so every row takes the same number of steps."""
     m = PortraitModel.load(path)
-    m.grid.mark_from_density(m.density_fn())
-    p = out_dir / f"_{name}.pt"
+    fc = copy.deepcopy(ours.cfg.finetune)
+    if not m.field.latent_dim:
+        fc.steps += fc.code_steps
+        fc.code_steps = 0
+    m.cfg.finetune = fc
+    p = out / f"_{name}.pt"
     m.save(p)
     return str(p)
 
 
-def random_prior(like: str, out_dir: Path) -> str:
-    """Fresh weights with the same config, grid and mean face as ``like``."""
-    m = PortraitModel.load(like)
+def random_prior(ours_path: str, out: Path) -> str:
+    """Fresh weights with ours' config, grid and mean face (and no training codes)."""
+    m = PortraitModel.load(ours_path)
     fresh = PortraitModel(m.cfg, m.mean_face)
     fresh.grid.load_state_dict(m.grid.state_dict())
-    p = out_dir / "_random.pt"
+    p = out / "_random.pt"
     fresh.save(p)
     return str(p)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--meta", required=True, help="meta prior, canonical coordinates")
-    ap.add_argument("--joint", default=None, help="joint prior, canonical coordinates")
-    ap.add_argument("--meta-world", default=None, help="meta prior, world coordinates")
-    ap.add_argument("--paper", default=None,
-                    help="meta prior of the paper-faithful field (paper.yaml), finetuned for the same seconds "
-                         "as the fast meta prior took")
-    ap.add_argument("--reuse", action="store_true",
-                    help="keep rows already in OUT/ablation.json for the same prior file (adds new rows only)")
-    ap.add_argument("--steps", type=int, default=None, help="finetune steps (default: each prior's)")
+    ap.add_argument("--ours", required=True, help="the latent prior (canonical)")
+    ap.add_argument("--meta", required=True, help="the paper's meta-learned prior (canonical)")
+    ap.add_argument("--short-latent", default=None, help="short-budget latent prior, canonical")
+    ap.add_argument("--short-world", default=None, help="short-budget latent prior, world coordinates")
+    ap.add_argument("--short-joint", default=None, help="short-budget joint prior (no codes), canonical")
+    ap.add_argument("--ours-from", default=None,
+                    help="take the 'ours' row from bench_fidelity's --out JSON (same protocol) instead of re-running")
+    ap.add_argument("--data", default="data/bench_fidelity", help="where bench_fidelity renders its light stage")
     ap.add_argument("--max-subjects", type=int, default=None)
     ap.add_argument("--out", default="results")
     ap.add_argument("--threads", type=int, default=2)
@@ -73,62 +88,63 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "_priors"
     tmp.mkdir(exist_ok=True)
+    data = ensure_lightstage(Path(args.data), "test")
+    ours = PortraitModel.load(args.ours)
 
+    # row -> (coordinates, pretraining, a function giving the prior file to evaluate)
+    specs = {
+        "ours (latent codes)": ("canonical", "full", lambda: args.ours),
+        "meta (paper init), its SGD finetune": ("canonical", "full", lambda: args.meta),
+        "meta (paper init), our finetune": ("canonical", "full", lambda: with_our_finetune(args.meta, ours, tmp, "meta")),
+        "random": ("canonical", "none", lambda: random_prior(args.ours, tmp)),
+        "latent, short": ("canonical", "short", lambda: args.short_latent),
+        "latent, short, world": ("world", "short", lambda: args.short_world),
+        # no code to fit: it gets the code steps as ordinary steps (the same number of steps)
+        "joint, short": ("canonical", "short",
+                         lambda: args.short_joint and with_our_finetune(args.short_joint, ours, tmp, "joint")),
+    }
     rows = {}
-    old = {}
-    if args.reuse and (out / "ablation.json").exists():
-        old = json.loads((out / "ablation.json").read_text()).get("details", {})
-    meta_prepared = functools.lru_cache(None)(lambda: refreshed(args.meta, tmp, "meta"))
-    # Row -> (the prior file it comes from, how to prepare it for evaluation). Preparing
-    # re-marks a grid from the field's density, so it runs only for rows not reused.
-    specs = {"meta": (args.meta, meta_prepared),
-             "joint": (args.joint, lambda: refreshed(args.joint, tmp, "joint")),
-             "random": (args.meta, lambda: random_prior(meta_prepared(), tmp)),
-             "meta (world coords)": (args.meta_world, lambda: refreshed(args.meta_world, tmp, "meta_world")),
-             "meta, paper field": (args.paper, lambda: refreshed(args.paper, tmp, "paper"))}
-    for name, (src, prepare) in specs.items():
-        if src is None:
-            continue
-        source = str(Path(src).resolve())
-        if old.get(name, {}).get("source") == source:
-            rows[name] = old[name]
-            print(f"{name:>20}: reused from {out / 'ablation.json'}")
-            continue
-        p = prepare()
-        if name == "meta, paper field":
-            # Equal finetune time: the seconds the fast meta prior's finetune took.
-            secs = rows["meta"]["mean"]["finetune_s"]
-            r = evaluate_prior(args.data, p, "test", steps=100000, seconds=secs, max_subjects=args.max_subjects,
-                               progress=True)
+    for name, (coords, budget, prepare) in specs.items():
+        if name == "ours (latent codes)" and args.ours_from:
+            r = json.loads(Path(args.ours_from).read_text())["detail"]
         else:
-            r = evaluate_prior(args.data, p, "test", steps=args.steps, max_subjects=args.max_subjects, progress=True)
-        r["source"] = source
+            p = prepare()
+            if p is None:
+                continue
+            r = evaluate_prior(data, p, "test", max_subjects=args.max_subjects, progress=True)
+        r.update(coordinates=coords, pretraining=budget)
         rows[name] = r
         m = r["mean"]
-        print(f"{name:>20}: PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  LPIPS {m['lpips']:.3f}  "
-              f"PSNR_fg {m['psnr_fg']:.2f}  finetune {m['finetune_s']:.1f} s", flush=True)
+        print(f"{name:>38}: input fg {m['input']['psnr_fg']:.2f}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  "
+              f"LPIPS {m['lpips']:.3f}  PSNR_fg {m['psnr_fg']:.2f}  finetune {m['finetune_s']:.1f} s", flush=True)
     for p in tmp.glob("*.pt"):
         p.unlink()
     tmp.rmdir()
 
     summary = {k: v["mean"] for k, v in rows.items()}
     write_json({"summary": summary, "paper": PAPER, "details": rows}, out / "ablation.json")
+    bands = " | ".join(f"{b}° ↑" for b in BAND_NAMES)
     lines = ["# Ablation on the synthetic light stage", "",
-             "Held-out test subjects; input: the frontal view only; targets: the 24 other views. "
-             "Whole image on a white background (psnr, ssim, lpips: AlexNet) and foreground only (psnr_fg, ssim_fg). "
-             "Same finetune for every prior (the prior's SGD settings). The paper's numbers are on their real "
-             "light-stage data, so only the ordering is comparable.", "",
-             "| initialization | coordinates | PSNR ↑ | SSIM ↑ | LPIPS ↓ | PSNR fg ↑ | SSIM fg ↑ | finetune s | paper PSNR / SSIM / LPIPS |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for name, m in summary.items():
-        coords = "world" if "world" in name else "canonical"
-        init = name.replace(" (world coords)", "")
-        if init == "meta, paper field":
-            init = "meta, paper field (8x256 MLP), equal finetune time"
-        pp = PAPER.get(init)
-        paper = f"{pp[0]} / {pp[1]} / {pp[2]}" if pp and coords == "canonical" else "-"
-        lines.append(f"| {init} | {coords} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['lpips']:.3f} | "
-                     f"{m['psnr_fg']:.2f} | {m['ssim_fg']:.4f} | {m['finetune_s']:.1f} | {paper} |")
+             f"{len(rows[next(iter(rows))]['subjects'])} held-out test subjects (subject_072..079 of "
+             "`pnerf lightstage --subjects 80 --seed 0`); input: the frontal view only; targets: the 24 other views. "
+             "Whole image on a white background (PSNR, SSIM, LPIPS: AlexNet) and foreground only (PSNR fg); "
+             "'input fg' is the input view re-rendered, foreground PSNR; the angle bands are novel-view PSNR by "
+             "angle from the input camera. Each prior's own finetune unless the row says otherwise. 'short' rows "
+             "share one small pretraining budget and the same 60 training subjects, so they isolate one choice "
+             "each. The paper's numbers are on their real light-stage data: only orderings are comparable.", "",
+             f"| initialization | coordinates | pretraining | input fg ↑ | PSNR ↑ | SSIM ↑ | LPIPS ↓ | PSNR fg ↑ | {bands} "
+             "| finetune s | paper PSNR / SSIM / LPIPS |",
+             "|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(BAND_NAMES) + "---:|---|"]
+    for name, r in rows.items():
+        m = r["mean"]
+        key = "meta" if name.startswith("meta") else "joint" if name.startswith("joint") else \
+            "random" if name == "random" else None
+        pp = PAPER.get(key) if r["coordinates"] == "canonical" and r["pretraining"] != "short" else None
+        paper = f"{pp[0]} / {pp[1]} / {pp[2]}" if pp else "-"
+        band = " | ".join(f"{m['by_angle'][b]['psnr']:.2f}" if b in m["by_angle"] else "-" for b in BAND_NAMES)
+        lines.append(f"| {name} | {r['coordinates']} | {r['pretraining']} | {m['input']['psnr_fg']:.2f} | "
+                     f"{m['psnr']:.2f} | {m['ssim']:.4f} | {m['lpips']:.3f} | {m['psnr_fg']:.2f} | {band} | "
+                     f"{m['finetune_s']:.1f} | {paper} |")
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     try:
         _plot(summary, out / "ablation.png")
@@ -149,7 +165,8 @@ def _plot(summary, path):
     W, H = panel * len(metrics), 260 + 16 * len(names)
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
-    colors = [(66, 133, 244), (219, 68, 55), (244, 160, 0), (15, 157, 88), (150, 80, 190)]
+    colors = [(66, 133, 244), (219, 68, 55), (244, 160, 0), (15, 157, 88), (150, 80, 190), (0, 150, 150),
+              (120, 120, 120)]
     for j, (key, lo, hi, title) in enumerate(metrics):
         hi = max(hi, 1.1 * max(summary[n][key] for n in names))  # no bar runs off the panel
         x0 = j * panel + 20

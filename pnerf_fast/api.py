@@ -17,10 +17,11 @@ def load(path) -> PortraitField:
 
 
 def load_prior(path=None) -> PortraitModel:
-    """Load a pretrained prior (None: the one shipped with the package)."""
-    from .train.finetune import default_prior_path
+    """Load a pretrained prior: a path, a shipped prior's name ("latent", the default, or
+    "meta", the paper's meta-learned initialisation), or None (the default)."""
+    from .train.finetune import prior_path
 
-    return PortraitModel.load(path or default_prior_path())
+    return PortraitModel.load(prior_path(path))
 
 
 __all__ = ["finetune", "load", "load_prior", "PortraitField", "PortraitModel"]

@@ -191,3 +191,31 @@ def test_oracle_and_eval_report(latent_prior, tiny):  # noqa: F811
     assert set(r["by_angle"]) <= set(BAND_NAMES) and r["by_angle"]
     assert sum(b["n_views"] for b in r["by_angle"].values()) == len(r["views"])
     assert {"input", "by_angle", "oracle", "oracle_gap_db"} <= set(res["mean"])
+
+
+def test_shipped_priors_by_name():
+    from pnerf_fast.train.finetune import DEFAULT_PRIOR, SHIPPED_PRIORS, prior_path
+
+    assert DEFAULT_PRIOR == "latent"
+    assert prior_path(None) == SHIPPED_PRIORS["latent"]
+    assert prior_path("meta") == SHIPPED_PRIORS["meta"]
+    assert str(prior_path("some/file.pt")) == "some/file.pt"
+
+
+def test_shipped_default_prior_is_a_latent_prior_that_finetunes():
+    """The package ships the latent prior with its training codes; a short finetune on the
+    shipped demo subject runs both stages and moves the code off the mean."""
+    from pathlib import Path
+
+    from pnerf_fast.api import load_prior
+    from pnerf_fast.data.format import load_subject
+
+    prior = load_prior()
+    assert prior.cfg.method == "latent" and prior.field.latent_dim > 0
+    assert prior.codes is not None and prior.codes.shape[0] >= 100
+    assert prior.cfg.finetune.cover and prior.cfg.finetune.code_steps > 0
+    subj = load_subject(Path(__file__).resolve().parents[1] / "pnerf_fast" / "assets" / "demo_subject")
+    mean = prior.field.latent.detach().clone()
+    pf = finetune(subj, init=prior, code_steps=2, steps=1, rays_per_step=256, progress=False)
+    assert pf.info["steps"] == 3 and pf.info["code_steps"] == 2
+    assert not torch.equal(pf.model.field.latent.detach(), mean)

@@ -5,7 +5,8 @@ HELP = "Finetune a prior on each held-out subject's frontal view and score all o
 
 def add_arguments(p):
     p.add_argument("--data", required=True, help="dataset root with splits.json")
-    p.add_argument("--init", default=None, help="prior checkpoint (default: the shipped meta prior)")
+    p.add_argument("--init", default=None,
+                   help="prior checkpoint, or a shipped prior by name: latent (the default) or meta (the paper's init)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--steps", type=int, default=None, help="finetune steps (default: the prior's)")
     p.add_argument("--seconds", type=float, default=None, help="finetune time budget per subject")
@@ -22,12 +23,12 @@ def run(args):
     import math
 
     from ..evaluate import evaluate_prior, write_json
-    from ..train.finetune import default_prior_path
+    from ..train.finetune import prior_path
 
     for name, v in (("--seconds", args.seconds), ("--oracle", args.oracle)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise ValueError(f"argument {name}: must be a positive number of seconds, got {v}")
-    init = args.init or default_prior_path()
+    init = prior_path(args.init)
     res = evaluate_prior(args.data, init, args.split, args.steps, args.seconds, args.max_subjects,
                          lpips=not args.no_lpips, progress=not args.quiet, oracle_seconds=args.oracle)
     if args.json:

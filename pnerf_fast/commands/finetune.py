@@ -5,9 +5,14 @@ HELP = "Finetune the prior on one frontal image: a subject folder or a photo (al
 
 def add_arguments(p):
     p.add_argument("source", help="subject folder (its frontal frame is used) or a photo")
-    p.add_argument("--init", default=None, help="prior checkpoint (default: the shipped meta prior)")
+    p.add_argument("--init", default=None,
+                   help="prior checkpoint, or a shipped prior by name: latent (the default) or meta (the paper's init)")
     p.add_argument("--out", required=True, help="output portrait checkpoint (.pt)")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the prior's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps on all weights, after the code fit (default: the prior's)")
+    p.add_argument("--code-steps", type=int, default=None,
+                   help="steps on the subject's latent code alone, first (latent priors; default: the prior's)")
+    p.add_argument("--res", type=int, default=None, help="photos: crop side in pixels (default 256)")
     p.add_argument("--seconds", type=float, default=None, help="time budget in seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preview", default=None, help="also render the frontal view to this PNG")
@@ -15,10 +20,19 @@ def add_arguments(p):
 
 
 def run(args):
+    import math
+
     from ..api import finetune
 
+    for name, v, lo in (("--steps", args.steps, 0), ("--code-steps", args.code_steps, 0), ("--res", args.res, 32)):
+        if v is not None and v < lo:
+            raise ValueError(f"argument {name}: must be >= {lo}, got {v}")
+    if args.res is not None and args.res > 2048:
+        raise ValueError(f"argument --res: must be <= 2048, got {args.res}")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise ValueError(f"argument --seconds: must be a positive number, got {args.seconds}")
     portrait = finetune(args.source, init=args.init, steps=args.steps, seconds=args.seconds, seed=args.seed,
-                        progress=not args.quiet)
+                        progress=not args.quiet, code_steps=args.code_steps, res=args.res)
     portrait.save(args.out)
     i = portrait.info
     print(f"finetuned {i['subject']}: {i['steps']} steps in {i['seconds']:.1f} s "

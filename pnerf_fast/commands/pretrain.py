@@ -7,20 +7,28 @@ HELP = "Pretrain the prior on a multi-view dataset: meta-learning (the paper), j
 
 def add_arguments(p):
     p.add_argument("--data", required=True, help="dataset root (subject folders + splits.json)")
-    p.add_argument("--method", choices=["meta", "joint", "random"], default=None, help="overrides the config's method")
+    p.add_argument("--method", choices=["meta", "joint", "latent", "random"], default=None,
+                   help="overrides the config's method")
     p.add_argument("--config", default=None, help="YAML training config (see configs/pretrain_meta.yaml)")
     p.add_argument("--out", required=True, help="output checkpoint (.pt)")
     p.add_argument("--coordinates", choices=["canonical", "world"], default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None, help="meta: epochs over the subjects")
-    p.add_argument("--steps", type=int, default=None, help="joint: optimisation steps")
+    p.add_argument("--steps", type=int, default=None, help="joint and latent: optimisation steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set latent.lr.mlp=0.001 --set field=fast (repeatable; "
+                        "VALUE is read as YAML)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (resumable)")
     p.add_argument("--no-resume", action="store_true", help="ignore an interrupted run's .resume file")
-    p.add_argument("--init", default=None, help="start from this prior's weights and grid (continue training)")
+    p.add_argument("--init", default=None,
+                   help="start from this prior's weights and grid (continue training); a shipped prior by name: "
+                        "meta, latent")
     p.add_argument("--quiet", action="store_true")
 
 
 def run(args):
+    import yaml
+
     from ..train.config import load_train_config
     from ..train.pretrain import pretrain
 
@@ -35,10 +43,29 @@ def run(args):
         over.setdefault("meta", {})["epochs"] = args.epochs
     if args.steps is not None:
         over.setdefault("joint", {})["steps"] = args.steps
+        over.setdefault("latent", {})["steps"] = args.steps
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"argument --set: expected KEY=VALUE, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ValueError(f"argument --set {item!r}: VALUE is not valid YAML: {e}") from None
+        node = over
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"argument --set {item!r}: {part} is not a section")
+        node[parts[-1]] = value
     cfg = load_train_config(args.config, over)
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"--data: no such folder: {args.data}")
+    from ..train.finetune import prior_path
+
+    init = None if args.init is None else prior_path(args.init)
     res = pretrain(args.data, args.out, cfg, resume=not args.no_resume, progress=not args.quiet,
-                   max_seconds=args.max_seconds, init=args.init)
+                   max_seconds=args.max_seconds, init=init)
     print(f"wrote {res.path} ({cfg.method}, {cfg.coordinates}): {res.visits} visits in {res.seconds:.0f} s")
     return 0

@@ -27,8 +27,27 @@ PHOTO_RES = 256  # photos are cropped to PHOTO_RES x PHOTO_RES for finetuning
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# The priors that ship with the package, by name: ``--init latent`` / ``--init meta``.
+SHIPPED_PRIORS = {
+    "latent": ASSETS / "prior_latent_fast.pt",  # the default: auto-decoder with per-subject codes
+    "meta": ASSETS / "prior_meta_fast.pt",      # the paper's meta-learned initialisation
+}
+DEFAULT_PRIOR = "latent"
+
+
 def default_prior_path() -> Path:
-    return Path(__file__).resolve().parents[1] / "assets" / "prior_meta_fast.pt"
+    return SHIPPED_PRIORS[DEFAULT_PRIOR]
+
+
+def prior_path(init) -> Path:
+    """A prior checkpoint from a path, a shipped prior's name ("latent", "meta"), or None
+    (the default shipped prior)."""
+    if init is None:
+        return default_prior_path()
+    if isinstance(init, str) and init in SHIPPED_PRIORS:
+        return SHIPPED_PRIORS[init]
+    return Path(init)
 
 
 def as_subject(source, res: int = PHOTO_RES) -> Subject:
@@ -98,8 +117,7 @@ def finetune(
     if isinstance(init, PortraitModel):
         model = init
     else:
-        path = Path(init) if init is not None else default_prior_path()
-        model = PortraitModel.load(path)
+        model = PortraitModel.load(prior_path(init))
     if model.mean_face is None and model.cfg.coordinates == "canonical":
         raise ValueError("the init checkpoint has no mean face, which canonical coordinates need")
     fc = model.cfg.finetune
