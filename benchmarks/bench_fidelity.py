@@ -17,7 +17,7 @@ good are its novel views, and how far is it from the multi-view oracle?
 
 The printed object holds input_view_psnr_fg, novel_psnr, novel_psnr_fg, novel_ssim,
 novel_lpips, by_angle, oracle_psnr, oracle_gap_db, finetune_s and photo_input_psnr_fg,
-plus per-subject rows. About 15 minutes on 2 CPU cores.
+plus per-subject rows. About 15 minutes on 2 CPU cores. --pictures writes the renders.
 """
 from __future__ import annotations
 
@@ -52,7 +52,20 @@ def ensure_lightstage(root: Path, split: str = "test", progress: bool = True) ->
     return root
 
 
-def photo_input_psnr(init, seconds=None, progress: bool = True) -> dict:
+def view_strip(subj, pf, m) -> np.ndarray:
+    """One row: input | its re-render | a middle novel view (gt | ours) | the widest (gt | ours)."""
+    from pnerf_fast.render.video import make_grid_image
+
+    gt = subj.composite(1.0)
+    order = np.argsort(m["angles"])
+    views = [subj.frontal_index, m["views"][order[len(order) // 2]], m["views"][order[-1]]]
+    tiles = []
+    for v in views:
+        tiles += [gt[v], pf.render(subj.cameras[v])["rgb"].numpy()]
+    return make_grid_image(tiles, ncols=len(tiles), pad=2)
+
+
+def photo_input_psnr(init, seconds=None, progress: bool = True, pictures: list | None = None) -> dict:
     """Finetune on the astronaut; PSNR of its input view over the person mask."""
     from skimage.data import astronaut
 
@@ -66,6 +79,20 @@ def photo_input_psnr(init, seconds=None, progress: bool = True) -> dict:
     out = pf.render(subj.cameras[0])["rgb"]
     gt = torch.as_tensor(subj.composite(1.0)[0])
     mask = torch.as_tensor(subj.masks[0] > 0.5)
+    if pictures is not None:
+        from pnerf_fast.render import paths
+        from pnerf_fast.render.video import make_grid_image
+
+        res = subj.cameras[0].width
+        sides = [pf.render(paths.camera_on_sphere(y, 0.0, res))["rgb"].numpy() for y in (-30.0, 30.0)]
+        tiles = [gt.numpy(), out.numpy()] + sides
+        strip = make_grid_image(tiles, ncols=len(tiles), pad=2)
+        h = pictures[0].shape[0] if pictures else strip.shape[0]  # the synthetic rows' height
+        if strip.shape[0] != h:
+            from PIL import Image
+
+            strip = np.asarray(Image.fromarray(strip).resize((round(strip.shape[1] * h / strip.shape[0]), h)))
+        pictures.append(strip)
     return {"psnr_fg": float(psnr(out, gt, mask)), "psnr": float(psnr(out, gt)), "finetune_s": ft_s,
             "res": int(subj.cameras[0].width), "steps": pf.info["steps"]}
 
@@ -80,6 +107,9 @@ def main(argv=None) -> int:
     ap.add_argument("--oracle-seconds", type=float, default=60.0, help="oracle fit per subject (0: skip)")
     ap.add_argument("--max-subjects", type=int, default=None)
     ap.add_argument("--no-photo", action="store_true", help="skip the astronaut")
+    ap.add_argument("--pictures", default=None,
+                    help="write a PNG here: per subject (first 4) the input, its re-render, and two novel views "
+                         "(ground truth | ours), the astronaut's input, re-render and two side views below")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -89,8 +119,14 @@ def main(argv=None) -> int:
     progress = not args.json
     t0 = time.perf_counter()
     root = ensure_lightstage(Path(args.data), args.split, progress)
+    rows = []
+
+    def keep_pictures(subj, pf, m):
+        if args.pictures and len(rows) < 4:
+            rows.append(view_strip(subj, pf, m))
+
     res = evaluate_prior(root, init, args.split, max_subjects=args.max_subjects, progress=progress,
-                         oracle_seconds=args.oracle_seconds or None)
+                         oracle_seconds=args.oracle_seconds or None, on_subject=keep_pictures)
     m = res["mean"]
     obj = {
         "init": str(init),
@@ -112,9 +148,15 @@ def main(argv=None) -> int:
                       "finetune_s": r["finetune_s"]} for r in res["subjects"]],
     }
     if not args.no_photo:
-        ph = photo_input_psnr(init, progress=progress)
+        ph = photo_input_psnr(init, progress=progress, pictures=rows if args.pictures else None)
         obj["photo_input_psnr_fg"] = ph["psnr_fg"]
         obj["photo"] = ph
+    if args.pictures and rows:
+        from pnerf_fast.render.video import save_png
+
+        w = max(r.shape[1] for r in rows)
+        rows = [np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+        save_png(args.pictures, np.concatenate(rows, 0))
     obj["bench_s"] = time.perf_counter() - t0
     obj["threads"] = torch.get_num_threads()
     if args.out:

@@ -145,10 +145,12 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int 
 
 def evaluate_prior(data_root, init, split: str = "test", steps: int | None = None, seconds: float | None = None,
                    max_subjects: int | None = None, lpips: bool = True, progress: bool = True,
-                   seed: int = 0, oracle_seconds: float | None = None, finetune_kw: dict | None = None) -> dict:
+                   seed: int = 0, oracle_seconds: float | None = None, finetune_kw: dict | None = None,
+                   on_subject=None) -> dict:
     """Finetune ``init`` on each held-out subject's frontal view; score its input view
     and its other views (overall and by angle band); with ``oracle_seconds``, also fit
-    and score the multi-view oracle. -> {"subjects": [...], "mean": {...}}."""
+    and score the multi-view oracle. ``on_subject(subject, portrait, metrics)`` is called
+    for each (e.g. to save pictures). -> {"subjects": [...], "mean": {...}}."""
     from tqdm import tqdm
 
     ds = load_dataset(data_root)
@@ -174,6 +176,8 @@ def evaluate_prior(data_root, init, split: str = "test", steps: int | None = Non
             m["oracle"] = {k: om[k] for k in METRIC_KEYS if k in om}
             m["oracle"]["steps"] = orc.info["steps"]
             m["oracle_gap_db"] = m["oracle"]["psnr"] - m["psnr"]
+        if on_subject is not None:
+            on_subject(subj, pf, m)
         results.append(m)
     return {"init": str(init), "split": split, "subjects": results, "mean": summarize(results)}
 

@@ -6,6 +6,8 @@
 - meta/joint priors: re-marks the occupancy grid from the prior's own density (current
   threshold rule); latent priors keep their grid, the union of the training subjects'
   visual hulls (the mean code's density would only hold the mean head);
+- with --finetune-from CONFIG, takes the finetune defaults from that config (tuned on the
+  validation subjects after pretraining);
 - with --meta-defaults, sets the finetune defaults of the meta prior (32 SGD steps of
   2048 rays: novel views plateau there on the validation subjects); a latent prior keeps
   the finetune section of its pretraining config;
@@ -23,12 +25,19 @@ ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDe
 ap.add_argument("src")
 ap.add_argument("dst")
 ap.add_argument("--meta-defaults", action="store_true")
+ap.add_argument("--finetune-from", default=None,
+                help="a training config whose finetune section replaces the prior's (defaults tuned after pretraining)")
 args = ap.parse_args()
 st = load_checkpoint(args.src)
 m = PortraitModel.from_state(st, args.src)
 if m.cfg.method != "latent":
     m.grid.mark_from_density(m.density_fn())
 print("grid occupancy", m.grid.occupancy)
+if args.finetune_from:
+    from pnerf_fast.train.config import load_train_config
+
+    m.cfg.finetune = load_train_config(args.finetune_from).finetune
+    print("finetune defaults from", args.finetune_from, m.cfg.finetune)
 if args.meta_defaults:
     m.cfg.finetune.steps = 32
     m.cfg.finetune.rays_per_step = 2048

@@ -78,6 +78,10 @@ class FinetuneConfig:
     code_lr: float = 3e-2
     code_reg: float = 1e-3      # pull of the code towards the training codes' mean (per std^2)
     prior_pull: float = 0.0     # L2 pull of all weights towards the prior, as decay per step (x lr)
+    # weight of the mean opacity (per render step) at random points of the cells that
+    # `cover` added: the prior never learned those cells, so they start with whatever
+    # density it happens to have there; this empties them unless the input needs matter
+    empty_reg: float = 0.0
 
 
 @dataclass
@@ -133,7 +137,8 @@ class TrainConfig:
                     bad(f"{name}.{grp}", f"must be >= 0, got {getattr(g, grp)}")
         for k, v in (("latent.lr_final", self.latent.lr_final), ("latent.code_reg", self.latent.code_reg),
                      ("latent.code_init_std", self.latent.code_init_std), ("finetune.code_lr", self.finetune.code_lr),
-                     ("finetune.code_reg", self.finetune.code_reg), ("finetune.prior_pull", self.finetune.prior_pull)):
+                     ("finetune.code_reg", self.finetune.code_reg), ("finetune.prior_pull", self.finetune.prior_pull),
+                     ("finetune.empty_reg", self.finetune.empty_reg)):
             if not 0 <= v < float("inf"):
                 bad(k, f"must be a finite number >= 0, got {v}")
         if self.finetune.code_steps < 0:

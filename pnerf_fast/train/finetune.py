@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data.format import Subject, load_subject
+from ..ops.occgrid import cell_positions
 from ..render.renderer import render_rays
 from .config import GroupLR
 from .data import SubjectRays
@@ -138,8 +139,13 @@ def finetune(
     n = rays_per_step or fc.rays_per_step
     subject = as_subject(source, res=res or PHOTO_RES)
     sr = SubjectRays(subject, model.mean_face, model.cfg.coordinates)
+    new_cells = None  # cells the cover added, which the prior never learned
     if fc.cover and sr.has_mask:
+        before = model.grid.bits.bool().clone()
         cover_subject_(model.grid, sr)
+        new_cells = torch.nonzero(model.grid.bits.bool() & ~before).reshape(-1)
+        if new_cells.numel() == 0 or fc.empty_reg <= 0:
+            new_cells = None
     field.train()
     gen = torch.Generator().manual_seed(seed)
     random_bg = sr.has_mask
@@ -156,10 +162,17 @@ def finetune(
     psnr = float("nan")
 
     def render_loss():
+        """-> (the photometric MSE, the loss to minimise)"""
         b = sr.batch(sr.support, n, gen, random_bg=random_bg, bg=bg)
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen))
-        return torch.mean((out.rgb - b.target) ** 2)
+        mse = torch.mean((out.rgb - b.target) ** 2)
+        if new_cells is None:
+            return mse, mse
+        pick = new_cells[torch.randint(0, new_cells.numel(), (n,), generator=gen)]
+        x = cell_positions(model.grid.geometry, pick, torch.rand(n, 3, generator=gen))
+        opacity = 1 - torch.exp(-field.density(x) * model.render_cfg.step)
+        return mse, mse + fc.empty_reg * opacity.mean()
 
     def after_step(step, mse, stage):
         nonlocal psnr
@@ -182,9 +195,9 @@ def finetune(
             field.latent.copy_(mu)
         zopt = torch.optim.Adam([field.latent], lr=fc.code_lr, betas=(0.9, 0.99))
         while step < n_code and not (code_seconds is not None and clock.elapsed() >= code_seconds):
-            mse = render_loss()
+            mse, loss = render_loss()
             z = field.latent
-            loss = mse + fc.code_reg * torch.mean((z - mu) ** 2 / var)
+            loss = loss + fc.code_reg * torch.mean((z - mu) ** 2 / var)
             zopt.zero_grad(set_to_none=True)
             field.zero_grad(set_to_none=True)
             loss.backward()
@@ -200,9 +213,9 @@ def finetune(
             break
         if seconds is not None and clock.elapsed() >= seconds:
             break
-        mse = render_loss()
+        mse, loss = render_loss()
         opt.zero_grad(set_to_none=True)
-        mse.backward()
+        loss.backward()
         opt.step()
         if prior is not None:
             _pull_(opt, field, prior, fc.prior_pull)
