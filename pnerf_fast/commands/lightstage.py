@@ -11,6 +11,8 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="random seed; subject i depends only on (seed, i)")
     p.add_argument("--views", type=int, default=25, help="cameras per subject, index 0 frontal (default 25)")
     p.add_argument("--spp", type=int, default=4, help="anti-aliasing samples per pixel (default 4)")
+    p.add_argument("--splits", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
+                   help="fractions (or counts) of train/val/test subjects, in that order (default 0.8,0.1,0.1)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each; default 2)")
     p.add_argument("--no-contact-sheet", action="store_true", help="do not write OUT/contact_sheet.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -18,6 +20,13 @@ def add_arguments(p):
 
 def run(args):
     from ..data.lightstage import generate_lightstage
+
+    try:
+        splits = tuple(float(v) for v in args.splits.split(","))
+    except ValueError:
+        raise ValueError(f"argument --splits: expected three numbers like 0.8,0.1,0.1, got {args.splits!r}") from None
+    if len(splits) != 3:
+        raise ValueError(f"argument --splits: expected three numbers like 0.8,0.1,0.1, got {args.splits!r}")
 
     t = generate_lightstage(
         args.out,
@@ -27,6 +36,7 @@ def run(args):
         views=args.views,
         spp=args.spp,
         workers=args.workers,
+        splits=splits,
         progress=not args.quiet,
         contact_sheet_path=None if args.no_contact_sheet else "contact_sheet.png",
     )
