@@ -12,7 +12,7 @@ and scored on the 24 other views (`pnerf_fast.evaluate.evaluate_prior`, the prot
 Rows:
 - ours: the shipped latent prior (auto-decoder, canonical coordinates);
 - meta (paper init): the shipped meta-learned prior with its own finetune (32 SGD steps,
-  its frozen grid), and again with our finetune (Adam, covering grid, as many steps);
+  its frozen grid);
 - random: fresh weights of ours' config, our finetune;
 - three priors at an equal, short pretraining budget, on the same 60 subjects, which
   isolate one choice each: latent in canonical coordinates, latent in world coordinates,
@@ -95,7 +95,6 @@ def main(argv=None):
     specs = {
         "ours (latent codes)": ("canonical", "full", lambda: args.ours),
         "meta (paper init), its SGD finetune": ("canonical", "full", lambda: args.meta),
-        "meta (paper init), our finetune": ("canonical", "full", lambda: with_our_finetune(args.meta, ours, tmp, "meta")),
         "random": ("canonical", "none", lambda: random_prior(args.ours, tmp)),
         "latent, short": ("canonical", "short", lambda: args.short_latent),
         "latent, short, world": ("world", "short", lambda: args.short_world),

@@ -101,11 +101,10 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int 
 
     from tqdm import tqdm
 
-    from .render.renderer import render_rays
     from .train.config import GroupLR
     from .train.data import SubjectRays
     from .train.model import _field_cfg_dict, build_field
-    from .train.pretrain import make_optimizer
+    from .train.pretrain import make_optimizer, ray_loss
 
     if not seconds > 0:
         raise ValueError(f"fit_oracle: argument 'seconds' must be > 0, got {seconds}")
@@ -126,10 +125,7 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int 
     step = 0
     bar = tqdm(desc=f"oracle {subject.name}", unit="step", disable=not progress)
     while time.perf_counter() - t0 < seconds:
-        b = sr.batch(views, rays_per_step, gen, random_bg=sr.has_mask)
-        out = render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
-                          torch.rand(rays_per_step, generator=gen))
-        loss = torch.mean((out.rgb - b.target) ** 2)
+        loss = ray_loss(model, model.field, sr, views, rays_per_step, gen, model.cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

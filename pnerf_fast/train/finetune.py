@@ -1,15 +1,18 @@
-"""Finetuning the prior on ONE frontal image, in canonical space.
+"""Finetuning a prior on ONE frontal image, in canonical space.
 
-Exactly as the meta inner loop adapts (the lesson of the calibration prototype in
-METHOD-NOTES): the same optimizer and per-group learning rates (the prior's meta α unless
-overridden), a fixed step budget or a time budget, and the prior's occupancy grid, kept
-frozen by default. Frontal-view PSNR is a misleading stopping signal, so there is none.
+Every setting comes from the prior's stored ``finetune`` section, so each prior finetunes
+the way it was tuned:
+- the latent prior (the default): the grid is united with the input mask's visual cone,
+  then the code alone is fitted (the field stays a head of the prior's manifold), then all
+  weights with Adam (the input view gets sharp), the grid refreshed from the field;
+- the paper's meta prior: the meta inner loop's SGD and rates, its grid kept as it is.
+A fixed step budget or a time budget; frontal-view PSNR is a misleading stopping signal
+(a higher one went with worse novel views), so there is none.
 """
 from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
