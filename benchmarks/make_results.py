@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_fidelity import ensure_lightstage  # noqa: E402
 
-from pnerf_fast.evaluate import BAND_NAMES, evaluate_prior, write_json  # noqa: E402
+from pnerf_fast.evaluate import BAND_NAMES, evaluate_prior, summarize, write_json  # noqa: E402
 from pnerf_fast.train.model import PortraitModel  # noqa: E402
 
 PAPER = {  # Gao et al. 2020, real light-stage data: PSNR, SSIM, LPIPS
@@ -106,6 +106,9 @@ def main(argv=None):
     for name, (coords, budget, prepare) in specs.items():
         if name == "ours (latent codes)" and args.ours_from:
             r = json.loads(Path(args.ours_from).read_text())["detail"]
+            if args.max_subjects:  # the same subjects as the other rows
+                r["subjects"] = r["subjects"][: args.max_subjects]
+                r["mean"] = summarize(r["subjects"])
         else:
             p = prepare()
             if p is None:
@@ -124,7 +127,7 @@ def main(argv=None):
     write_json({"summary": summary, "paper": PAPER, "details": rows}, out / "ablation.json")
     bands = " | ".join(f"{b}° ↑" for b in BAND_NAMES)
     lines = ["# Ablation on the synthetic light stage", "",
-             f"{len(rows[next(iter(rows))]['subjects'])} held-out test subjects (subject_072..079 of "
+             f"{len(rows[next(iter(rows))]['subjects'])} held-out test subjects (the first of subject_072..079 of "
              "`pnerf lightstage --subjects 80 --seed 0`); input: the frontal view only; targets: the 24 other views. "
              "Whole image on a white background (PSNR, SSIM, LPIPS: AlexNet) and foreground only (PSNR fg); "
              "'input fg' is the input view re-rendered, foreground PSNR; the angle bands are novel-view PSNR by "
