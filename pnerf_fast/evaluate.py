@@ -94,8 +94,9 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int 
                lr=None, rays_per_step: int = 2048, grid_every: int = 32) -> PortraitField:
     """The multi-view oracle: ``like``'s field config (without a latent code) from a
     random initialisation, fitted with Adam to ALL views of ``subject`` for ``seconds``,
-    in ``like``'s coordinates, with every grid cell allowed and the grid refreshed from
-    the field every ``grid_every`` steps."""
+    in ``like``'s coordinates, on a grid of the subject's all-view visual hull (dilated:
+    the whole subject, whatever ``like``'s grid holds), refreshed from the field every
+    ``grid_every`` steps."""
     import copy
     import time
 
@@ -103,6 +104,7 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int 
 
     from .train.config import GroupLR
     from .train.data import SubjectRays
+    from .train.hull import dilate_cells, subject_hull
     from .train.model import _field_cfg_dict, build_field
     from .train.pretrain import make_optimizer, ray_loss
 
@@ -114,9 +116,14 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int 
     cfg = copy.deepcopy(like.cfg)
     cfg.field = "fast"
     model = PortraitModel(cfg, like.mean_face, field=build_field(fcfg))
+    sr = SubjectRays(subject, like.mean_face, like.cfg.coordinates)
+    # The subject's own visual hull from all its views, dilated: it contains the whole
+    # subject (no clipping), and keeps the first steps cheap (a full box of empty cells
+    # made 60 s buy ~100 steps and 9-12 dB).
     model.grid.allowed.fill_(1)
     model.grid.fill_(True)
-    sr = SubjectRays(subject, like.mean_face, like.cfg.coordinates)
+    if sr.has_mask:
+        model.grid.restrict_(dilate_cells(model.grid, subject_hull(model.grid, sr), 2))
     views = list(range(sr.num_views))
     opt = make_optimizer(model.field, "adam", lr or GroupLR(1e-2, 1e-3))
     gen = torch.Generator().manual_seed(seed)
