@@ -26,6 +26,7 @@ import argparse
 import copy
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -103,8 +104,12 @@ def main(argv=None):
                          lambda: args.short_joint and with_our_finetune(args.short_joint, ours, tmp, "joint")),
     }
     rows = {}
-    for name, (coords, budget, prepare) in specs.items():
+    # 'ours' last: with --ours-from it is read when bench_fidelity has written it
+    for name in sorted(specs, key=lambda k: k == "ours (latent codes)"):
+        coords, budget, prepare = specs[name]
         if name == "ours (latent codes)" and args.ours_from:
+            while not Path(args.ours_from).exists():  # bench_fidelity may still be running
+                time.sleep(10)
             r = json.loads(Path(args.ours_from).read_text())["detail"]
             if args.max_subjects:  # the same subjects as the other rows
                 r["subjects"] = r["subjects"][: args.max_subjects]
@@ -122,6 +127,7 @@ def main(argv=None):
     for p in tmp.glob("*.pt"):
         p.unlink()
     tmp.rmdir()
+    rows = {k: rows[k] for k in specs if k in rows}  # the table's order
 
     summary = {k: v["mean"] for k, v in rows.items()}
     write_json({"summary": summary, "paper": PAPER, "details": rows}, out / "ablation.json")
