@@ -131,7 +131,8 @@ def test_grid_covers_a_head_larger_than_its_landmarks(tiny):  # noqa: F811
     hull_all = subject_hull(g, sr)[: g.geometry.res ** 3] & in_frame(g, sr, sr.frontal_index)
     assert (hull_all & ~small).sum() > 0  # the small grid clips this head
     added = cover_subject_(g, sr)
-    assert added > 0
+    assert added.numel() > 0
+    assert not bool(small.reshape(-1)[added].any())  # only cells that were not there
     covered = g.bits.bool()[: g.geometry.res ** 3]
     assert bool((hull_all & ~covered).sum() == 0)
     assert bool((g.allowed.bool() >= g.bits.bool()).all())

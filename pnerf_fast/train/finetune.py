@@ -144,9 +144,7 @@ def finetune(
     sr = SubjectRays(subject, model.mean_face, model.cfg.coordinates)
     new_cells = None  # cells the cover added, which the prior never learned
     if fc.cover and sr.has_mask:
-        before = model.grid.bits.bool().clone()
-        cover_subject_(model.grid, sr)
-        new_cells = torch.nonzero(model.grid.bits.bool() & ~before).reshape(-1)
+        new_cells = cover_subject_(model.grid, sr)
         if new_cells.numel() == 0 or fc.empty_reg <= 0:
             new_cells = None
     field.train()

@@ -70,11 +70,11 @@ def dilate_cells(grid: OccupancyGrid, cells: torch.Tensor, dilate: int) -> torch
 
 
 @torch.no_grad()
-def cover_subject_(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None, dilate: int = 2) -> int:
+def cover_subject_(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None, dilate: int = 2) -> torch.Tensor:
     """Unite ``grid`` (its occupied and allowed cells) with the visual cone of the
     subject's masks in ``views`` (default: the support set, the input view), dilated,
     so that the finetune can place the subject wherever its silhouette reaches, whatever
-    the size of its head or hair. Returns the number of cells added."""
+    the size of its head or hair. Returns the indices [k] int64 of the cells it added."""
     g = grid.geometry
     cone = subject_hull(grid, sr, views if views is not None else sr.support)
     cone[g.res ** 3:] = False  # coarser levels: leave as they are
@@ -83,4 +83,4 @@ def cover_subject_(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None
     new = cone.to(grid.bits.device) & ~before
     grid.allowed.copy_((grid.allowed.bool() | cone.to(grid.allowed.device)).to(torch.uint8))
     grid.bits.copy_((before | cone.to(grid.bits.device)).to(torch.uint8))
-    return int(new.sum())
+    return torch.nonzero(new).reshape(-1)
