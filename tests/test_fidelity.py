@@ -7,13 +7,14 @@ import torch
 import yaml
 
 from pnerf_fast.data.format import load_dataset
-from pnerf_fast.evaluate import BAND_NAMES, band_of, evaluate_prior, fit_oracle, split_by_angle, view_angles
+from pnerf_fast.evaluate import (BAND_NAMES, band_of, evaluate_prior, fit_oracle, score_subject, split_by_angle,
+                                 view_angles)
 from pnerf_fast.field import RadianceField
 from pnerf_fast.field.config import field_config_from_dict
 from pnerf_fast.train.data import SubjectRays
 from pnerf_fast.train.finetune import finetune
 from pnerf_fast.train.hull import cover_subject_, subject_hull
-from pnerf_fast.train.model import PortraitModel
+from pnerf_fast.train.model import PortraitField, PortraitModel
 from pnerf_fast.train.pretrain import pretrain, ray_loss
 
 from test_train import TINY_FIELD, tiny, tiny_cfg  # noqa: F401  (fixtures)
@@ -107,7 +108,20 @@ def test_code_fit_lowers_the_input_view_loss(latent_prior, tiny):  # noqa: F811
     shared1 = [p.detach() for n, p in pf.model.field.named_parameters() if n != "latent"]
     assert all(torch.equal(a, b) for a, b in zip(shared0, shared1))
     assert not torch.equal(pf.model.field.latent.detach(), model.codes.mean(0))
+    # the shared weights, frozen during the code stage, learn again afterwards
+    assert all(p.requires_grad for p in pf.model.field.parameters())
     del gen
+
+
+def test_finetune_views_argument(latent_prior, tiny):  # noqa: F811
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    with pytest.raises(ValueError, match="views"):
+        finetune(subj, init=latent_prior, steps=1, views=[subj.num_views], progress=False)
+    with pytest.raises(ValueError, match="views"):
+        finetune(subj, init=latent_prior, steps=1, views=[], progress=False)
+    pf = finetune(subj, init=latent_prior, steps=2, code_steps=1, views=[0, 1], progress=False)
+    assert pf.info["steps"] == 3
 
 
 def test_grid_covers_a_head_larger_than_its_landmarks(tiny):  # noqa: F811
@@ -182,12 +196,23 @@ def test_oracle_and_eval_report(latent_prior, tiny):  # noqa: F811
     ds = load_dataset(tiny["data"])
     subj = ds.subject(ds.subjects("test")[0])
     like = PortraitModel.load(latent_prior)
-    orc = fit_oracle(subj, like, seconds=3.0)
-    assert orc.model.field.latent_dim == 0 and orc.info["steps"] > 0
-    # its grid holds the subject's whole visual hull, not the prior's grid
+    before = {k: v.clone() for k, v in like.field.state_dict().items()}
     sr = SubjectRays(subj, like.mean_face, "canonical")
-    hull = subject_hull(orc.model.grid, sr)
-    assert bool(orc.model.grid.allowed.bool()[hull].all())
+    every = list(range(subj.num_views))
+    prior_only = score_subject(PortraitField(like, sr.transform), subj, views=every, lpips=False)
+    for start in ("prior", "scratch"):
+        orc = fit_oracle(subj, like, seconds=3.0, start=start)
+        assert orc.info["steps"] > 0 and orc.info["start"] == start
+        assert orc.model.field.latent_dim == (like.field.latent_dim if start == "prior" else 0)
+        # its grid holds the subject's whole visual hull, whatever the prior's grid holds
+        hull = subject_hull(orc.model.grid, sr)
+        assert bool(orc.model.grid.allowed.bool()[hull].all())
+        if start == "prior":  # it learned from every view: better on them than the prior's mean head
+            assert score_subject(orc, subj, views=every, lpips=False)["psnr"] > prior_only["psnr"] + 0.5
+    for k, v in like.field.state_dict().items():  # the prior it started from is left as it was
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="start"):
+        fit_oracle(subj, like, seconds=1.0, start="nope")
     res = evaluate_prior(tiny["data"], latent_prior, "test", progress=False, lpips=False, oracle_seconds=2.0)
     r = res["subjects"][0]
     assert {"input", "by_angle", "oracle", "oracle_gap_db"} <= set(r)

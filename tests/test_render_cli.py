@@ -44,10 +44,15 @@ def test_segmented_rendering_matches_one_pass():
     assert seg.n_samples < full.n_samples  # rays stopped early
     torch.testing.assert_close(seg.rgb, full.rgb, atol=2e-3, rtol=0)
     torch.testing.assert_close(seg.opacity, full.opacity, atol=2e-3, rtol=0)
-    # The training path (gradients on) stops rays at the same place and is differentiable.
-    train = render_rays(field, grid, o, d, table, None, RenderConfig(step=0.01, prune=True, segment=8, t_thresh=1e-6))
+    # The training path (gradients on), with its pre-pass, stops rays at the same place;
+    # without it (the default: cheaper on CPU) it marches every sample; same colours.
+    cfg = RenderConfig(step=0.01, prune=True, prune_train=True, segment=8, t_thresh=1e-6)
+    train = render_rays(field, grid, o, d, table, None, cfg)
     torch.testing.assert_close(train.rgb.detach(), full.rgb, atol=2e-3, rtol=0)
     assert train.n_samples < full.n_samples
+    plain = render_rays(field, grid, o, d, table, None, RenderConfig(step=0.01, prune=True, segment=8, t_thresh=1e-6))
+    torch.testing.assert_close(plain.rgb.detach(), full.rgb, atol=2e-3, rtol=0)
+    assert plain.n_samples == full.n_samples
 
 
 @pytest.fixture(scope="module")

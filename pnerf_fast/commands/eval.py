@@ -15,6 +15,9 @@ def add_arguments(p):
     p.add_argument("--oracle", type=float, default=None, metavar="SECONDS",
                    help="also fit the multi-view oracle (the same field on ALL views) for SECONDS per subject, "
                         "and report the gap to it")
+    p.add_argument("--oracle-start", choices=["prior", "scratch"], default="prior",
+                   help="the oracle starts from the prior, finetuned on all views (default: the gap is what one "
+                        "view costs), or from a random field")
     p.add_argument("--json", default=None, help="write the full results (per view, per subject) here")
     p.add_argument("--quiet", action="store_true")
 
@@ -30,7 +33,8 @@ def run(args):
             raise ValueError(f"argument {name}: must be a positive number of seconds, got {v}")
     init = prior_path(args.init)
     res = evaluate_prior(args.data, init, args.split, args.steps, args.seconds, args.max_subjects,
-                         lpips=not args.no_lpips, progress=not args.quiet, oracle_seconds=args.oracle)
+                         lpips=not args.no_lpips, progress=not args.quiet, oracle_seconds=args.oracle,
+                         oracle_start=args.oracle_start)
     if args.json:
         write_json(res, args.json)
     print(format_report(res))

@@ -28,6 +28,9 @@ class RenderConfig:
     step: float = 0.02          # canonical units (the canonical box is 3 units wide)
     t_thresh: float = 1e-3      # early ray termination
     prune: bool = True          # stop rays once opaque (segmented marching)
+    prune_train: bool = False   # also with gradients: a no-grad density pre-pass finds where
+                                # each ray turns opaque. Measured on 2 CPU cores: the pre-pass
+                                # costs more than the samples it saves (0.22 vs 0.18 s/step).
     segment: int = 16           # samples per ray per segment
     box_margin: float = 0.0     # grow the occupied box by this much
     max_samples: int = 0        # per ray, 0 = no cap
@@ -98,7 +101,7 @@ def render_rays(
     if cfg.prune and not torch.is_grad_enabled():
         return _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter, box, scale_ray)
     t_max = None
-    if cfg.prune:
+    if cfg.prune and cfg.prune_train:
         t_max = torch.full((n,), 1e10, dtype=rays_o.dtype, device=rays_o.device)
 
         def find_stop(idx, s, sc):

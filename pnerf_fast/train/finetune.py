@@ -96,6 +96,7 @@ def finetune(
     callback=None,
     code_steps: int | None = None,
     res: int | None = None,
+    views: list[int] | None = None,
 ) -> PortraitField:
     """Finetune a prior on the frontal view of ``source`` (subject folder, photo path,
     image array or Subject). ``init``: a checkpoint path, a PortraitModel, or None for
@@ -113,7 +114,9 @@ def finetune(
 
     ``steps`` (stage 2) and ``code_steps`` override the prior's; ``seconds`` is a time
     budget for both stages together (stage 1 keeps its share, code_steps / all steps).
-    ``res``: the side a photo is cropped to (default 256). ``callback(step, elapsed_s,
+    ``res``: the side a photo is cropped to (default 256). ``views``: the subject's views
+    to fit (default: its input view; the multi-view oracle passes all of them, and the
+    grid is then covered by their visual hull). ``callback(step, elapsed_s,
     field)`` runs after every step (for learning curves); time spent inside it is not
     counted in ``elapsed_s`` nor in the ``seconds`` budget."""
     from tqdm import tqdm
@@ -142,9 +145,15 @@ def finetune(
     n = rays_per_step or fc.rays_per_step
     subject = as_subject(source, res=res or PHOTO_RES)
     sr = SubjectRays(subject, model.mean_face, model.cfg.coordinates)
+    if views is not None:
+        views = [int(v) for v in views]
+        if not views or not all(0 <= v < sr.num_views for v in views):
+            raise ValueError(f"finetune: argument 'views' must list views of {subject.name} "
+                             f"(0..{sr.num_views - 1}), got {views}")
+    fit_views = views if views is not None else sr.support
     new_cells = None  # cells the cover added, which the prior never learned
     if fc.cover and sr.has_mask:
-        new_cells = cover_subject_(model.grid, sr)
+        new_cells = cover_subject_(model.grid, sr, views=fit_views)
         if new_cells.numel() == 0 or fc.empty_reg <= 0:
             new_cells = None
     field.train()
@@ -164,7 +173,7 @@ def finetune(
 
     def render_loss():
         """-> (the photometric MSE, the loss to minimise)"""
-        b = sr.batch(sr.support, n, gen, random_bg=random_bg, bg=bg)
+        b = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg)
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen))
         mse = torch.mean((out.rgb - b.target) ** 2)
@@ -195,16 +204,25 @@ def finetune(
         with torch.no_grad():
             field.latent.copy_(mu)
         zopt = torch.optim.Adam([field.latent], lr=fc.code_lr, betas=(0.9, 0.99))
-        while step < n_code and not (code_seconds is not None and clock.elapsed() >= code_seconds):
-            mse, loss = render_loss()
-            z = field.latent
-            loss = loss + fc.code_reg * torch.mean((z - mu) ** 2 / var)
-            zopt.zero_grad(set_to_none=True)
-            field.zero_grad(set_to_none=True)
-            loss.backward()
-            zopt.step()
-            step += 1
-            after_step(step, float(mse.detach()), "code")
+        # Only the code learns here: no gradients for the shared weights (the hash grid's
+        # backward pass is most of a step's cost).
+        frozen = [p for p in field.parameters() if p is not field.latent and p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            while step < n_code and not (code_seconds is not None and clock.elapsed() >= code_seconds):
+                mse, loss = render_loss()
+                z = field.latent
+                loss = loss + fc.code_reg * torch.mean((z - mu) ** 2 / var)
+                zopt.zero_grad(set_to_none=True)
+                field.zero_grad(set_to_none=True)
+                loss.backward()
+                zopt.step()
+                step += 1
+                after_step(step, float(mse.detach()), "code")
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
     # Stage 2: all weights.
     opt = make_optimizer(field, opt_kind, lr)
     prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None

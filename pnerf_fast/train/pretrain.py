@@ -200,6 +200,14 @@ def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progres
         codes = torch.nn.Embedding(len(rays), model.field.latent_dim, sparse=True)
         with torch.no_grad():
             codes.weight.normal_(0.0, cfg.latent.code_init_std, generator=gen)
+            if init is not None and src.codes is not None:
+                # Continuing a latent prior on the same subjects: keep their codes.
+                if tuple(src.codes.shape) != tuple(codes.weight.shape):
+                    raise ValueError(f"{init}: it holds {src.codes.shape[0]} codes of {src.codes.shape[1]} numbers; "
+                                     f"this run trains {codes.weight.shape[0]} subjects with latent_dim "
+                                     f"{codes.weight.shape[1]} (pass a prior trained on the same train split)")
+                codes.weight.copy_(src.codes)
+                log(f"starting from {init}'s {len(rays)} subject codes")
     resume_path = out_path.with_suffix(out_path.suffix + ".resume")
     if resume and resume_path.exists():
         st = load_checkpoint(resume_path)
