@@ -108,8 +108,8 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int 
 
     from tqdm import tqdm
 
-    if not seconds > 0:
-        raise ValueError(f"fit_oracle: argument 'seconds' must be > 0, got {seconds}")
+    if not (seconds > 0 and np.isfinite(seconds)):
+        raise ValueError(f"fit_oracle: argument 'seconds' must be a finite number > 0, got {seconds}")
     if start not in ("prior", "scratch"):
         raise ValueError(f"fit_oracle: argument 'start' must be 'prior' or 'scratch', got {start!r}")
     from .train.config import GroupLR

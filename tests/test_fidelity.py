@@ -275,3 +275,19 @@ def test_empty_reg_empties_the_cells_that_cover_added(latent_prior, tiny):  # no
     d1, n1 = run(10.0)
     assert n0 == n1 > 0
     assert d1 < d0
+
+
+def test_default_steps_grow_with_the_input_side(latent_prior, tiny):  # noqa: F811
+    """steps_res: an input twice the side it is meant for gets twice the stage-2 steps
+    (capped at 4x); an explicit budget is kept as given."""
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    side = max(subj.images.shape[1:3])
+    for res, want in ((side, 3), (side // 2, 6), (1, 12)):
+        m = PortraitModel.load(latent_prior)
+        m.cfg.finetune.steps, m.cfg.finetune.code_steps, m.cfg.finetune.steps_res = 3, 1, res
+        pf = finetune(subj, init=m, progress=False)
+        assert pf.info["steps"] == 1 + want, res
+    m = PortraitModel.load(latent_prior)
+    m.cfg.finetune.steps_res = 1
+    assert finetune(subj, init=m, steps=2, code_steps=0, progress=False).info["steps"] == 2

@@ -82,6 +82,10 @@ class FinetuneConfig:
     # `cover` added: the prior never learned those cells, so they start with whatever
     # density it happens to have there; this empties them unless the input needs matter
     empty_reg: float = 0.0
+    # the input side (pixels) that ``steps`` is meant for: a larger input (a 256x256
+    # photo) gets proportionally more stage-2 steps, by side (2x at twice the side, at most
+    # 4x), when no budget is given; 0: always ``steps``
+    steps_res: int = 0
 
 
 @dataclass
@@ -143,6 +147,8 @@ class TrainConfig:
                 bad(k, f"must be a finite number >= 0, got {v}")
         if self.finetune.code_steps < 0:
             bad("finetune.code_steps", f"must be >= 0, got {self.finetune.code_steps}")
+        if not isinstance(self.finetune.steps_res, int) or self.finetune.steps_res < 0:
+            bad("finetune.steps_res", f"must be an integer >= 0, got {self.finetune.steps_res!r}")
         self.render_config()
         return self
 

@@ -128,12 +128,13 @@ def finetune(
     if model.mean_face is None and model.cfg.coordinates == "canonical":
         raise ValueError("the init checkpoint has no mean face, which canonical coordinates need")
     fc = model.cfg.finetune
-    if steps is None and seconds is None:
+    default_steps = steps is None and seconds is None
+    if default_steps:
         steps = fc.steps
     if steps is not None and steps < 0:
         raise ValueError(f"finetune: argument 'steps' must be >= 0, got {steps}")
-    if seconds is not None and not seconds > 0:
-        raise ValueError(f"finetune: argument 'seconds' must be > 0, got {seconds}")
+    if seconds is not None and not (seconds > 0 and np.isfinite(seconds)):
+        raise ValueError(f"finetune: argument 'seconds' must be a finite number > 0, got {seconds}")
     n_code = fc.code_steps if code_steps is None else int(code_steps)
     if n_code < 0:
         raise ValueError(f"finetune: argument 'code_steps' must be >= 0, got {code_steps}")
@@ -145,6 +146,8 @@ def finetune(
     n = rays_per_step or fc.rays_per_step
     subject = as_subject(source, res=res or PHOTO_RES)
     sr = SubjectRays(subject, model.mean_face, model.cfg.coordinates)
+    if default_steps and fc.steps_res > 0:  # more pixels to fit: more steps
+        steps = int(round(steps * min(4.0, max(1.0, max(sr.hw) / fc.steps_res))))
     if views is not None:
         views = [int(v) for v in views]
         if not views or not all(0 <= v < sr.num_views for v in views):
