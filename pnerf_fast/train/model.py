@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._io import short_repr
 from ..face.landmarks import CANONICAL_AABB
 from ..face.procrustes import SimilarityTransform
 from ..ops.occgrid import OccupancyGrid
@@ -102,21 +104,45 @@ class PortraitModel(nn.Module):
     @classmethod
     def from_state(cls, st: dict, source: str = "<checkpoint>") -> "PortraitModel":
         check_checkpoint(st, source)
-        cfg = config_from_dict(st["train_config"])
+        try:
+            cfg = config_from_dict(st["train_config"])
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{source}: train_config: {e}") from None
         try:
             field = build_field(st["field_config"])
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, FileNotFoundError) as e:
             raise ValueError(f"{source}: field_config: {e}") from None
-        model = cls(cfg, st["mean_face"], field=field)
-        fs = {k: v.float() if v.is_floating_point() else v for k, v in st["field_state"].items()}
+        mean_face = st.get("mean_face")
+        if mean_face is not None:
+            try:
+                mf = np.asarray(mean_face, dtype=np.float64)
+            except (TypeError, ValueError, OverflowError):
+                mf = None
+            if mf is None or mf.ndim != 2 or mf.shape[1] != 3 or not np.all(np.isfinite(mf)):
+                raise ValueError(f"{source}: mean_face must be a finite [n, 3] list of points")
+            mean_face = mf
+        model = cls(cfg, mean_face, field=field)
+        fs = _tensor_dict(st["field_state"], source, "field_state")
+        gs = _tensor_dict(st["grid_state"], source, "grid_state")
+        for name, t in fs.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{source}: field_state[{name!r}] has NaN or infinite weights")
+        fs = {k: v.float() if v.is_floating_point() else v for k, v in fs.items()}
+        expected = model.field.state_dict()
+        for name, t in fs.items():
+            if name in expected and t.dtype != expected[name].dtype:
+                raise ValueError(f"{source}: field_state[{name!r}] has dtype {t.dtype}, expected {expected[name].dtype}")
         try:
             model.field.load_state_dict(fs)
-            gs = dict(st["grid_state"])
             if "allowed" not in gs and "bits" in gs:  # written before grids had an allowed mask
                 gs["allowed"] = torch.ones_like(gs["bits"])
             model.grid.load_state_dict(gs)
-        except RuntimeError as e:
-            raise ValueError(f"{source}: the weights do not match the stored field config: {e}") from None
+        except (RuntimeError, KeyError, TypeError) as e:
+            msg = " ".join(str(e).split())[:300]
+            raise ValueError(f"{source}: the weights do not match the stored field config: {msg}") from None
+        for name, t in model.grid.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{source}: grid_state[{name!r}] has NaN or infinite values")
         codes = st.get("latent_codes")
         if codes is not None:
             if not isinstance(codes, torch.Tensor) or codes.ndim != 2 or codes.shape[1] != model.field.latent_dim:
@@ -133,10 +159,22 @@ def check_checkpoint(st, source: str) -> None:
     if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{source}: not a pnerf_fast checkpoint (missing format={CHECKPOINT_FORMAT!r})")
     if st.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{source}: checkpoint version {st.get('version')} is not supported (expected {CHECKPOINT_VERSION})")
+        raise ValueError(f"{source}: checkpoint version {short_repr(st.get('version'))} is not supported "
+                         f"(expected {CHECKPOINT_VERSION})")
     for k in ("train_config", "field_config", "field_state", "grid_state"):
         if k not in st:
             raise ValueError(f"{source}: checkpoint lacks '{k}'")
+    for k in ("train_config", "field_state", "grid_state"):
+        if not isinstance(st[k], dict):
+            raise ValueError(f"{source}: {k} must be a mapping, got {type(st[k]).__name__}")
+    if not isinstance(st.get("extra", {}), dict):
+        raise ValueError(f"{source}: extra must be a mapping, got {type(st['extra']).__name__}")
+
+
+def _tensor_dict(d, source: str, key: str) -> dict:
+    if not isinstance(d, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items()):
+        raise ValueError(f"{source}: {key} must be a mapping from names to tensors")
+    return dict(d)
 
 
 def save_atomic(obj, path) -> None:
@@ -157,14 +195,38 @@ def save_atomic(obj, path) -> None:
         raise
 
 
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that holds objects other than tensors, numbers, strings and plain
+    containers (what pnerf_fast writes): refused, never unpickled."""
+
+
 def load_checkpoint(path) -> dict:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: only tensors, numbers,
+    strings, None and plain containers are reconstructed, so a crafted file can never run
+    code. Raises FileNotFoundError, or ValueError (UnsafeCheckpointError for a file that
+    holds other objects) naming the file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a pnerf_fast checkpoint (.pt)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: is empty, not a pnerf_fast checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ValueError(f"{path}: cannot read checkpoint: {e}") from None
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = str(e).strip().splitlines()
+        why = next((ln.strip() for ln in lines if "global" in ln.lower()), "")
+        if not why:  # not a pickle at all (random bytes, text): a plain read error
+            msg = " ".join(str(e).split())[:200]
+            raise ValueError(f"{path}: cannot read checkpoint (not a pnerf_fast checkpoint?): {msg}") from None
+        raise UnsafeCheckpointError(
+            f"{path}: refused: not a pnerf_fast checkpoint, it holds objects that are not allowed "
+            f"(only tensors, numbers, strings and plain containers are loaded){': ' + why if why else ''}") from None
+    except Exception as e:  # truncated zip, random bytes, ...
+        msg = " ".join(str(e).split())[:300]
+        raise ValueError(f"{path}: cannot read checkpoint (not a pnerf_fast checkpoint?): {type(e).__name__}: {msg}") from None
+    return st
 
 
 class PortraitField:
@@ -207,11 +269,28 @@ class PortraitField:
     def load(cls, path) -> "PortraitField":
         st = load_checkpoint(path)
         model = PortraitModel.from_state(st, str(path))
-        p = st.get("extra", {}).get("portrait")
+        p = (st.get("extra") or {}).get("portrait")
         if p is None:
             raise ValueError(f"{path}: this is a pretrained prior, not a finetuned portrait (run `pnerf finetune` first)")
-        cam = None if p.get("frontal_camera") is None else _cam_from_dict(p["frontal_camera"])
-        return cls(model, SimilarityTransform.from_dict(p["transform"]), cam, p.get("background", 1.0), p.get("info"))
+        if not isinstance(p, dict):
+            raise ValueError(f"{path}: extra.portrait must be a mapping, got {type(p).__name__}")
+        try:
+            if "transform" not in p:
+                raise ValueError("the transform is missing")
+            transform = SimilarityTransform.from_dict(p["transform"])
+            if not (np.isfinite(transform.scale) and transform.scale > 0 and np.all(np.isfinite(transform.rotation))
+                    and np.all(np.isfinite(transform.translation))):
+                raise ValueError("the transform has non-finite or non-positive entries")
+            cam = None if p.get("frontal_camera") is None else _cam_from_dict(p["frontal_camera"])
+            bg = p.get("background", 1.0)
+            if isinstance(bg, bool) or not isinstance(bg, (int, float)) or not 0 <= bg <= 1:
+                raise ValueError(f"background must be a number in [0, 1], got {short_repr(bg)}")
+            info = p.get("info")
+            if info is not None and not isinstance(info, dict):
+                raise ValueError("info must be a mapping")
+        except (ValueError, TypeError, KeyError, OverflowError) as e:
+            raise ValueError(f"{path}: extra.portrait: {e}") from None
+        return cls(model, transform, cam, bg, info)
 
 
 def _cam_dict(c: Camera) -> dict:
@@ -219,7 +298,18 @@ def _cam_dict(c: Camera) -> dict:
 
 
 def _cam_from_dict(d: dict) -> Camera:
-    return Camera(d["fx"], d["fy"], d["cx"], d["cy"], d["width"], d["height"], np.array(d["c2w"]))
+    if not isinstance(d, dict):
+        raise ValueError(f"frontal_camera must be a mapping, got {type(d).__name__}")
+    missing = [k for k in ("fx", "fy", "cx", "cy", "width", "height", "c2w") if k not in d]
+    if missing:
+        raise ValueError(f"frontal_camera is missing {missing}")
+    for k in ("fx", "fy", "cx", "cy", "width", "height"):
+        v = d[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise ValueError(f"frontal_camera.{k} must be a finite number, got {short_repr(v)}")
+    if not (0 < d["width"] <= 1 << 16 and 0 < d["height"] <= 1 << 16):
+        raise ValueError("frontal_camera: width and height must be in [1, 65536]")
+    return Camera(d["fx"], d["fy"], d["cx"], d["cy"], d["width"], d["height"], np.array(d["c2w"], dtype=np.float64))
 
 
 def clone_field(field):
