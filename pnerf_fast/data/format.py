@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._io import short_repr
 from ..face import landmarks as lm
 from ..render.cameras import Camera
 
@@ -44,6 +45,16 @@ FORMAT_VERSION = 1
 _INTRINSIC_FLOAT_KEYS = ("fl_x", "fl_y", "cx", "cy")
 _INTRINSIC_INT_KEYS = ("w", "h")
 _ORTHO_TOL = 1e-3  # tolerance on R^T R = I and det R = 1 for camera rotations
+#: Largest image (width x height, read from the header before decoding) a subject may hold.
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+#: Plausible focal lengths, as a multiple of the image width (a 0.06 to 180 degree-ish
+#: field of view would be 0.003 and 8; this only refuses nonsense like 1e300 or 1e-300).
+FOCAL_RANGE = (1e-3, 1e3)
+#: Plausible 3D landmark spread (RMS distance from their centroid, world units; the
+#: template's is about 0.5): refuses landmarks scaled by 1e6 or 1e-9.
+LANDMARK_SPREAD_RANGE = (1e-3, 1e3)
+#: Largest absolute entry of a camera-to-world matrix (world units).
+MAX_TRANSLATION = 1e6
 
 
 class SubjectFormatError(ValueError):
@@ -117,6 +128,10 @@ def _read_json(path: Path) -> Any:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise SubjectFormatError(path, None, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise SubjectFormatError(path, None, "not valid JSON for this format (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer literal with too many digits
+        raise SubjectFormatError(path, None, f"not valid JSON ({e})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SubjectFormatError(path, None, f"cannot be read ({e})") from None
 
@@ -128,12 +143,17 @@ def _require(obj: dict, key: str, file: Path, where: str = ""):
 
 
 def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:  # an integer beyond float range, e.g. 10**400
+        return False
 
 
 def _number(x, file, fld, *, positive=False) -> float:
     if not _is_number(x):
-        raise SubjectFormatError(file, fld, f"must be a finite number, got {x!r}")
+        raise SubjectFormatError(file, fld, f"must be a finite number, got {short_repr(x)}")
     if positive and x <= 0:
         raise SubjectFormatError(file, fld, f"must be positive, got {x!r}")
     return float(x)
@@ -141,18 +161,28 @@ def _number(x, file, fld, *, positive=False) -> float:
 
 def _posint(x, file, fld) -> int:
     if isinstance(x, bool) or not (isinstance(x, int) or (isinstance(x, float) and x.is_integer())):
-        raise SubjectFormatError(file, fld, f"must be a positive integer, got {x!r}")
-    if x <= 0:
-        raise SubjectFormatError(file, fld, f"must be a positive integer, got {x!r}")
+        raise SubjectFormatError(file, fld, f"must be a positive integer, got {short_repr(x)}")
+    if not 0 < x <= 1 << 20:
+        raise SubjectFormatError(file, fld, f"must be a positive integer of at most {1 << 20}, got {short_repr(x)}")
     return int(x)
 
 
 def _array(x, shape: tuple, file, fld) -> np.ndarray:
     """A nested JSON list as a float64 array of exactly ``shape``; names the field on failure."""
     try:
-        a = np.array(x, dtype=np.float64)
-    except (TypeError, ValueError):
+        a = np.array(x)
+    except (TypeError, ValueError, OverflowError, RecursionError):
         raise SubjectFormatError(file, fld, f"must be a numeric array of shape {list(shape)}") from None
+    if a.dtype == object and a.shape != tuple(shape):
+        raise SubjectFormatError(file, fld, f"must have shape {list(shape)}, got ragged")
+    numeric = a.dtype.kind in "iuf" or (a.dtype == object and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in a.flat))  # object: ints beyond int64
+    if not numeric:
+        raise SubjectFormatError(file, fld, f"must be a numeric array of shape {list(shape)}, got non-numeric entries")
+    try:
+        a = a.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise SubjectFormatError(file, fld, f"must be a numeric array of shape {list(shape)} (finite numbers)") from None
     if a.dtype == object or a.shape != tuple(shape):
         got = list(a.shape) if a.dtype != object else "ragged"
         raise SubjectFormatError(file, fld, f"must have shape {list(shape)}, got {got}")
@@ -164,6 +194,8 @@ def _array(x, shape: tuple, file, fld) -> np.ndarray:
 def _check_rigid(m: np.ndarray, file, fld):
     if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
         raise SubjectFormatError(file, fld, f"last row must be [0, 0, 0, 1], got {m[3].tolist()}")
+    if np.abs(m[:3, 3]).max() > MAX_TRANSLATION:
+        raise SubjectFormatError(file, fld, f"camera position {m[:3, 3].tolist()} is implausibly far (> {MAX_TRANSLATION:g})")
     r = m[:3, :3]
     if not np.allclose(r.T @ r, np.eye(3), atol=_ORTHO_TOL) or np.linalg.det(r) < 0:
         raise SubjectFormatError(file, fld, "rotation part is not a proper rotation (orthonormal, det +1)")
@@ -175,11 +207,20 @@ def _png_info(path: Path, file_for_msg: Path, fld: str) -> tuple[int, int, str]:
 
     if not path.is_file():
         raise SubjectFormatError(file_for_msg, fld, f"image file {path} is missing")
+    import warnings
+
     try:
-        with Image.open(path) as im:
-            fmt, size, mode = im.format, im.size, im.mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
+            with Image.open(path) as im:
+                fmt, size, mode = im.format, im.size, im.mode
+    except Image.DecompressionBombError:
+        raise SubjectFormatError(path, "size", f"is larger than {MAX_IMAGE_PIXELS:,} pixels") from None
     except Exception as e:  # PIL raises several types for broken files
         raise SubjectFormatError(path, None, f"cannot be read as an image ({e})") from None
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise SubjectFormatError(path, "size", f"is {size[0]}x{size[1]}, more than {MAX_IMAGE_PIXELS:,} pixels "
+                                 "(pnerf_fast.data.format.MAX_IMAGE_PIXELS)")
     if fmt != "PNG":
         raise SubjectFormatError(path, None, f"must be a PNG file, got {fmt}")
     if mode not in ("RGB", "RGBA"):
@@ -190,10 +231,14 @@ def _png_info(path: Path, file_for_msg: Path, fld: str) -> tuple[int, int, str]:
 def _read_png(path: Path) -> np.ndarray:
     from PIL import Image
 
+    import warnings
+
     try:
-        with Image.open(path) as im:
-            im.load()
-            a = np.asarray(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _png_info checked the size
+            with Image.open(path) as im:
+                im.load()
+                a = np.asarray(im)
     except Exception as e:
         raise SubjectFormatError(path, None, f"cannot be decoded ({e})") from None
     return a.astype(np.float32) / 255.0
@@ -236,7 +281,7 @@ def _parse_transforms(sdir: Path):
             raise SubjectFormatError(tf_path, where, "must be an object")
         fp = _require(fr, "file_path", tf_path, f"{where}.")
         if not isinstance(fp, str) or not fp:
-            raise SubjectFormatError(tf_path, f"{where}.file_path", f"must be a non-empty string, got {fp!r}")
+            raise SubjectFormatError(tf_path, f"{where}.file_path", f"must be a non-empty string, got {short_repr(fp)}")
         if os.path.isabs(fp) or ".." in Path(fp).parts:
             raise SubjectFormatError(tf_path, f"{where}.file_path", f"must be relative to the subject folder, got {fp!r}")
         if fp in file_paths:
@@ -251,6 +296,12 @@ def _parse_transforms(sdir: Path):
         for k in _INTRINSIC_FLOAT_KEYS + _INTRINSIC_INT_KEYS:
             if k not in intr:
                 raise SubjectFormatError(tf_path, k, f"required field is missing (neither top-level nor in {where})")
+        for k in ("fl_x", "fl_y"):
+            lo, hi = FOCAL_RANGE[0] * intr["w"], FOCAL_RANGE[1] * intr["w"]
+            if not lo <= intr[k] <= hi:
+                raise SubjectFormatError(tf_path, f"{where}.{k}" if k in fr else k,
+                                         f"focal length {intr[k]:g} px is implausible for a {intr['w']} px wide image "
+                                         f"(expected {lo:g} to {hi:g})")
         m = _array(_require(fr, "transform_matrix", tf_path, f"{where}."), (4, 4), tf_path, f"{where}.transform_matrix")
         _check_rigid(m, tf_path, f"{where}.transform_matrix")
         cameras.append(Camera(fx=intr["fl_x"], fy=intr["fl_y"], cx=intr["cx"], cy=intr["cy"],
@@ -258,7 +309,7 @@ def _parse_transforms(sdir: Path):
         file_paths.append(fp)
     frontal = _require(tf, FRONTAL_KEY, tf_path)
     if not isinstance(frontal, str) or frontal not in file_paths:
-        raise SubjectFormatError(tf_path, FRONTAL_KEY, f"must be the file_path of one of the frames, got {frontal!r}")
+        raise SubjectFormatError(tf_path, FRONTAL_KEY, f"must be the file_path of one of the frames, got {short_repr(frontal)}")
     return tf_path, cameras, file_paths, file_paths.index(frontal)
 
 
@@ -270,11 +321,21 @@ def _parse_face(sdir: Path, file_paths: list[str], cameras: list[Camera]):
     order = _require(face, "landmark_order", fpath)
     if order != lm.LANDMARK_ORDER_NAME:
         raise SubjectFormatError(fpath, "landmark_order", f"must be {lm.LANDMARK_ORDER_NAME!r}, got {order!r}")
-    if "names" in face and list(face["names"]) != list(lm.NAMES):
+    if "names" in face and (not isinstance(face["names"], list) or face["names"] != list(lm.NAMES)):
         raise SubjectFormatError(fpath, "names", f"must list the {lm.NUM_LANDMARKS} {lm.LANDMARK_ORDER_NAME} names in order")
-    if "ibug_indices" in face and list(face["ibug_indices"]) != list(lm.IBUG_INDICES):
+    if "ibug_indices" in face and (not isinstance(face["ibug_indices"], list)
+                                   or face["ibug_indices"] != list(lm.IBUG_INDICES)):
         raise SubjectFormatError(fpath, "ibug_indices", f"must be the {lm.LANDMARK_ORDER_NAME} iBUG-68 indices in order")
     l3 = _array(_require(face, "landmarks_3d", fpath), (lm.NUM_LANDMARKS, 3), fpath, "landmarks_3d")
+    centred = l3 - l3.mean(0)
+    spread = float(np.sqrt((centred ** 2).sum(1).mean()))
+    if not LANDMARK_SPREAD_RANGE[0] <= spread <= LANDMARK_SPREAD_RANGE[1]:
+        raise SubjectFormatError(fpath, "landmarks_3d", f"spread {spread:.3g} (RMS distance from their centroid) is "
+                                 f"implausible (expected {LANDMARK_SPREAD_RANGE[0]:g} to {LANDMARK_SPREAD_RANGE[1]:g} "
+                                 "world units; the template's is about 0.5)")
+    sv = np.linalg.svd(centred, compute_uv=False)
+    if sv[1] < 1e-3 * sv[0]:
+        raise SubjectFormatError(fpath, "landmarks_3d", "are coincident or collinear (a degenerate similarity transform)")
     l2d = None
     if face.get("landmarks_2d") is not None:
         raw = face["landmarks_2d"]

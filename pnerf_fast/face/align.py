@@ -69,6 +69,9 @@ MAX_DETECT_SIDE = 1920
 MIN_DETECT_SIDE = 256
 #: A face narrower than this many photo pixels (landmark box width) is refused.
 MIN_FACE_PX = 16
+#: Photos with more pixels than this (width x height, from the header) are refused before
+#: they are decoded (a decompression bomb claims a huge size in a tiny file).
+MAX_PHOTO_PIXELS = 100_000_000
 #: MediaPipe's own limit on faces per image that we ask for.
 MAX_NUM_FACES = 5
 #: Selfie Segmentation model: 0 = general (256x256 input), 1 = landscape (144x256).
@@ -164,10 +167,26 @@ def load_photo(photo: PhotoInput) -> tuple[np.ndarray, Optional[np.ndarray], str
         raise FaceAlignmentError(f"{src}: is a directory, not an image file")
     if path.stat().st_size == 0:
         raise FaceAlignmentError(f"{src}: file is empty (0 bytes), not an image")
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
+            im = Image.open(path)
+    except UnidentifiedImageError:
+        raise FaceAlignmentError(f"{src}: not a readable image file (PIL cannot identify it)") from None
+    except Image.DecompressionBombError:
+        raise FaceAlignmentError(f"{src}: image is too large (more than {MAX_PHOTO_PIXELS:,} pixels)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise FaceAlignmentError(f"{src}: cannot decode image: {e}") from None
+    try:
+        with im:
+            w, h = im.size
+            if w * h > MAX_PHOTO_PIXELS:
+                raise FaceAlignmentError(f"{src}: image is {w}x{h} pixels, more than the limit of "
+                                         f"{MAX_PHOTO_PIXELS:,} (pnerf_fast.face.align.MAX_PHOTO_PIXELS)")
             im.load()
             im = ImageOps.exif_transpose(im)
             mode = im.mode
@@ -181,7 +200,9 @@ def load_photo(photo: PhotoInput) -> tuple[np.ndarray, Optional[np.ndarray], str
                 arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
     except UnidentifiedImageError:
         raise FaceAlignmentError(f"{src}: not a readable image file (PIL cannot identify it)") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except FaceAlignmentError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise FaceAlignmentError(f"{src}: cannot decode image: {e}") from None
     return (*_split_channels(arr, src), src)
 
@@ -736,10 +757,12 @@ def draw_mask(aligned: AlignedPhoto, path=None, *, scale: int = 2, checker: int 
     img = np.clip(np.round(np.concatenate(panels, 1) * 255), 0, 255).astype(np.uint8)
     big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     if path is not None:
+        from .._io import atomic_path
+
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(p), cv2.cvtColor(big, cv2.COLOR_RGB2BGR)):
-            raise ValueError(f"could not write mask preview {p}")
+        with atomic_path(p) as tmp:  # same suffix: cv2 picks the format from it
+            if not cv2.imwrite(str(tmp), cv2.cvtColor(big, cv2.COLOR_RGB2BGR)):
+                raise ValueError(f"could not write mask preview {p}")
     return big
 
 
@@ -769,8 +792,10 @@ def draw_landmarks(aligned: AlignedPhoto, path=None, *, scale: int = 4, show_mes
         cv2.putText(big, str(ibug), (c[0] + r + 1, c[1] - r), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(big, str(ibug), (c[0] + r + 1, c[1] - r), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255), 1, cv2.LINE_AA)
     if path is not None:
+        from .._io import atomic_path
+
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(p), cv2.cvtColor(big, cv2.COLOR_RGB2BGR)):
-            raise ValueError(f"could not write preview image {p}")
+        with atomic_path(p) as tmp:  # same suffix: cv2 picks the format from it
+            if not cv2.imwrite(str(tmp), cv2.cvtColor(big, cv2.COLOR_RGB2BGR)):
+                raise ValueError(f"could not write preview image {p}")
     return big

@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .._io import short_repr
 from ..face.landmarks import CANONICAL_AABB
 
 PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -93,7 +93,7 @@ def _fail(key: str, msg: str):
 
 def _int(key, v, lo, hi=None):
     if isinstance(v, bool) or not isinstance(v, int):
-        _fail(key, f"must be an integer, got {v!r}")
+        _fail(key, f"must be an integer, got {short_repr(v)}")
     if v < lo or (hi is not None and v > hi):
         _fail(key, f"must be in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
     return v
@@ -117,8 +117,8 @@ def validate(cfg: FieldConfig) -> FieldConfig:
         _fail("name", "must be a string")
     aabb = cfg.aabb
     if not isinstance(aabb, (list, tuple)) or len(aabb) != 6 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in aabb):
-        _fail("aabb", f"must be 6 numbers (min xyz, max xyz), got {aabb!r}")
-    if any(aabb[i + 3] <= aabb[i] for i in range(3)):
+        _fail("aabb", f"must be 6 numbers (min xyz, max xyz), got {short_repr(aabb)}")
+    if not all(math.isfinite(v) for v in aabb) or any(aabb[i + 3] <= aabb[i] for i in range(3)):
         _fail("aabb", f"max must exceed min on every axis, got {aabb!r}")
     cfg.aabb = tuple(float(v) for v in aabb)
     if cfg.backend not in BACKENDS:
@@ -207,8 +207,13 @@ def config_path(name_or_path: str | Path) -> Path:
 def load_field_config(name_or_path: str | Path = "fast") -> FieldConfig:
     """Load and validate a preset name ("fast", "paper") or a YAML file."""
     path = config_path(name_or_path)
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+    from .._io import safe_yaml_load
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"field config {path}: cannot be read ({e})") from None
+    raw = safe_yaml_load(text, f"field config {path}") or {}
     try:
         return field_config_from_dict(raw)
     except ValueError as e:

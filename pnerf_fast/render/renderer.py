@@ -40,10 +40,28 @@ class RenderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RenderConfig":
+        import math
+
+        if not isinstance(d, dict):
+            raise ValueError(f"render config: must be a mapping, got {type(d).__name__}")
         known = set(cls.__dataclass_fields__)
-        bad = set(d) - known
+        bad = set(map(str, d)) - known
         if bad:
             raise ValueError(f"render config: unknown key(s) {sorted(bad)}; known: {sorted(known)}")
+        defaults = cls()
+        for k, v in d.items():
+            dv = getattr(defaults, k)
+            if isinstance(dv, bool):
+                if not isinstance(v, bool):
+                    raise ValueError(f"render config: {k}: must be true or false, got {v!r:.60}")
+            elif isinstance(dv, int):
+                lo = 1 if k == "segment" else 0
+                if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                    raise ValueError(f"render config: {k}: must be an integer >= {lo}, got {v!r:.60}")
+            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
+                    or (k == "step" and v <= 0):
+                raise ValueError(f"render config: {k}: must be a finite number {'> 0' if k == 'step' else '>= 0'}, "
+                                 f"got {v!r:.60}")
         return cls(**d)
 
 

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .._io import safe_yaml_load, short_repr
 from ..render.renderer import RenderConfig
 
 METHODS = ("meta", "joint", "latent", "random")
@@ -137,8 +136,8 @@ class TrainConfig:
             if g is None:
                 continue
             for grp in ("grid", "mlp", "latent"):
-                if not getattr(g, grp) >= 0:
-                    bad(f"{name}.{grp}", f"must be >= 0, got {getattr(g, grp)}")
+                if not 0 <= getattr(g, grp) < float("inf"):
+                    bad(f"{name}.{grp}", f"must be a finite number >= 0, got {getattr(g, grp)}")
         for k, v in (("latent.lr_final", self.latent.lr_final), ("latent.code_reg", self.latent.code_reg),
                      ("latent.code_init_std", self.latent.code_init_std), ("finetune.code_lr", self.finetune.code_lr),
                      ("finetune.code_reg", self.finetune.code_reg), ("finetune.prior_pull", self.finetune.prior_pull),
@@ -149,6 +148,18 @@ class TrainConfig:
             bad("finetune.code_steps", f"must be >= 0, got {self.finetune.code_steps}")
         if not isinstance(self.finetune.steps_res, int) or self.finetune.steps_res < 0:
             bad("finetune.steps_res", f"must be an integer >= 0, got {self.finetune.steps_res!r}")
+        if self.finetune.rays_per_step <= 0:
+            bad("finetune.rays_per_step", f"must be > 0, got {self.finetune.rays_per_step}")
+        g = self.grid
+        for k, v, ok in (("grid.decay", g.decay, 0 <= g.decay <= 1), ("grid.threshold", g.threshold, 0 <= g.threshold < float("inf")),
+                         ("grid.levels", g.levels, 1 <= g.levels <= 8), ("grid.res", g.res, g.res <= 1024),
+                         ("grid.warmup_updates", g.warmup_updates, g.warmup_updates >= 0),
+                         ("grid.hull_dilate", g.hull_dilate, g.hull_dilate >= 0),
+                         ("grid.hull_min_fraction", g.hull_min_fraction, 0 <= g.hull_min_fraction <= 1),
+                         ("checkpoint_every_s", self.checkpoint_every_s, 0 <= self.checkpoint_every_s < float("inf")),
+                         ("latent.lr_final", self.latent.lr_final, self.latent.lr_final <= 1)):
+            if not ok:
+                bad(k, f"out of range, got {v}")
         self.render_config()
         return self
 
@@ -164,7 +175,7 @@ def _build(cls, data: Any, key: str):
     if not isinstance(data, dict):
         raise ValueError(f"config: {key or 'top level'}: must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(map(str, data)) - set(fields))
     if unknown:
         where = f"{key}." if key else ""
         raise ValueError(f"config: unknown key {where}{unknown[0]} (known: {sorted(fields)})")
@@ -180,20 +191,20 @@ def _build(cls, data: Any, key: str):
             default = getattr(cls(), name)
             if isinstance(default, bool):
                 if not isinstance(value, bool):
-                    raise ValueError(f"config: {sub}: must be true or false, got {value!r}")
+                    raise ValueError(f"config: {sub}: must be true or false, got {short_repr(value)}")
             elif isinstance(default, int):
                 if isinstance(value, float) and value.is_integer():
                     value = int(value)
                 if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"config: {sub}: must be an integer, got {value!r}")
+                    raise ValueError(f"config: {sub}: must be an integer, got {short_repr(value)}")
             elif isinstance(default, float):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ValueError(f"config: {sub}: must be a number, got {value!r}")
+                    raise ValueError(f"config: {sub}: must be a number, got {short_repr(value)}")
                 value = float(value)
             elif isinstance(default, str) and not isinstance(value, str):
-                raise ValueError(f"config: {sub}: must be a string, got {value!r}")
+                raise ValueError(f"config: {sub}: must be a string, got {short_repr(value)}")
             elif isinstance(default, dict) and not isinstance(value, dict):
-                raise ValueError(f"config: {sub}: must be a mapping, got {value!r}")
+                raise ValueError(f"config: {sub}: must be a mapping, got {short_repr(value)}")
             kwargs[name] = value
     return cls(**kwargs)
 
@@ -208,10 +219,13 @@ def load_train_config(path: str | Path | None = None, overrides: dict | None = N
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file not found: {p}")
+        if not p.is_file():
+            raise ValueError(f"config file {p}: is not a file")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"config file {p}: invalid YAML: {e}") from None
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"config file {p}: cannot be read ({e})") from None
+        data = safe_yaml_load(text, f"config file {p}") or {}
     if overrides:
         data = _merge(data, overrides)
     return config_from_dict(data)
@@ -220,5 +234,6 @@ def load_train_config(path: str | Path | None = None, overrides: dict | None = N
 def _merge(a: dict, b: dict) -> dict:
     out = dict(a)
     for k, v in b.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
+        old = out.get(k)
+        out[k] = _merge(old if isinstance(old, dict) else {}, v) if isinstance(v, dict) else v
     return out
