@@ -23,12 +23,21 @@ def _command_modules():
     return mods
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``pnerf render: error: argument --res: ...`` and
+    exit code 2 (the usage is one ``--help`` away)."""
+
+    def error(self, message):
+        message = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pnerf",
         description="pnerf_fast: portrait neural radiance fields from a single image.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for mod in _command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
@@ -36,16 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv=None) -> int:
+    """Run ``pnerf ARGV``; -> the exit code. Bad input (an argument, a file, a config) is
+    one line on stderr and exit code 2, never a traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2, already printed)
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"pnerf {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+            PermissionError, RecursionError) as e:
+        print(f"pnerf {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unwritable or vanished output, a full disk, ...
+        where = f"{e.filename}: " if getattr(e, "filename", None) and str(e.filename) not in str(e) else ""
+        print(f"pnerf {args.command}: error: {where}{_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"pnerf {args.command}: interrupted", file=sys.stderr)

@@ -21,8 +21,17 @@ def run(args):
 
     from ..face.align import align_photo, draw_landmarks, draw_mask
 
-    if args.res < 16:
-        raise ValueError(f"--res must be at least 16, got {args.res}")
+    from .._io import check_output
+
+    if not 16 <= args.res <= 4096:
+        raise ValueError(f"argument --res: must be in [16, 4096], got {args.res}")
+    if not args.photo.strip():
+        raise ValueError("argument photo: must not be empty")
+    check_output(args.out, "--out", [args.photo], kind="dir")
+    for name, p in (("--preview", args.preview), ("--mask-preview", args.mask_preview)):
+        check_output(p, name, [args.photo, args.out])
+        if p is not None and not p.lower().endswith(".png"):
+            raise ValueError(f"argument {name}: must end in .png, got {p!r}")
     logging.getLogger("pnerf_fast.face.align").setLevel(logging.ERROR)  # warnings are printed below instead
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -31,6 +31,15 @@ def run(args):
         raise ValueError(f"argument --res: must be <= 2048, got {args.res}")
     if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
         raise ValueError(f"argument --seconds: must be a positive number, got {args.seconds}")
+    from .._io import check_output
+
+    if not args.source.strip():
+        raise ValueError("argument source: must not be empty")
+    init = args.init if args.init not in (None, "latent", "meta") else None
+    check_output(args.out, "--out", [args.source, init])
+    check_output(args.preview, "--preview", [args.source, init, args.out])
+    if args.preview and not args.preview.lower().endswith(".png"):
+        raise ValueError(f"argument --preview: must end in .png, got {args.preview!r}")
     portrait = finetune(args.source, init=args.init, steps=args.steps, seconds=args.seconds, seed=args.seed,
                         progress=not args.quiet, code_steps=args.code_steps, res=args.res)
     portrait.save(args.out)

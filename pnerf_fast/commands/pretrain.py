@@ -27,8 +27,18 @@ def add_arguments(p):
 
 
 def run(args):
-    import yaml
+    import math
 
+    from .._io import check_output, safe_yaml_load
+
+    if args.max_seconds is not None and not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
+        raise ValueError(f"argument --max-seconds: must be a positive number of seconds, got {args.max_seconds}")
+    for name, v in (("--epochs", args.epochs), ("--steps", args.steps)):
+        if v is not None and v < 1:
+            raise ValueError(f"argument {name}: must be >= 1, got {v}")
+    init_file = args.init if args.init not in (None, "latent", "meta") else None
+    for name, p in (("--out", args.out), ("--out (its .resume file)", str(args.out) + ".resume")):
+        check_output(p, name, [args.data, args.config, init_file])
     from ..train.config import load_train_config
     from ..train.pretrain import pretrain
 
@@ -48,10 +58,7 @@ def run(args):
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"argument --set: expected KEY=VALUE, got {item!r}")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ValueError(f"argument --set {item!r}: VALUE is not valid YAML: {e}") from None
+        value = safe_yaml_load(raw, f"argument --set {item!r}: VALUE")
         node = over
         parts = key.strip().split(".")
         for part in parts[:-1]:

@@ -19,9 +19,9 @@ def cameras_for(path: str, frames: int, res: int):
     from ..render import paths
 
     if frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {frames}")
+        raise ValueError(f"argument --frames: must be >= 1, got {frames}")
     if res < 8 or res > 4096:
-        raise ValueError(f"--res must be in [8, 4096], got {res}")
+        raise ValueError(f"argument --res: must be in [8, 4096], got {res}")
     if path == "orbit":
         return paths.orbit(frames, res)
     if path == "dolly-zoom":
@@ -65,8 +65,21 @@ def run(args):
     from ..api import load
     from ..render.video import write_video
 
-    portrait = load(args.model)
+    from pathlib import Path
+
+    from .._io import check_output
+
+    for name, v, lo in (("--fps", args.fps, 1), ("--chunk", args.chunk, 1)):
+        if v < lo:
+            raise ValueError(f"argument {name}: must be >= {lo}, got {v}")
+    if args.frames > 10000:
+        raise ValueError(f"argument --frames: must be <= 10000, got {args.frames}")
+    kind = "file" if Path(args.out).suffix else "dir"
+    check_output(args.out, "--out", [args.model], kind=kind)
+    if not args.no_depth:
+        check_output(depth_path(args.out), "--out (its depth video)", [args.model], kind=kind)
     cams = cameras_for(args.path, args.frames, args.res)
+    portrait = load(args.model)
     t0 = time.perf_counter()
     rgbs, depths = render_path(portrait, cams, args.chunk, not args.quiet, desc=f"render {args.path}")
     dt = time.perf_counter() - t0

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_path
+
 __all__ = ["to_uint8", "write_video", "save_png", "make_grid_image", "depth_to_rgb", "turbo", "VIDEO_SUFFIXES"]
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -79,24 +81,26 @@ def write_video(frames, path, fps: float = 24, quality: int = 8) -> Path:
     if suffix == ".mp4":
         import imageio.v2 as imageio
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        w = imageio.get_writer(str(path), format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                               pixelformat="yuv420p", quality=quality, macro_block_size=1,
-                               ffmpeg_log_level="error")
-        try:
-            for f in fr:
-                w.append_data(_pad_even(f))
-        finally:
-            w.close()
+        with atomic_path(path) as tmp:
+            w = imageio.get_writer(str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                   pixelformat="yuv420p", quality=quality, macro_block_size=1,
+                                   ffmpeg_log_level="error")
+            try:
+                for f in fr:
+                    w.append_data(_pad_even(f))
+            finally:
+                w.close()
     elif suffix == ".gif":
         from PIL import Image
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         ims = [Image.fromarray(f) for f in fr]
-        # optimize=False and disposal=1 keep one GIF frame per input frame.
-        ims[0].save(path, save_all=True, append_images=ims[1:], duration=max(20, int(round(1000 / fps))),
-                    loop=0, optimize=False, disposal=1)
+        with atomic_path(path) as tmp:
+            # optimize=False and disposal=1 keep one GIF frame per input frame.
+            ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:],
+                        duration=max(20, int(round(1000 / fps))), loop=0, optimize=False, disposal=1)
     else:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"path {str(path)!r}: exists and is not a folder (PNG frames need a folder)")
         path.mkdir(parents=True, exist_ok=True)
         for i, f in enumerate(fr):
             save_png(path / f"frame_{i:05d}.png", f)
@@ -110,8 +114,9 @@ def save_png(path, img) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"path {str(path)!r} must end in .png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.imwrite(str(path), to_uint8(img))
+    img = to_uint8(img)
+    with atomic_path(path) as tmp:
+        imageio.imwrite(str(tmp), img, format="PNG")
     return path
 
 
