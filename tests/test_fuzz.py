@@ -1013,8 +1013,6 @@ OVERWRITE_CASES = _overwrite_cases()
 
 @pytest.mark.parametrize("name", sorted(OVERWRITE_CASES))
 def test_outputs_never_overwrite_inputs(world, capsys, name):
-    if name == "eval_json_onto_splits":
-        pytest.xfail("needs the --json check in pnerf_fast/commands/eval.py (proposed, not made: file owned elsewhere)")
     d = fresh(world, f"over_{name}")
     shutil.copy(world["photo"], d / "photo.png")
     shutil.copy(world["prior"], d / "p.pt")

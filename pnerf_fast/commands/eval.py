@@ -15,9 +15,9 @@ def add_arguments(p):
     p.add_argument("--oracle", type=float, default=None, metavar="SECONDS",
                    help="also fit the multi-view oracle (the same field on ALL views) for SECONDS per subject, "
                         "and report the gap to it")
-    p.add_argument("--oracle-start", choices=["prior", "scratch"], default="prior",
-                   help="the oracle starts from the prior, finetuned on all views (default: the gap is what one "
-                        "view costs), or from a random field")
+    p.add_argument("--oracle-start", choices=["scratch", "prior"], default="scratch",
+                   help="the oracle: a random field fitted to all views (default: what the field can hold), "
+                        "or the prior finetuned on all views (what one view costs it)")
     p.add_argument("--json", default=None, help="write the full results (per view, per subject) here")
     p.add_argument("--quiet", action="store_true")
 
@@ -32,6 +32,13 @@ def run(args):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise ValueError(f"argument {name}: must be a positive number of seconds, got {v}")
     init = prior_path(args.init)
+    from .._io import check_output
+
+    if args.steps is not None and args.steps < 0:
+        raise ValueError(f"argument --steps: must be >= 0, got {args.steps}")
+    if args.max_subjects is not None and args.max_subjects < 1:
+        raise ValueError(f"argument --max-subjects: must be >= 1, got {args.max_subjects}")
+    check_output(args.json, "--json", [args.data, init])
     res = evaluate_prior(args.data, init, args.split, args.steps, args.seconds, args.max_subjects,
                          lpips=not args.no_lpips, progress=not args.quiet, oracle_seconds=args.oracle,
                          oracle_start=args.oracle_start)
