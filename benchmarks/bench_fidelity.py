@@ -10,9 +10,9 @@ good are its novel views, and how far is it from the multi-view oracle?
 2. For each: the default finetune of --init (the shipped prior) on the frontal view,
    then the input view re-rendered and the 24 novel views scored (PSNR / SSIM / LPIPS,
    whole image and foreground, by angle band), and the multi-view oracle (the same
-   prior finetuned the same way but on all 25 views, for --oracle-seconds, with a grid
-   that holds their visual hull) scored on the same views: the gap is what one view
-   costs. --oracle-start scratch fits a random field instead.
+   field fitted from a random initialisation to all 25 views for --oracle-seconds, with
+   a grid that holds their visual hull) scored on the same views: what the field can
+   hold. --oracle-start prior finetunes the prior on all views instead.
 3. The astronaut photo (scikit-image, offline): aligned, finetuned at the default photo
    resolution, and its input view scored over the person mask that `pnerf align` writes.
 
@@ -106,8 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="data/bench_fidelity", help="where the light-stage subjects are rendered")
     ap.add_argument("--split", default="test", choices=["val", "test"], help="val for tuning, test to report")
     ap.add_argument("--oracle-seconds", type=float, default=60.0, help="oracle fit per subject (0: skip)")
-    ap.add_argument("--oracle-start", choices=["prior", "scratch"], default="prior",
-                    help="the oracle: the prior finetuned on all views (default), or a random field fitted to them")
+    ap.add_argument("--oracle-start", choices=["scratch", "prior"], default="scratch",
+                    help="the oracle: a random field fitted to all views (default), or the prior finetuned on them")
     ap.add_argument("--max-subjects", type=int, default=None)
     ap.add_argument("--no-photo", action="store_true", help="skip the astronaut")
     ap.add_argument("--pictures", default=None,

@@ -10,11 +10,11 @@ Per subject the report also holds:
 - ``input``: the input (frontal) view re-rendered: does the model reproduce its input?
 - ``by_angle``: the novel views in bands of their angle from the input camera
   (ANGLE_BANDS: 0-20, 20-40 and beyond 40 degrees), each with the same metrics;
-- ``oracle`` (``oracle_seconds``): the same prior finetuned the same way, but on ALL
-  views of the subject, with a grid that holds their visual hull (no clipping), scored
-  on the same novel views: what the field holds when it sees everything
-  (``oracle_start="scratch"``: from a random field instead). ``oracle_gap_db`` is its
-  PSNR minus the single-view PSNR: what one view costs.
+- ``oracle`` (``oracle_seconds``): the same field fitted from a random initialisation to
+  ALL views of the subject, with a grid that holds their visual hull (no clipping),
+  scored on the same novel views: what the field can hold (``oracle_start="prior"``:
+  the prior finetuned the same way but on all views, i.e. what one view costs it).
+  ``oracle_gap_db`` is its PSNR minus the single-view PSNR.
 """
 from __future__ import annotations
 
@@ -91,24 +91,31 @@ def score_subject(portrait: PortraitField, subject: Subject, views: list[int] | 
     return m
 
 
-def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int = 0, progress: bool = False,
-               lr=None, rays_per_step: int = 2048, grid_every: int = 32, start: str = "prior") -> PortraitField:
+def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = None, seed: int = 0,
+               progress: bool = False, lr=None, rays_per_step: int = 512, grid_every: int = 32,
+               start: str = "scratch", steps: int | None = None) -> PortraitField:
     """The multi-view oracle: the field fitted to ALL views of ``subject`` for
-    ``seconds``, in ``like``'s coordinates, on a grid that holds the subject's all-view
+    ``seconds`` (or exactly ``steps`` steps), in ``like``'s coordinates, on a grid that holds the subject's all-view
     visual hull (no clipping), then scored on the same novel views as the single-view
     result: what the field can hold.
 
-    ``start="prior"`` (the default): ``like`` (a prior, left untouched) finetuned exactly
-    as from one photo (code first, then all weights), but on all views; so the gap is
-    what one view costs. ``start="scratch"``: ``like``'s field config without a code,
-    from a random initialisation, fitted with Adam (on 2 CPU cores a minute buys only a
-    few hundred steps of it: far from converged)."""
+    ``start="scratch"`` (the default): ``like``'s field config without a code, from a
+    random initialisation, fitted with Adam at ``lr`` (default 1e-1 grid / 1e-2 MLP) on
+    ``rays_per_step`` rays: the fastest setting of benchmarks/README.md's preset sweep
+    (24 dB in 3 s there; 1e-2 / 1e-3 on 2,048 rays bought 9-17 dB in a minute).
+    ``start="prior"``: ``like`` (a prior, left untouched) finetuned exactly as from one
+    photo (code first, then all weights), but on all views: the gap is then what one view
+    costs this prior."""
     import copy
     import time
 
     from tqdm import tqdm
 
-    if not (seconds > 0 and np.isfinite(seconds)):
+    if steps is not None:
+        if int(steps) < 1:
+            raise ValueError(f"fit_oracle: argument 'steps' must be >= 1, got {steps}")
+        seconds = None
+    elif seconds is None or not (seconds > 0 and np.isfinite(seconds)):
         raise ValueError(f"fit_oracle: argument 'seconds' must be a finite number > 0, got {seconds}")
     if start not in ("prior", "scratch"):
         raise ValueError(f"fit_oracle: argument 'start' must be 'prior' or 'scratch', got {start!r}")
@@ -124,7 +131,7 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int 
         sr = SubjectRays(subject, model.mean_face, model.cfg.coordinates)
         if sr.has_mask:  # whatever the prior's own finetune does: the whole subject is in the grid
             cover_subject_(model.grid, sr, views=views)
-        pf = finetune(subject, init=model, seconds=seconds, views=views, seed=seed, progress=progress)
+        pf = finetune(subject, init=model, seconds=seconds, steps=steps, views=views, seed=seed, progress=progress)
         pf.info["start"] = "prior"
         return pf
     torch.manual_seed(seed)
@@ -141,13 +148,13 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int 
     model.grid.fill_(True)
     if sr.has_mask:
         model.grid.restrict_(dilate_cells(model.grid, subject_hull(model.grid, sr), 2))
-    opt = make_optimizer(model.field, "adam", lr or GroupLR(1e-2, 1e-3))
+    opt = make_optimizer(model.field, "adam", lr or GroupLR(1e-1, 1e-2))
     gen = torch.Generator().manual_seed(seed)
     model.field.train()
     t0 = time.perf_counter()
     step = 0
     bar = tqdm(desc=f"oracle {subject.name}", unit="step", disable=not progress)
-    while time.perf_counter() - t0 < seconds:
+    while (step < steps) if steps is not None else (time.perf_counter() - t0 < seconds):
         loss = ray_loss(model, model.field, sr, views, rays_per_step, gen, model.cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,7 +173,7 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float, seed: int 
 def evaluate_prior(data_root, init, split: str = "test", steps: int | None = None, seconds: float | None = None,
                    max_subjects: int | None = None, lpips: bool = True, progress: bool = True,
                    seed: int = 0, oracle_seconds: float | None = None, finetune_kw: dict | None = None,
-                   on_subject=None, oracle_start: str = "prior") -> dict:
+                   on_subject=None, oracle_start: str = "scratch") -> dict:
     """Finetune ``init`` on each held-out subject's frontal view; score its input view
     and its other views (overall and by angle band); with ``oracle_seconds``, also fit
     and score the multi-view oracle. ``on_subject(subject, portrait, metrics)`` is called

@@ -201,8 +201,8 @@ def test_oracle_and_eval_report(latent_prior, tiny):  # noqa: F811
     every = list(range(subj.num_views))
     prior_only = score_subject(PortraitField(like, sr.transform), subj, views=every, lpips=False)
     for start in ("prior", "scratch"):
-        orc = fit_oracle(subj, like, seconds=3.0, start=start)
-        assert orc.info["steps"] > 0 and orc.info["start"] == start
+        orc = fit_oracle(subj, like, steps=60, start=start)
+        assert orc.info["start"] == start
         assert orc.model.field.latent_dim == (like.field.latent_dim if start == "prior" else 0)
         # its grid holds the subject's whole visual hull, whatever the prior's grid holds
         hull = subject_hull(orc.model.grid, sr)
@@ -211,8 +211,12 @@ def test_oracle_and_eval_report(latent_prior, tiny):  # noqa: F811
             assert score_subject(orc, subj, views=every, lpips=False)["psnr"] > prior_only["psnr"] + 0.5
     for k, v in like.field.state_dict().items():  # the prior it started from is left as it was
         assert torch.equal(v, before[k]), k
+    assert fit_oracle(subj, like, seconds=1.0).info["steps"] > 0  # a time budget
     with pytest.raises(ValueError, match="start"):
         fit_oracle(subj, like, seconds=1.0, start="nope")
+    for bad in ({"seconds": float("inf")}, {"seconds": None}, {"steps": 0}):
+        with pytest.raises(ValueError, match="seconds|steps"):
+            fit_oracle(subj, like, **bad)
     res = evaluate_prior(tiny["data"], latent_prior, "test", progress=False, lpips=False, oracle_seconds=2.0)
     r = res["subjects"][0]
     assert {"input", "by_angle", "oracle", "oracle_gap_db"} <= set(r)
