@@ -32,6 +32,10 @@ class Camera:
             v = float(getattr(self, name))
             if not (v > 0 and np.isfinite(v)):
                 raise ValueError(f"Camera.{name} must be a positive number, got {v}")
+        # Plain Python floats (not numpy scalars): cameras are saved in checkpoints, which
+        # load with torch.load(weights_only=True) and refuse numpy objects.
+        for name in ("fx", "fy", "cx", "cy"):
+            object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("width", "height"):
             v = int(getattr(self, name))
             if v <= 0:
