@@ -1,15 +1,22 @@
 """pnerf render: videos and images of a finetuned portrait along a camera path."""
 NAME = "render"
-HELP = "Render a finetuned portrait along a path (orbit, dolly-zoom: the paper's perspective change, grid)."
+HELP = ("Render a finetuned portrait along a path (orbit, dolly-zoom: the paper's perspective change, grid, "
+        "or a nerfstudio camera_path.json).")
 
 
 def add_arguments(p):
     p.add_argument("model", help="finetuned portrait checkpoint (from `pnerf finetune`)")
-    p.add_argument("--path", choices=["orbit", "dolly-zoom", "grid"], default="orbit")
-    p.add_argument("--frames", type=int, default=48, help="frames (grid: views, rounded to a rectangle)")
-    p.add_argument("--res", type=int, default=256, help="square output resolution")
-    p.add_argument("--fps", type=int, default=24)
-    p.add_argument("--out", required=True, help="FILE.mp4, FILE.gif, or a folder for PNG frames")
+    p.add_argument("--path", choices=["orbit", "dolly-zoom", "grid"], default=None, help="default: orbit")
+    p.add_argument("--camera-path", default=None, metavar="PATH.json",
+                   help="render the cameras of a nerfstudio camera_path.json instead of --path")
+    p.add_argument("--save-camera-path", default=None, metavar="PATH.json",
+                   help="write the path's cameras as a nerfstudio camera_path.json (without --out: only that)")
+    p.add_argument("--frames", type=int, default=None, help="frames (grid: views, rounded to a rectangle; default 48)")
+    p.add_argument("--res", type=int, default=None,
+                   help="square output resolution (default 256); with --camera-path the output height "
+                        "(default: the file's render_height)")
+    p.add_argument("--fps", type=int, default=None, help="default: the camera path's, else 24")
+    p.add_argument("--out", default=None, help="FILE.mp4, FILE.gif, or a folder for PNG frames")
     p.add_argument("--no-depth", action="store_true", help="skip the depth video (default: OUT_depth.*)")
     p.add_argument("--chunk", type=int, default=1 << 14, help="rays per rendering chunk (memory)")
     p.add_argument("--quiet", action="store_true")
@@ -70,23 +77,64 @@ def run(args):
     from .._io import check_output
 
     for name, v, lo in (("--fps", args.fps, 1), ("--chunk", args.chunk, 1)):
-        if v < lo:
+        if v is not None and v < lo:
             raise ValueError(f"argument {name}: must be >= {lo}, got {v}")
-    if args.frames > 10000:
+    if args.frames is not None and args.frames > 10000:
         raise ValueError(f"argument --frames: must be <= 10000, got {args.frames}")
-    kind = "file" if Path(args.out).suffix else "dir"
-    check_output(args.out, "--out", [args.model], kind=kind)
-    if not args.no_depth:
-        check_output(depth_path(args.out), "--out (its depth video)", [args.model], kind=kind)
-    cams = cameras_for(args.path, args.frames, args.res)
+    if args.out is None and args.save_camera_path is None:
+        raise ValueError("argument --out: is required (or give --save-camera-path to write only the path)")
+    inputs = [args.model, args.camera_path]
+    if args.out is not None:
+        kind = "file" if Path(args.out).suffix else "dir"
+        check_output(args.out, "--out", inputs, kind=kind)
+        if not args.no_depth:
+            check_output(depth_path(args.out), "--out (its depth video)", inputs, kind=kind)
+    if args.save_camera_path is not None:
+        check_output(args.save_camera_path, "--save-camera-path", inputs, kind="file")
+        if args.out is not None and _same(args.save_camera_path, args.out):
+            raise ValueError("argument --save-camera-path: must differ from --out")
+    cams, fps, what = cameras_from_args(args)
+    if args.save_camera_path is not None:
+        from ..render.camera_path import write_camera_path
+
+        write_camera_path(cams, args.save_camera_path, fps)
+        print(f"wrote {args.save_camera_path}: {len(cams)} cameras at {cams[0].width}x{cams[0].height}")
+        if args.out is None:
+            return 0
     portrait = load(args.model)
     t0 = time.perf_counter()
-    rgbs, depths = render_path(portrait, cams, args.chunk, not args.quiet, desc=f"render {args.path}")
+    rgbs, depths = render_path(portrait, cams, args.chunk, not args.quiet, desc=f"render {what}")
     dt = time.perf_counter() - t0
-    write_video(rgbs, args.out, fps=args.fps)
+    write_video(rgbs, args.out, fps=fps)
     msg = f"wrote {args.out}"
     if not args.no_depth:
-        write_video(depths, depth_path(args.out), fps=args.fps)
+        write_video(depths, depth_path(args.out), fps=fps)
         msg += f" and {depth_path(args.out)}"
-    print(f"{msg}: {len(cams)} frames at {args.res}x{args.res} in {dt:.1f} s ({len(cams) / dt:.2f} fps)")
+    print(f"{msg}: {len(cams)} frames at {cams[0].width}x{cams[0].height} in {dt:.1f} s ({len(cams) / dt:.2f} fps)")
     return 0
+
+
+def _same(a, b) -> bool:
+    import os
+
+    return os.path.realpath(os.path.abspath(a)) == os.path.realpath(os.path.abspath(b))
+
+
+def cameras_from_args(args):
+    """-> (cameras, fps, a name for the progress bar) from --path/--frames/--res or --camera-path."""
+    if args.camera_path is None:
+        path = args.path or "orbit"
+        cams = cameras_for(path, 48 if args.frames is None else args.frames, 256 if args.res is None else args.res)
+        return cams, 24 if args.fps is None else args.fps, path
+    from ..render.camera_path import read_camera_path
+
+    for name, v in (("--path", args.path), ("--frames", args.frames)):
+        if v is not None:
+            raise ValueError(f"argument {name}: does not apply with --camera-path (the file lists the cameras)")
+    cams, file_fps = read_camera_path(args.camera_path)
+    if args.res is not None:
+        if args.res < 8 or args.res > 4096:
+            raise ValueError(f"argument --res: must be in [8, 4096], got {args.res}")
+        cams = [c.scaled(args.res / c.height) for c in cams]
+    fps = args.fps if args.fps is not None else (file_fps or 24)
+    return cams, fps, "camera path"
