@@ -1,0 +1,74 @@
+"""pnerf export: a finetuned portrait as a mesh (.ply, .obj, .glb) or a coloured point cloud (.ply)."""
+NAME = "export"
+HELP = "Export a finetuned portrait as a mesh (marching cubes, .ply/.obj/.glb) or a coloured point cloud (.ply)."
+
+
+def add_arguments(p):
+    from ..export import DEFAULT_THRESHOLD
+
+    p.add_argument("model", help="finetuned portrait checkpoint (from `pnerf finetune`)")
+    p.add_argument("--mesh", default=None, metavar="OUT.ply|.obj|.glb", help="write a mesh (world space)")
+    p.add_argument("--points", default=None, metavar="OUT.ply", help="write a coloured point cloud from rendered depth")
+    p.add_argument("--res", type=int, default=256, help="marching-cubes lattice points along the longest side (8-1024)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"iso-level on the density sigma, per canonical unit (default {DEFAULT_THRESHOLD:g})")
+    p.add_argument("--keep-all", action="store_true", help="keep every connected component (default: the largest)")
+    p.add_argument("--texture", action="store_true",
+                   help="a UV atlas (xatlas) and a baked texture instead of vertex colours (.glb or .obj)")
+    p.add_argument("--texture-size", type=int, default=1024, help="texture side in pixels")
+    p.add_argument("--views", type=int, default=15, help="--points: views rendered around the head (a yaw x pitch grid)")
+    p.add_argument("--view-res", type=int, default=128, help="--points: resolution of each view")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args):
+    import math
+    import time
+    from pathlib import Path
+
+    from .._io import check_output
+    from ..export import MESH_SUFFIXES, POINT_SUFFIXES, MeshConfig, _xatlas, export_mesh, export_points
+
+    if args.mesh is None and args.points is None:
+        raise ValueError("nothing to export: give --mesh OUT.ply|.obj|.glb and/or --points OUT.ply")
+    cfg = MeshConfig(res=args.res, threshold=args.threshold, keep_all=args.keep_all, texture=args.texture,
+                     texture_size=args.texture_size).check()
+    if not 1 <= args.views <= 1000:
+        raise ValueError(f"argument --views: must be in [1, 1000], got {args.views}")
+    if not 8 <= args.view_res <= 4096:
+        raise ValueError(f"argument --view-res: must be in [8, 4096], got {args.view_res}")
+    for arg, out, allowed in (("--mesh", args.mesh, MESH_SUFFIXES), ("--points", args.points, POINT_SUFFIXES)):
+        if out is None:
+            continue
+        check_output(out, arg, [args.model], kind="file")
+        suf = Path(out).suffix.lower()
+        if suf not in allowed:
+            raise ValueError(f"argument {arg}: {out}: unknown suffix {suf or '(none)'!r}; use one of {', '.join(allowed)}")
+    if args.mesh and args.points and Path(args.mesh).resolve() == Path(args.points).resolve():
+        raise ValueError("argument --points: must differ from --mesh")
+    if args.texture:
+        if args.mesh is None:
+            raise ValueError("argument --texture: applies to --mesh")
+        if Path(args.mesh).suffix.lower() == ".ply":
+            raise ValueError("argument --texture: a PLY cannot hold a texture image; use --mesh OUT.glb or OUT.obj")
+        _xatlas()
+
+    from ..api import load
+    from ..render import paths
+
+    portrait = load(args.model)
+    if args.mesh:
+        t0 = time.perf_counter()
+        mesh = export_mesh(portrait, args.mesh, cfg)
+        dt = time.perf_counter() - t0
+        print(f"wrote {args.mesh}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "
+              f"({cfg.res} lattice, threshold {cfg.threshold:g}) in {dt:.1f} s")
+    if args.points:
+        t0 = time.perf_counter()
+        n_yaw = max(1, int(round(math.sqrt(args.views * 5 / 3))))
+        n_pitch = max(1, int(round(args.views / n_yaw)))
+        cams = paths.grid(n_yaw, n_pitch, args.view_res)
+        p, _ = export_points(portrait, args.points, cams)
+        dt = time.perf_counter() - t0
+        print(f"wrote {args.points}: {len(p)} points from {len(cams)} views at {args.view_res}² in {dt:.1f} s")
+    return 0
