@@ -29,7 +29,7 @@ from .face.procrustes import SimilarityTransform
 from .ops.occgrid import OccupancyGrid
 
 __all__ = ["MeshConfig", "extract_mesh", "portrait_mesh", "export_mesh", "point_cloud", "export_points",
-           "occupied_mask", "MESH_SUFFIXES", "POINT_SUFFIXES", "DEFAULT_THRESHOLD"]
+           "occupied_mask", "mesh_preview", "MESH_SUFFIXES", "POINT_SUFFIXES", "DEFAULT_THRESHOLD"]
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
 POINT_SUFFIXES = (".ply",)
@@ -382,3 +382,46 @@ def export_points(portrait, path, cams=None, min_opacity: float = 0.5):
     with atomic_path(path) as tmp:
         pc.export(tmp)
     return p, c
+
+
+def mesh_preview(mesh, camera, shaded_only: bool = False, supersample: int = 2) -> np.ndarray:
+    """Draw a mesh as a camera sees it -> [H, W, 3] uint8 (white background).
+
+    A small offscreen rasteriser (no OpenGL needed): back faces culled, faces sorted far
+    to near and filled with Pillow at ``supersample`` times the resolution, then
+    downsampled; flat Lambert shading from a light above the camera's right shoulder,
+    times the faces' mean vertex colour (grey with ``shaded_only`` or without colours).
+
+    Args:
+        mesh: a ``trimesh.Trimesh`` in world space.
+        camera: a :class:`~pnerf_fast.render.cameras.Camera` (world space, OpenGL axes).
+    """
+    from PIL import Image, ImageDraw
+
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    f = np.asarray(mesh.faces, dtype=np.int64)
+    W, H = camera.width * supersample, camera.height * supersample
+    img = Image.new("RGB", (W, H), (255, 255, 255))
+    if len(f):
+        uv, depth = camera.project(v)
+        uv = uv * supersample
+        fn = np.asarray(mesh.face_normals, dtype=np.float64)
+        centres = v[f].mean(1)
+        front = (np.sum(fn * (camera.position - centres), 1) > 0) & np.all(depth[f] > 1e-6, 1)
+        light = camera.c2w[:3, :3] @ (np.array([0.4, 0.6, 1.0]) / np.linalg.norm([0.4, 0.6, 1.0]))
+        shade = 0.3 + 0.7 * np.clip(fn @ light, 0, 1)
+        colors = None
+        if not shaded_only and getattr(mesh.visual, "kind", None) == "vertex":
+            colors = np.asarray(mesh.visual.vertex_colors, dtype=np.float64)[:, :3][f].mean(1)
+        base = np.full((len(f), 3), 205.0) if colors is None else colors
+        rgb = np.clip(base * shade[:, None], 0, 255).astype(np.uint8)
+        idx = np.nonzero(front)[0]
+        idx = idx[np.argsort(-depth[f[idx]].mean(1))]  # far first
+        draw = ImageDraw.Draw(img)
+        tri = uv[f[idx]]
+        for k, t in zip(idx, tri):
+            c = tuple(int(x) for x in rgb[k])
+            draw.polygon([(t[0, 0], t[0, 1]), (t[1, 0], t[1, 1]), (t[2, 0], t[2, 1])], fill=c)
+    if supersample > 1:
+        img = img.resize((camera.width, camera.height), Image.LANCZOS)
+    return np.asarray(img)

@@ -129,6 +129,16 @@ def test_finetuned_portrait_exports_one_connected_mesh(head_portrait, tiny_portr
     lm = load_subject(tiny_portrait["data"] / "subject_002", load_images=False).landmarks
     lo, hi = mesh.bounds
     assert np.all(lm.min(0) >= lo - 1e-6) and np.all(lm.max(0) <= hi + 1e-6)
+    # --preview draws it offscreen: three panels, the head (not just background) in each.
+    prev = tmp_path / "head.png"
+    assert pnerf(["export", str(head_portrait), "--mesh", str(tmp_path / "head2.ply"), "--res", "24",
+                  "--preview", str(prev)]) == 0
+    import imageio.v2 as imageio
+
+    img = imageio.imread(prev)
+    assert img.shape[0] * 3 == img.shape[1]
+    for panel in np.split(img, 3, axis=1):
+        assert (panel[..., :3] < 200).any(-1).mean() > 0.05
     pc = trimesh.load(tmp_path / "head_points.ply")
     assert len(pc.vertices) > 0 and pc.colors.shape[1] == 4
     for suffix in (".ply", ".obj"):
@@ -151,6 +161,8 @@ def test_finetuned_portrait_exports_one_connected_mesh(head_portrait, tiny_portr
     (["--mesh", "{tmp}/m.ply", "--points", "{tmp}/m.ply"], "must differ"),
     (["--mesh", "{tmp}/m.ply", "--texture"], "PLY"),
     (["--points", "{tmp}/p.ply", "--views", "0"], "--views"),
+    (["--points", "{tmp}/p.ply", "--preview", "{tmp}/m.png"], "--preview"),
+    (["--mesh", "{tmp}/m.ply", "--preview", "{tmp}/m.jpg"], ".png"),
     ([], "nothing to export"),
 ])
 def test_bad_export_arguments_are_one_line_exit_2(tiny_portrait, tmp_path, capsys, args, needle):
@@ -269,3 +281,12 @@ def test_render_saves_and_plays_camera_paths(tiny_portrait, tmp_path, capsys):
     bad.write_text("{\"camera_path\": [")
     assert pnerf(["render", model, "--camera-path", str(bad), "--out", str(tmp_path / "x.mp4")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_cameras_hold_plain_floats_for_checkpoints():
+    # rig cameras have numpy focal lengths; a checkpoint (weights_only load) refuses numpy scalars
+    from pnerf_fast.data import rig
+    from pnerf_fast.train.model import _cam_dict
+
+    d = _cam_dict(rig.frontal_camera(64))
+    assert all(type(d[k]) is float for k in ("fx", "fy", "cx", "cy"))

@@ -16,6 +16,8 @@ def add_arguments(p):
     p.add_argument("--texture", action="store_true",
                    help="a UV atlas (xatlas) and a baked texture instead of vertex colours (.glb or .obj)")
     p.add_argument("--texture-size", type=int, default=1024, help="texture side in pixels")
+    p.add_argument("--preview", default=None, metavar="OUT.png",
+                   help="--mesh: also draw the mesh (frontal and 30° views, colour and shading) to this PNG")
     p.add_argument("--views", type=int, default=15, help="--points: views rendered around the head (a yaw x pitch grid)")
     p.add_argument("--view-res", type=int, default=128, help="--points: resolution of each view")
     p.add_argument("--quiet", action="store_true")
@@ -46,6 +48,14 @@ def run(args):
             raise ValueError(f"argument {arg}: {out}: unknown suffix {suf or '(none)'!r}; use one of {', '.join(allowed)}")
     if args.mesh and args.points and Path(args.mesh).resolve() == Path(args.points).resolve():
         raise ValueError("argument --points: must differ from --mesh")
+    if args.preview is not None:
+        if args.mesh is None:
+            raise ValueError("argument --preview: applies to --mesh")
+        check_output(args.preview, "--preview", [args.model], kind="file")
+        if Path(args.preview).suffix.lower() != ".png":
+            raise ValueError(f"argument --preview: {args.preview}: must end in .png")
+        if any(o and Path(o).resolve() == Path(args.preview).resolve() for o in (args.mesh, args.points)):
+            raise ValueError("argument --preview: must differ from --mesh and --points")
     if args.texture:
         if args.mesh is None:
             raise ValueError("argument --texture: applies to --mesh")
@@ -63,6 +73,9 @@ def run(args):
         dt = time.perf_counter() - t0
         print(f"wrote {args.mesh}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "
               f"({cfg.res} lattice, threshold {cfg.threshold:g}) in {dt:.1f} s")
+        if args.preview:
+            write_preview(mesh, args.preview)
+            print(f"wrote {args.preview}")
     if args.points:
         t0 = time.perf_counter()
         n_yaw = max(1, int(round(math.sqrt(args.views * 5 / 3))))
@@ -72,3 +85,20 @@ def run(args):
         dt = time.perf_counter() - t0
         print(f"wrote {args.points}: {len(p)} points from {len(cams)} views at {args.view_res}² in {dt:.1f} s")
     return 0
+
+
+def write_preview(mesh, path, res: int = 320):
+    """Three panels: the mesh's colours from the front and from 30° to the side, then its
+    shading alone from 30°; cameras a little farther than the rig's, so the head fits."""
+    import numpy as np
+    from PIL import Image
+
+    from .._io import atomic_path
+    from ..data.rig import DISTANCE
+    from ..export import mesh_preview
+    from ..render import paths
+
+    panels = [mesh_preview(mesh, paths.camera_on_sphere(yaw, 8, res, radius=DISTANCE * 1.4), shaded_only=shaded)
+              for yaw, shaded in ((0, False), (30, False), (30, True))]
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.concatenate(panels, 1)).save(tmp)
