@@ -290,3 +290,16 @@ def test_cameras_hold_plain_floats_for_checkpoints():
 
     d = _cam_dict(rig.frontal_camera(64))
     assert all(type(d[k]) is float for k in ("fx", "fy", "cx", "cy"))
+
+
+def test_the_documented_camera_path_example_reads():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "EXPORT.md").read_text()
+    block = text.split("```json\n", 1)[1].split("```", 1)[0]
+    cams, fps = cameras_from_camera_path(json.loads(block), "docs/EXPORT.md")
+    want = paths.orbit(12, 256)[:2]
+    assert fps == 24 and len(cams) == 2
+    for a, b in zip(cams, want):
+        np.testing.assert_allclose(a.c2w, b.c2w, atol=1e-4)
+        assert a.fy == pytest.approx(b.fy)

@@ -67,6 +67,11 @@ def run(args):
     from ..render import paths
 
     portrait = load(args.model)
+    if args.texture and args.res > 96 and not args.quiet:
+        import sys
+
+        print(f"pnerf export: note: xatlas unwraps a --res {args.res} mesh slowly (minutes above --res 128); "
+              "--res 64-96 is quick", file=sys.stderr)
     if args.mesh:
         t0 = time.perf_counter()
         mesh = export_mesh(portrait, args.mesh, cfg)
