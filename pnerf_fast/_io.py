@@ -65,6 +65,18 @@ def safe_yaml_load(text, source) -> object:
         loader.dispose()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode_(path, is_dir: bool = False) -> None:
+    """Give a temporary file (mkstemp: 0600) or folder (mkdtemp: 0700) the permissions
+    an ordinary ``open()`` / ``mkdir()`` would have given it (0666 / 0777 less the umask)."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, is_dir: bool = False):
     """Yield a temporary path next to ``path`` (same suffix, so writers that look at it
@@ -80,6 +92,8 @@ def atomic_path(path, *, is_dir: bool = False):
         tmp = Path(name)
     try:
         yield tmp
+        if tmp.exists():
+            public_mode_(tmp, is_dir)
         if is_dir and path.is_dir():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.rmdir(old)

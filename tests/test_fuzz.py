@@ -1065,6 +1065,24 @@ def test_writers_leave_no_partial_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "c.pt", "v.gif"]
 
 
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    """Written through a temporary file (mkstemp makes it 0600), an output still ends up
+    with the permissions a plain open() gives: others can read a shared portrait."""
+    import os
+
+    from pnerf_fast.render import video
+    from pnerf_fast.train.model import save_atomic
+
+    old = os.umask(0o022)
+    try:
+        save_atomic({"a": torch.zeros(2)}, tmp_path / "c.pt")
+        video.save_png(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+        for name in ("c.pt", "a.png"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    finally:
+        os.umask(old)
+
+
 # ----------------------------------------------------------------------------- real faces (MediaPipe)
 
 

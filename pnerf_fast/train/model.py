@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import short_repr
+from .._io import public_mode_, short_repr
 from ..face.landmarks import CANONICAL_AABB
 from ..face.procrustes import SimilarityTransform
 from ..ops.occgrid import OccupancyGrid
@@ -188,6 +188,7 @@ def save_atomic(obj, path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        public_mode_(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
