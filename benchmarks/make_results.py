@@ -107,8 +107,11 @@ def main(argv=None):
                          lambda: args.short_joint and with_our_finetune(args.short_joint, ours, tmp, "joint")),
     }
     rows = {}
-    # 'ours' last: with --ours-from it is read when bench_fidelity has written it
-    for name in sorted(specs, key=lambda k: k == "ours (latent codes)"):
+    # the short rows first (one choice each), the slow random row late, 'ours' last: with
+    # --ours-from it is read when bench_fidelity has written it
+    order = ["latent, short", "latent, short, world", "joint, short", "meta (paper init), its SGD finetune",
+             "random", "ours (latent codes)"]
+    for name in order:
         coords, budget, prepare = specs[name]
         if name == "ours (latent codes)" and args.ours_from:
             while not Path(args.ours_from).exists():  # bench_fidelity may still be running
@@ -136,7 +139,8 @@ def main(argv=None):
     write_json({"summary": summary, "paper": PAPER, "details": rows}, out / "ablation.json")
     bands = " | ".join(f"{b}° ↑" for b in BAND_NAMES)
     lines = ["# Ablation on the synthetic light stage", "",
-             f"{len(rows[next(iter(rows))]['subjects'])} held-out test subjects (the first of subject_072..079 of "
+             f"{len(rows[next(iter(rows))]['subjects'])} held-out test subjects ("
+             f"{'' if len(rows[next(iter(rows))]['subjects']) == 8 else 'the first of '}subject_072..079 of "
              "`pnerf lightstage --subjects 80 --seed 0`); input: the frontal view only; targets: the 24 other views. "
              "Whole image on a white background (PSNR, SSIM, LPIPS: AlexNet) and foreground only (PSNR fg); "
              "'input fg' is the input view re-rendered, foreground PSNR; the angle bands are novel-view PSNR by "
