@@ -1079,6 +1079,18 @@ def test_atomic_outputs_get_ordinary_permissions(tmp_path):
         video.save_png(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
         for name in ("c.pt", "a.png"):
             assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+        from pnerf_fast.data.format import load_subject, write_splits, write_subject
+        from pnerf_fast.render.cameras import Camera
+
+        cam = Camera(fx=20.0, fy=20.0, cx=8.0, cy=8.0, width=16, height=16, c2w=np.eye(4))
+        lms = np.random.default_rng(0).normal(size=(24, 3))
+        for _ in range(2):  # a new folder, then one replaced
+            write_subject(tmp_path / "ds" / "s0", cameras=[cam], images=[np.zeros((16, 16, 4), np.float32)],
+                          landmarks=lms)
+            assert (tmp_path / "ds" / "s0").stat().st_mode & 0o777 == 0o755
+        load_subject(tmp_path / "ds" / "s0")
+        write_splits(tmp_path / "ds", ["s0"], [], [])
+        assert (tmp_path / "ds" / "splits.json").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
 

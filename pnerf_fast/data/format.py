@@ -22,15 +22,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .._io import short_repr
+from .._io import atomic_path, short_repr, write_text_atomic
 from ..face import landmarks as lm
 from ..render.cameras import Camera
 
@@ -522,11 +520,10 @@ def write_subject(
 
     if out.exists() and not overwrite:
         raise FileExistsError(f"write_subject: {out} already exists (pass overwrite=True to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        from PIL import Image
+    from PIL import Image
 
+    # a whole new folder beside it, renamed over the old one once complete
+    with atomic_path(out, is_dir=True) as tmp:
         (tmp / IMAGES_DIR).mkdir()
         for a, fp in zip(u8, file_paths):
             Image.fromarray(a, "RGBA" if a.shape[2] == 4 else "RGB").save(tmp / fp, compress_level=6)
@@ -534,17 +531,6 @@ def write_subject(
             json.dump(transforms, f, indent=2)
         with open(tmp / FACE_FILE, "w", encoding="utf-8") as f:
             json.dump(face, f, indent=2)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rmdir(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --------------------------------------------------------------------------- datasets
@@ -613,12 +599,4 @@ def write_splits(root, train: Sequence[str], val: Sequence[str], test: Sequence[
     r = Path(root)
     splits = {"train": list(train), "val": list(val), "test": list(test)}
     _validate_splits(splits, r, r / SPLITS_FILE)
-    fd, tmp = tempfile.mkstemp(prefix=".splits.tmp-", dir=r)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(splits, f, indent=2)
-        os.replace(tmp, r / SPLITS_FILE)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(r / SPLITS_FILE, json.dumps(splits, indent=2))
