@@ -295,3 +295,29 @@ def test_default_steps_grow_with_the_input_side(latent_prior, tiny):  # noqa: F8
     m = PortraitModel.load(latent_prior)
     m.cfg.finetune.steps_res = 1
     assert finetune(subj, init=m, steps=2, code_steps=0, progress=False).info["steps"] == 2
+
+
+def test_code_rays_sets_the_code_stage_batch(latent_prior, tiny, monkeypatch):  # noqa: F811
+    """finetune.code_rays: the code steps draw that many rays, the all-weight steps keep
+    rays_per_step; a negative value is refused by the config."""
+    from pnerf_fast.train import data as data_mod
+    from pnerf_fast.train.config import TrainConfig
+
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    m = PortraitModel.load(latent_prior)
+    m.cfg.finetune.code_rays, m.cfg.finetune.rays_per_step = 64, 128
+    sizes = []
+    real = data_mod.SubjectRays.batch
+
+    def spy(self, views, n, *a, **k):
+        sizes.append(n)
+        return real(self, views, n, *a, **k)
+
+    monkeypatch.setattr(data_mod.SubjectRays, "batch", spy)
+    finetune(subj, init=m, steps=2, code_steps=3, progress=False)
+    assert sizes == [64, 64, 64, 128, 128]
+    cfg = TrainConfig()
+    cfg.finetune.code_rays = -1
+    with pytest.raises(ValueError, match="code_rays"):
+        cfg.validate()

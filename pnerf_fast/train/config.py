@@ -76,6 +76,7 @@ class FinetuneConfig:
     code_steps: int = 0
     code_lr: float = 3e-2
     code_reg: float = 1e-3      # pull of the code towards the training codes' mean (per std^2)
+    code_rays: int = 0          # rays per code step (32 numbers need fewer than all weights); 0: rays_per_step
     prior_pull: float = 0.0     # L2 pull of all weights towards the prior, as decay per step (x lr)
     # weight of the mean opacity (per render step) at random points of the cells that
     # `cover` added: the prior never learned those cells, so they start with whatever
@@ -146,6 +147,8 @@ class TrainConfig:
                 bad(k, f"must be a finite number >= 0, got {v}")
         if self.finetune.code_steps < 0:
             bad("finetune.code_steps", f"must be >= 0, got {self.finetune.code_steps}")
+        if not isinstance(self.finetune.code_rays, int) or self.finetune.code_rays < 0:
+            bad("finetune.code_rays", f"must be an integer >= 0, got {self.finetune.code_rays!r}")
         if not isinstance(self.finetune.steps_res, int) or self.finetune.steps_res < 0:
             bad("finetune.steps_res", f"must be an integer >= 0, got {self.finetune.steps_res!r}")
         if self.finetune.rays_per_step <= 0:

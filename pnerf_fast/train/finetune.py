@@ -174,7 +174,7 @@ def finetune(
     clock = _Clock()
     psnr = float("nan")
 
-    def render_loss():
+    def render_loss(n=n):
         """-> (the photometric MSE, the loss to minimise)"""
         b = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg)
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
@@ -214,7 +214,7 @@ def finetune(
             p.requires_grad_(False)
         try:
             while step < n_code and not (code_seconds is not None and clock.elapsed() >= code_seconds):
-                mse, loss = render_loss()
+                mse, loss = render_loss(fc.code_rays or n)
                 z = field.latent
                 loss = loss + fc.code_reg * torch.mean((z - mu) ** 2 / var)
                 zopt.zero_grad(set_to_none=True)
