@@ -121,16 +121,17 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
         raise ValueError(f"fit_oracle: argument 'start' must be 'prior' or 'scratch', got {start!r}")
     from .train.config import GroupLR
     from .train.data import SubjectRays
-    from .train.hull import cover_subject_, dilate_cells, subject_hull
+    from .train.hull import dilate_cells, subject_hull
     from .train.model import _field_cfg_dict, build_field
     from .train.pretrain import make_optimizer, ray_loss
 
     views = list(range(subject.num_views))
     if start == "prior":
         model = copy.deepcopy(like)
-        sr = SubjectRays(subject, model.mean_face, model.cfg.coordinates)
-        if sr.has_mask:  # whatever the prior's own finetune does: the whole subject is in the grid
-            cover_subject_(model.grid, sr, views=views)
+        # whatever the prior's own finetune does, the whole subject is in the grid: finetune
+        # covers it with the visual hull of the views it fits (all of them), and no opacity
+        # penalty on the cells that adds (they are the subject's)
+        model.cfg.finetune.cover, model.cfg.finetune.empty_reg = True, 0.0
         pf = finetune(subject, init=model, seconds=seconds, steps=steps, views=views, seed=seed, progress=progress)
         pf.info["start"] = "prior"
         return pf

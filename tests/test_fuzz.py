@@ -337,20 +337,21 @@ def test_bad_image_arrays(arr, why):
 # ----------------------------------------------------------------------------- subject folders
 
 
-def _tf(mut):
+def _edit_json(name, mut):
+    """A damage function: load the subject's ``name``, apply ``mut`` to it, write it back."""
     def f(s: Path):
-        t = json.loads((s / "transforms.json").read_text())
+        t = json.loads((s / name).read_text())
         mut(t)
-        (s / "transforms.json").write_text(json.dumps(t))
+        (s / name).write_text(json.dumps(t))
     return f
+
+
+def _tf(mut):
+    return _edit_json("transforms.json", mut)
 
 
 def _face(mut):
-    def f(s: Path):
-        t = json.loads((s / "face.json").read_text())
-        mut(t)
-        (s / "face.json").write_text(json.dumps(t))
-    return f
+    return _edit_json("face.json", mut)
 
 
 def _set(d, path, value):

@@ -217,8 +217,7 @@ def finetune(
                 mse, loss = render_loss(fc.code_rays or n)
                 z = field.latent
                 loss = loss + fc.code_reg * torch.mean((z - mu) ** 2 / var)
-                zopt.zero_grad(set_to_none=True)
-                field.zero_grad(set_to_none=True)
+                zopt.zero_grad(set_to_none=True)  # the frozen weights never get a gradient
                 loss.backward()
                 zopt.step()
                 step += 1
