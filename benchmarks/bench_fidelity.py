@@ -36,20 +36,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pnerf_fast.evaluate import evaluate_prior, write_json  # noqa: E402
 
 LS_SUBJECTS, LS_SEED, LS_RES = 80, 0, 128
+DEFAULT_STYLE = "classic"  # the light stage the shipped prior was trained on
 
 
-def ensure_lightstage(root: Path, split: str = "test", progress: bool = True) -> Path:
-    """The light stage's ``split`` subjects of (80 subjects, seed 0), rendered once."""
+def ensure_lightstage(root: Path, split: str = "test", progress: bool = True, style: str = DEFAULT_STYLE) -> Path:
+    """The light stage's ``split`` subjects of (80 subjects, seed 0, ``style``), rendered once."""
     from pnerf_fast.data.lightstage import _split_counts, generate_lightstage
 
     n_train, n_val, n_test = _split_counts(LS_SUBJECTS, (0.8, 0.1, 0.1))
     first = {"train": 0, "val": n_train, "test": n_train + n_val}[split]
     count = {"train": n_train, "val": n_val, "test": n_test}[split]
     idx = list(range(first, first + count))
-    root = root / f"ls{LS_SUBJECTS}_seed{LS_SEED}_{split}"
+    root = root / (f"ls{LS_SUBJECTS}_seed{LS_SEED}_{split}" if style == "classic" else f"ls{LS_SUBJECTS}_seed{LS_SEED}_{style}_{split}")
     if not all((root / f"subject_{i:03d}" / "transforms.json").exists() for i in idx):
         generate_lightstage(root, LS_SUBJECTS, res=LS_RES, seed=LS_SEED, only=idx, progress=progress,
-                            contact_sheet_path=None)
+                            contact_sheet_path=None, style=style)
     return root
 
 
@@ -105,6 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--init", default=None, help="prior checkpoint (default: the shipped prior)")
     ap.add_argument("--data", default="data/bench_fidelity", help="where the light-stage subjects are rendered")
     ap.add_argument("--split", default="test", choices=["val", "test"], help="val for tuning, test to report")
+    ap.add_argument("--style", default=DEFAULT_STYLE, choices=["portrait", "classic"],
+                    help=f"which light stage to render the subjects from (default {DEFAULT_STYLE}: the shipped prior's)")
     ap.add_argument("--oracle-seconds", type=float, default=60.0, help="oracle fit per subject (0: skip)")
     ap.add_argument("--oracle-start", choices=["scratch", "prior"], default="scratch",
                     help="the oracle: a random field fitted to all views (default), or the prior finetuned on them")
@@ -121,7 +124,7 @@ def main(argv=None) -> int:
     init = str(prior_path(args.init))
     progress = not args.json
     t0 = time.perf_counter()
-    root = ensure_lightstage(Path(args.data), args.split, progress)
+    root = ensure_lightstage(Path(args.data), args.split, progress, args.style)
     rows = []
 
     def keep_pictures(subj, pf, m):
@@ -134,7 +137,7 @@ def main(argv=None) -> int:
     m = res["mean"]
     obj = {
         "init": str(init),
-        "data": f"pnerf lightstage --subjects {LS_SUBJECTS} --seed {LS_SEED} --res {LS_RES}, {args.split} split "
+        "data": f"pnerf lightstage --subjects {LS_SUBJECTS} --seed {LS_SEED} --res {LS_RES} --style {args.style}, {args.split} split "
                 f"({len(res['subjects'])} subjects)",
         "input_view_psnr_fg": m["input"]["psnr_fg"],
         "input_view_psnr": m["input"]["psnr"],

@@ -169,9 +169,111 @@ def test_cli(tmp_path, capsys):
     rc = cli.main(["lightstage", "--out", str(tmp_path / "ds"), "--subjects", "1", "--res", "16", "--views", "2",
                    "--spp", "1", "--workers", "1", "--quiet"])
     assert rc == 0
-    assert "wrote 1 subjects x 2 views at 16x16" in capsys.readouterr().out
+    assert "wrote 1 portrait subjects x 2 views at 16x16" in capsys.readouterr().out
     s = F.load_subject(tmp_path / "ds" / "subject_000")
-    assert s.images.shape == (2, 16, 16, 3)
+    assert s.images.shape == (2, 16, 16, 3) and s.meta["style"] == "portrait"
+    rc = cli.main(["lightstage", "--out", str(tmp_path / "c"), "--subjects", "1", "--res", "16", "--views", "1",
+                   "--spp", "1", "--workers", "1", "--quiet", "--style", "classic"])
+    assert rc == 0 and F.load_subject(tmp_path / "c" / "subject_000").meta["style"] == "classic"
     assert json.loads((tmp_path / "ds" / "splits.json").read_text())["train"] == ["subject_000"]
     rc = cli.main(["lightstage", "--out", str(tmp_path / "x"), "--subjects", "0", "--quiet"])
     assert rc == 2 and "subjects must be >= 1" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the portrait light stage
+
+
+def test_portrait_keeps_identity_and_varies_what_classic_lacks():
+    ps = [L.subject_params(5, i, "portrait") for i in range(80)]
+    cs = [L.subject_params(5, i, "classic") for i in range(3)]
+    # same draws first: the portrait subject keeps the classic one's skin, pose and eyes
+    for c, p in zip(cs, ps):
+        assert p.appearance.skin == c.appearance.skin and p.pose == c.pose and p.shape.eye_spacing == c.shape.eye_spacing
+        assert c.shape.hair_style == "cap" and not c.shape.body and c.lighting == L.Lighting()
+    assert {p.shape.hair_style for p in ps} == {"short", "cap", "bob", "long", "curly", "bald"}
+    assert all(p.shape.body for p in ps)
+    assert 5 <= sum(p.shape.glasses > 0 for p in ps) <= 30 and 3 <= sum(p.shape.beard > 0 for p in ps) <= 25
+    assert 20 <= sum(p.shape.smile > 0 for p in ps) <= 60 and sum(p.shape.mouth_open > 0 for p in ps) >= 5
+    amb = np.array([p.lighting.ambient for p in ps])
+    assert amb.std(0).min() > 0.01  # lighting differs from subject to subject
+    assert len({p.appearance.clothes for p in ps}) > 40
+    with pytest.raises(ValueError, match="style"):
+        L.subject_params(5, 0, "cartoon")
+
+
+def test_portrait_proportions_are_real_ones():
+    """In outer-eye-corner units (ex-ex): the skull rises ~1.3 above the eyes and is ~2.1
+    long (adult means, Farkas 1994); the classic heads are too flat and short."""
+    def ratios(shape):
+        geo = L.HeadGeometry(shape)
+        lms = geo.landmarks()
+        exex = lms[I["eye_left_outer"], 0] - lms[I["eye_right_outer"], 0]
+        eye_y = lms[I["eye_left_outer"], 1]
+        (cx, cy, cz), (rx, ry, rz) = geo.cranium
+        top = (cy + ry) * shape.height
+        length = (geo.face[0][2] + geo.face[1][2] - (cz - rz)) * shape.depth
+        return (top - eye_y) / exex, length / exex
+
+    up_c, len_c = ratios(L.HeadShape())
+    up_p, len_p = ratios(L.HeadShape(cranium_lift=0.26, cranium_back=0.20))  # the portrait sampler's means
+    assert up_c < 1.15 and len_c < 2.0
+    assert 1.2 < up_p < 1.4 and 2.05 < len_p < 2.3, (up_p, len_p)
+
+
+@pytest.mark.parametrize("style", ["long", "short", "bald"])
+def test_portrait_hair_styles(style):
+    shape = L.HeadShape(body=True, hair_style=style, hair_volume=0.2, hair_bottom=-1.3, hair_front=0.3,
+                        neck_radius=0.5, cranium_lift=0.26, cranium_back=0.2)
+    geo = L.HeadGeometry(shape)
+    h = lambda x, y, z: float(geo.hair_sdf(torch.tensor([x]), torch.tensor([y]), torch.tensor([z])))  # noqa: E731
+    above = h(0.0, 1.35, -0.2)  # just above the top of the skull
+    behind_neck = h(0.0, -1.0, -0.75)  # behind the neck, below the ears
+    throat = h(0.0, -1.0, 0.45)  # in front of the throat
+    assert throat > 0  # no style covers the throat
+    if style == "bald":
+        assert above > 0 and behind_neck > 0
+    elif style == "short":
+        assert above < 0 and behind_neck > 0
+    else:
+        assert above < 0 and behind_neck < 0
+
+
+def test_portrait_render_body_glasses_and_landmarks():
+    params = L.subject_params(3, 6, "portrait")
+    params.pose = L.HeadPose()
+    params.shape.glasses = 1.0
+    params.shape.smile, params.shape.mouth_open = 0.8, 0.04
+    far = rig.camera_at(0.0, 0.0, 48, distance=9.0)  # sees the shoulders: the frame spans +-2.4 units
+    with torch.no_grad():
+        (img_p,), lms = L.render_subject(params, [far], spp=1)
+        (img_c,), _ = L.render_subject(L.subject_params(3, 6, "classic"), [far], spp=1)
+        (img_f,), _ = L.render_subject(params, [rig.frontal_camera(64)], spp=1)
+    u, v = far.project(np.array([[1.4, -2.0, 0.0], [-1.4, -2.0, 0.0]]))[0].astype(int).T
+    assert (img_p[v, u, 3] == 1).all() and (img_c[v, u, 3] == 0).all()  # shoulders only on portrait heads
+    # the clothes there take the subject's clothes colour (up to the light), not skin
+    col = img_p[v, u, :3]
+    cl, sk = np.array(params.appearance.clothes), np.array(params.appearance.skin)
+    cos = lambda a, b: (a @ b) / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
+    assert all(cos(c, cl) > cos(c, sk) - 1e-3 for c in col) or np.allclose(cl / cl.sum(), sk / sk.sum(), atol=0.05)
+    # landmarks stay on the surface with a smile and an open mouth
+    geo = L.HeadGeometry(params.shape)
+    assert float(geo.sdf_pts(torch.tensor(geo.landmarks())).abs().max()) < 1e-3
+    # the glasses change the frontal view in a band around the eyes, and only there
+    cam = rig.frontal_camera(64)
+    params.shape.glasses = 0.0
+    with torch.no_grad():
+        (img_n,), _ = L.render_subject(params, [cam], spp=1)
+    changed = np.abs(img_f[..., :3] - img_n[..., :3]).mean(-1) > 0.1
+    rows = np.nonzero(changed.any(1))[0]
+    uv = cam.project(lms)[0]
+    assert changed.sum() > 30
+    assert rows.min() >= uv[I["brow_left_mid"], 1] - 4 and rows.max() <= uv[I["nose_tip"], 1] + 2
+
+
+def test_classic_heads_are_the_first_light_stage():
+    """The portrait features are all off for classic heads, so its renders are unchanged."""
+    s = L.HeadShape()
+    assert (s.cranium_lift, s.cranium_back, s.brow_lift, s.mouth_lift, s.smile, s.mouth_open, s.glasses, s.beard) == (0,) * 8
+    assert s.hair_style == "cap" and not s.body and s.neck_radius == 0.36
+    geo = L.HeadGeometry(s)
+    assert not geo.portrait and "glasses" not in geo.parts(torch.zeros(1), torch.zeros(1), torch.zeros(1))

@@ -13,6 +13,9 @@ def add_arguments(p):
     p.add_argument("--spp", type=int, default=4, help="anti-aliasing samples per pixel (default 4)")
     p.add_argument("--splits", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
                    help="fractions (or counts) of train/val/test subjects, in that order (default 0.8,0.1,0.1)")
+    p.add_argument("--style", choices=["portrait", "classic"], default="portrait",
+                   help="portrait (default): real proportions, varied hair, shoulders and clothes, expressions, "
+                        "glasses, beards and per-subject lighting; classic: the first light stage's cartoon heads")
     p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each; default 2)")
     p.add_argument("--no-contact-sheet", action="store_true", help="do not write OUT/contact_sheet.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -39,10 +42,11 @@ def run(args):
         splits=splits,
         progress=not args.quiet,
         contact_sheet_path=None if args.no_contact_sheet else "contact_sheet.png",
+        style=args.style,
     )
     n_img = t["subjects"] * t["views"]
     print(
-        f"wrote {t['subjects']} subjects x {t['views']} views at {t['res']}x{t['res']} ({n_img} images, {t['spp']} spp) "
+        f"wrote {t['subjects']} {t['style']} subjects x {t['views']} views at {t['res']}x{t['res']} ({n_img} images, {t['spp']} spp) "
         f"to {args.out} in {t['total_s']:.1f} s wall ({t['per_subject_s']:.2f} s/subject; "
         f"render {t['render_s']:.1f} s + write {t['write_s']:.1f} s summed over {t['workers']} worker(s))"
     )

@@ -45,6 +45,15 @@ GRID_SPACING = 0.022  # head-space units (a 128 px rig pixel is ~0.019 units at 
 GRID_LO = (-1.0, -1.12, -1.2)  # head-space box (before the global shape scales) holding all but the neck
 GRID_HI = (1.0, 1.36, 1.12)
 NECK_BOTTOM = -2.6
+# the portrait light stage's box: taller skulls, fuller and longer hair, glasses
+GRID_LO_PORTRAIT = (-1.3, -1.7, -1.62)
+GRID_HI_PORTRAIT = (1.3, 1.72, 1.14)
+GRID_SPACING_PORTRAIT = 0.024
+# the portrait light stage's scene box (head space): head, shoulders and the chest;
+# outside the head box, the body is below BODY_TOP
+SCENE_LO = (-2.8, -3.6, -1.9)
+SCENE_HI = (2.8, 1.9, 1.7)
+BODY_TOP = -1.25
 # Lights fixed in world space (the light stage), (direction towards the light, weight).
 LIGHTS = (
     ((0.0, 0.35, 1.0), 0.40),
@@ -78,6 +87,23 @@ class HeadShape:
     hair_volume: float = 0.09  # hair shell thickness
     hairline: float = 0.78  # height of the front hairline
     hair_back: float = 0.95  # how far the hair comes down at the sides and back (slope of the cut)
+    # -- the "portrait" light stage (defaults: the classic one, whose heads are unchanged) --
+    cranium_lift: float = 0.0  # raises the top of the skull (units; real skulls sit higher above the eyes)
+    cranium_back: float = 0.0  # lengthens the skull backwards
+    brow_lift: float = 0.0  # moves the brows (ridge and hair) up (units; < 0: down)
+    mouth_lift: float = 0.0  # moves the mouth up
+    hair_style: str = "cap"  # cap | short | bob | long | curly | bald
+    hair_bottom: float = 0.0  # bob / long: the height where the side and back hair ends
+    hair_front: float = 0.0  # bob / long: how far forward (z) the side hair reaches
+    curl: float = 0.0  # curly: amplitude of the curls (units)
+    body: bool = False  # neck, shoulders and clothes
+    neck_radius: float = 0.36
+    shoulder_width: float = 1.0
+    neckline: float = 0.0  # depth of the neckline's dip at the front (0 = crew neck)
+    smile: float = 0.0  # 0 neutral .. 1 broad smile (mouth corners up, cheeks raised)
+    mouth_open: float = 0.0  # gap between the lips (units): teeth show
+    glasses: float = 0.0  # 0: none, else the rims' radius scale
+    beard: float = 0.0  # 0: none, else its thickness (units)
 
 
 @dataclass
@@ -92,6 +118,24 @@ class HeadAppearance:
     freckles: float = 0.0
     skin_detail: float = 1.0
     detail_seed: int = 0
+    # -- the "portrait" light stage --
+    clothes: tuple = (0.25, 0.27, 0.32)
+    clothes_pattern: int = 0  # 0 plain, 1 stripes, 2 knit
+    glasses_color: tuple = (0.06, 0.05, 0.05)
+    hair_part: float = 0.0  # x of a parting line (0: none)
+    skin_pores: float = 0.0  # fine skin texture
+    iris_detail: float = 0.0  # radial iris texture and a dark limbal ring
+
+
+@dataclass
+class Lighting:
+    """Lights fixed in world space for one subject. The default is the classic light
+    stage: even, white, no highlights."""
+
+    ambient: tuple = (AMBIENT, AMBIENT, AMBIENT)
+    lights: tuple = tuple((d, w, (1.0, 1.0, 1.0)) for d, w in LIGHTS)  # (towards the light, weight, colour)
+    wrap: float = 0.25  # soft Lambertian: 0.25 + 0.75 max(n.l, 0)
+    specular: float = 0.0  # skin highlight strength (the eyes and glasses get more)
 
 
 @dataclass
@@ -119,6 +163,7 @@ class HeadParams:
     shape: HeadShape = field(default_factory=HeadShape)
     appearance: HeadAppearance = field(default_factory=HeadAppearance)
     pose: HeadPose = field(default_factory=HeadPose)
+    lighting: Lighting = field(default_factory=Lighting)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -203,6 +248,81 @@ def sample_head(rng: np.random.Generator) -> HeadParams:
     return HeadParams(shape, app, pose)
 
 
+STYLES = ("classic", "portrait")
+_HAIR_STYLES = ("short", "cap", "bob", "long", "curly", "bald")
+_CLOTHES = ((0.12, 0.13, 0.16), (0.85, 0.85, 0.83), (0.16, 0.22, 0.40), (0.45, 0.10, 0.10),
+            (0.22, 0.32, 0.22), (0.55, 0.50, 0.42), (0.30, 0.30, 0.32), (0.70, 0.55, 0.25))
+
+
+def sample_head_portrait(rng: np.random.Generator) -> HeadParams:
+    """The "portrait" light stage: the classic head (same draws, so subject i keeps its
+    identity) with real proportions, varied hair, a body with clothes, expressions,
+    accessories and per-subject lighting.
+
+    Proportions are calibrated in units of the outer-eye-corner distance against adult
+    anthropometric means (Farkas 1994) and MediaPipe's face mesh on real photos (the
+    numbers: benchmarks/README.md, "Light stage proportions"): the skull rises higher
+    above the eyes and reaches further back, the nose is narrower and longer, the mouth
+    wider than the classic heads'."""
+    p = sample_head(rng)
+    sh, ap = p.shape, p.appearance
+
+    def nrm(mean, sd, lo, hi):
+        return float(np.clip(rng.normal(mean, sd), lo, hi))
+
+    sh.cranium_lift = nrm(0.26, 0.05, 0.14, 0.38)
+    sh.cranium_back = nrm(0.20, 0.05, 0.08, 0.32)
+    sh.nose_width *= 0.78
+    sh.nose_length *= 1.12
+    sh.mouth_width *= 1.12
+    sh.eye_size *= 1.12
+    sh.brow_lift = nrm(-0.045, 0.015, -0.08, -0.01)
+    sh.mouth_lift = nrm(0.03, 0.01, 0.0, 0.06)
+    sh.lip_thickness *= 1.1
+    sh.neck_radius = nrm(0.52, 0.04, 0.44, 0.6)
+    style = _HAIR_STYLES[int(rng.choice(len(_HAIR_STYLES), p=[0.26, 0.12, 0.2, 0.2, 0.12, 0.1]))]
+    sh.hair_style = style
+    sh.hair_volume = {"short": rng.uniform(0.04, 0.12), "cap": rng.uniform(0.08, 0.18), "bob": rng.uniform(0.15, 0.32),
+                      "long": rng.uniform(0.10, 0.26), "curly": rng.uniform(0.18, 0.34), "bald": 0.0}[style]
+    sh.hair_volume = float(sh.hair_volume)
+    sh.hairline = float(rng.uniform(0.78, 0.92) if style != "bald" else 1.2) + sh.cranium_lift * 0.5
+    sh.hair_bottom = float({"bob": rng.uniform(-0.75, -0.35), "long": rng.uniform(-1.55, -1.05)}.get(style, 0.0))
+    sh.hair_front = float(rng.uniform(0.15, 0.45)) if style in ("bob", "long") else 0.0
+    sh.curl = float(rng.uniform(0.03, 0.06)) if style == "curly" else 0.0
+    sh.body = True
+    sh.shoulder_width = nrm(1.0, 0.08, 0.82, 1.18)
+    sh.neckline = float(rng.uniform(0.0, 0.35))
+    expr = rng.choice(3, p=[0.5, 0.3, 0.2])  # neutral, smile, open mouth (a smile with teeth)
+    sh.smile = float(rng.uniform(0.5, 1.0)) if expr >= 1 else 0.0
+    sh.mouth_open = float(rng.uniform(0.02, 0.05)) if expr == 2 else 0.0
+    if expr >= 1:
+        sh.mouth_width *= 1.0 + 0.15 * sh.smile
+    sh.glasses = float(rng.uniform(0.9, 1.15)) if rng.uniform() < 0.2 else 0.0
+    sh.beard = float(rng.uniform(0.015, 0.05)) if rng.uniform() < 0.15 else 0.0
+
+    ap.clothes = tuple(float(v) for v in np.clip(np.array(_CLOTHES[rng.integers(len(_CLOTHES))]) * rng.normal(1, 0.1, 3), 0.02, 1))
+    ap.clothes_pattern = int(rng.choice(3, p=[0.6, 0.25, 0.15]))
+    ap.glasses_color = tuple(float(v) for v in (rng.uniform(0.02, 0.12, 3) if rng.uniform() < 0.7 else rng.uniform(0.4, 0.7, 3)))
+    ap.hair_part = float(rng.choice([-1, 1]) * rng.uniform(0.15, 0.3)) if style in ("short", "bob", "long") and rng.uniform() < 0.6 else 0.0
+    ap.skin_pores = float(rng.uniform(0.5, 1.5))
+    ap.iris_detail = float(rng.uniform(0.6, 1.2))
+
+    # lighting: between the even light stage (e = 1) and a single key light with
+    # coloured ambient (e = 0), fixed in world space for all of the subject's views
+    e = float(rng.uniform(0.0, 1.0))
+    warm = float(rng.uniform(-1, 1))
+    tint = lambda k: tuple(float(v) for v in np.clip(np.array([1 + 0.12 * k, 1.0, 1 - 0.15 * k]), 0.5, 1.5))  # noqa: E731
+    ky, kp = np.deg2rad(rng.uniform(-75, 75)), np.deg2rad(rng.uniform(5, 55))
+    key = (float(np.sin(ky) * np.cos(kp)), float(np.sin(kp)), float(np.cos(ky) * np.cos(kp)))
+    base = Lighting()
+    lights = [(key, float((1 - e) * rng.uniform(0.55, 0.85)), tint(warm))]
+    lights += [(d, float(w * (0.35 + 0.65 * e)), (1.0, 1.0, 1.0)) for d, w, _ in base.lights]
+    amb = np.array(base.ambient) * (0.75 + 0.25 * e) * np.array(tint(-0.6 * warm * (1 - e)))
+    p.lighting = Lighting(ambient=tuple(float(v) for v in amb), lights=tuple(lights),
+                          wrap=float(rng.uniform(0.05, 0.25)), specular=float(rng.uniform(0.04, 0.16)))
+    return p
+
+
 # ----------------------------------------------------------------------------- SDF
 
 
@@ -259,7 +379,7 @@ class HeadGeometry:
         self.alae_c = (0.095 * nw, self.nose_tip[1] - 0.065, 0.78 + 0.02 * (npj - 1))
         self.alae_r = (0.07 * nw, 0.055, 0.065)
         mw, lt = s.mouth_width, s.lip_thickness
-        self.mouth_y = -0.475 - 0.3 * s.chin
+        self.mouth_y = -0.475 - 0.3 * s.chin + s.mouth_lift
         self.upper_lip = ((0.0, self.mouth_y + 0.037, 0.775), (0.2 * mw, 0.04 * lt, 0.065))
         self.lower_lip = ((0.0, self.mouth_y - 0.047, 0.765), (0.17 * mw, 0.047 * lt, 0.06))
         self.mouth_half_w = 0.235 * mw
@@ -267,10 +387,25 @@ class HeadGeometry:
         self.jaw = ((0.0, -0.36 - 0.5 * s.chin, 0.20), (0.63 * jw, 0.46, 0.50))
         self.chin = ((0.0, -0.69 - s.chin, 0.63), (0.18, 0.16, 0.14))
         self.cheek = ((0.34, -0.10, 0.47), (0.21 * s.cheeks ** 0.5, 0.17, 0.19 * s.cheeks))
-        self.brow = ((0.10, 0.335, 0.705), (0.50, 0.305, 0.57), 0.062 * s.brow_ridge ** 0.5)
+        bl = s.brow_lift
+        self.brow = ((0.10, 0.335 + bl, 0.705), (0.50, 0.305 + bl, 0.57), 0.062 * s.brow_ridge ** 0.5)
         self.ear = ((0.755, 0.03, -0.08), (0.085, 0.21 * s.ears, 0.13 * s.ears))
-        self.neck = ((0.0, -0.30, -0.14), (0.0, NECK_BOTTOM, -0.14), 0.36 * s.neck)
-        self.cranium = ((0.0, 0.19, -0.10), (0.76, 0.84, 0.84))
+        self.neck = ((0.0, -0.30, -0.14), (0.0, NECK_BOTTOM, -0.14), s.neck_radius * s.neck)
+        lift, back = s.cranium_lift, s.cranium_back
+        self.cranium = ((0.0, 0.19 + 0.5 * lift, -0.10 - 0.5 * back), (0.76, 0.84 + 0.5 * lift, 0.84 + 0.5 * back))
+        # the portrait light stage: body, expression, accessories (all off for classic heads)
+        self.portrait = bool(s.body)
+        self.torso = ((0.0, -2.45, -0.2), (1.9 * s.shoulder_width, 0.8, 1.0))
+        if s.mouth_open > 0:
+            c, r = self.lower_lip
+            self.lower_lip = ((c[0], c[1] - s.mouth_open, c[2] - 0.3 * s.mouth_open), r)
+        if s.smile > 0:
+            c, r = self.cheek
+            self.cheek = ((c[0], c[1] + 0.05 * s.smile, c[2] + 0.02 * s.smile), r)
+        if s.curl > 0:
+            self.curl_waves = _waves(np.random.default_rng(int(s.hair_volume * 1e6) + 7), (26.0, 41.0), 3)
+        self.grid_lo = np.array(GRID_LO_PORTRAIT if self.portrait else GRID_LO)
+        self.grid_hi = np.array(GRID_HI_PORTRAIT if self.portrait else GRID_HI)
         self.face = ((0.0, -0.10, 0.22), (0.60, 0.72, 0.555))
         hv = s.hair_volume
         cr = self.cranium
@@ -294,20 +429,84 @@ class HeadGeometry:
         d = _smin(d, _ellipsoid(ax, y, z, *self.ear), 0.05)
         a, b, r = self.neck
         d = _smin(d, _capsule(x, y, z, a, b, r, r * 1.15), 0.22)
+        if self.portrait:
+            d = _smin(d, _ellipsoid(x, y, z, *self.torso), 0.45)
+            if self.shape.beard > 0:
+                d = d - self.shape.beard * self.beard_weight(ax, y, z)
         # eye sockets
         ec = self.eye_c
         d = _smax(d, -_sphere(ax, y, z, (ec[0], ec[1], ec[2] + 0.085), self.eye_r * 0.92), 0.05)
         nose = _capsule(x, y, z, self.nose_bridge, self.nose_tip, 0.05, self.nose_tip_r)
         nose = _smin(nose, _ellipsoid(ax, y, z, self.alae_c, self.alae_r), 0.05)
         d = _smin(d, nose, 0.07)
-        lips = torch.minimum(_ellipsoid(x, y, z, *self.upper_lip), _ellipsoid(x, y, z, *self.lower_lip))
+        yl = y - self.smile_bend(ax) if self.shape.smile > 0 else y
+        lips = torch.minimum(_ellipsoid(x, yl, z, *self.upper_lip), _ellipsoid(x, yl, z, *self.lower_lip))
         skin = _smin(d, lips, 0.07)
         eyes = _sphere(ax, y, z, ec, self.eye_r)
-        cut = self.hair_cut_sdf(x, y, z)
-        hair = _smax(_ellipsoid(x, y, z, *self.hair), cut, 0.05)
+        hair = self.hair_sdf(x, y, z)
         s = self.gmin
         total = torch.minimum(_smin(skin, eyes, 0.02), hair)
-        return {"d": total * s, "skin": skin * s, "eyes": eyes * s, "lips": lips * s, "hair": hair * s, "nose": nose * s}
+        out = {"d": total * s, "skin": skin * s, "eyes": eyes * s, "lips": lips * s, "hair": hair * s, "nose": nose * s}
+        if self.shape.glasses > 0:
+            gl = self.glasses_sdf(ax, y, z)
+            out["glasses"] = gl * s
+            out["d"] = torch.minimum(out["d"], gl * s)
+        return out
+
+    def hair_sdf(self, x, y, z):
+        """The hair volume (local coordinates): a shell over the cranium cut at the
+        hairline; bob and long styles add a drape down the sides and back; curls
+        displace the surface; bald heads have none."""
+        st = self.shape.hair_style
+        if st == "bald" or self.shape.hair_volume <= 0:
+            return torch.full_like(x, 10.0)
+        cut = self.hair_cut_sdf(x, y, z)
+        shell = _ellipsoid(x, y, z, *self.hair)
+        if st in ("bob", "long"):
+            hv = self.shape.hair_volume
+            (cx, cy, cz), (rx, ry, rz) = self.cranium
+            drop = 0.45 if st == "bob" else 0.9
+            drape = _ellipsoid(x, y, z, (cx, cy - drop, cz - 0.05), (rx + hv + 0.04, ry + drop + hv, rz + hv))
+            shell = _smin(shell, drape, 0.15)
+            cut = torch.minimum(cut, z - self.shape.hair_front)  # the sides, behind the cheeks
+            cut = _smax(cut, self.shape.hair_bottom - y, 0.05)
+            # never in front of the throat: below the chin the hair falls behind or beside the neck
+            nr = self.neck[2] + 0.1
+            throat = torch.maximum(torch.maximum(y + 0.72, -0.05 - z), x.abs() - nr)
+            cut = _smax(cut, -throat, 0.04)
+        hair = _smax(shell, cut, 0.05)
+        if self.shape.curl > 0:
+            c = self.shape.curl
+            hair = (hair + c * _noise(x, y, z, self.curl_waves)) / (1.0 + 2.0 * c * 41.0)
+        return hair
+
+    def smile_bend(self, ax):
+        """How far a smile lifts the lips at |x| = ax (local units): the corners rise."""
+        sm = self.shape.smile
+        return sm * (0.075 * (ax / 0.25) ** 2 - 0.012)
+
+    def beard_weight(self, ax, y, z):
+        """0..1: where a beard grows (jaw, chin, lower cheeks and a moustache), local coordinates."""
+        lower = _smoothstep(-0.12, -0.32, y) * _smoothstep(-0.25, 0.15, z)
+        mh = self.mouth_half_w
+        mous = torch.exp(-(((y - (self.mouth_y + 0.085)) / 0.035) ** 2)) * _smoothstep(mh + 0.06, mh - 0.04, ax) * _smoothstep(0.55, 0.7, z)
+        lips_zone = torch.exp(-(((y - self.mouth_y) / 0.06) ** 2)) * _smoothstep(mh + 0.03, mh - 0.05, ax) * _smoothstep(0.55, 0.7, z)
+        neck = _smoothstep(-1.0, -0.85, y)  # not down the neck
+        return ((lower * neck + mous) * (1 - lips_zone)).clamp(0.0, 1.0)
+
+    def glasses_sdf(self, ax, y, z):
+        """Rims around both eyes, a bridge and temples back to the ears (local, mirrored |x|)."""
+        ec = self.eye_c
+        R = 0.19 * self.shape.glasses
+        zc, tube = 0.86, 0.026
+        cy = ec[1] + 0.005
+        qx, qy = (ax - ec[0]) / 1.2, y - cy
+        ring = torch.sqrt((torch.sqrt(qx * qx + qy * qy) - R) ** 2 + (z - zc) ** 2) - tube
+        inner = ec[0] - 1.2 * R
+        bridge = _capsule(ax, y, z, (max(inner, 0.0) + 0.01, cy + 0.04, zc), (0.0, cy + 0.06, zc + 0.02), 0.018, 0.018)
+        outer = ec[0] + 1.2 * R
+        temple = _capsule(ax, y, z, (outer - 0.01, cy + 0.03, zc - 0.02), (0.83, cy + 0.06, -0.12), 0.02, 0.02)
+        return torch.minimum(torch.minimum(ring, bridge), temple)
 
     def hair_cut_sdf(self, x, y, z):
         """< 0 above the hairline (local coordinates): y > hairline - slope * (0.6 - z)."""
@@ -326,9 +525,14 @@ class HeadGeometry:
         return self.sdf(p[..., 0], p[..., 1], p[..., 2])
 
     def neck_sdf(self, x, y, z):
+        """What lies outside the head box: the neck, and for portrait heads the torso."""
         g = self.g
         a, b, r = self.neck
-        return _capsule(x / g[0], y / g[1], z / g[2], a, b, r, r * 1.15) * self.gmin
+        lx, ly, lz = x / g[0], y / g[1], z / g[2]
+        d = _capsule(lx, ly, lz, a, b, r, r * 1.15)
+        if self.portrait:
+            d = _smin(d, _ellipsoid(lx, ly, lz, *self.torso), 0.45)
+        return d * self.gmin
 
     def normal(self, p: torch.Tensor, eps: float = 2e-3) -> torch.Tensor:
         """Unit normals [n, 3] from a tetrahedral finite difference of the exact SDF."""
@@ -348,6 +552,9 @@ class HeadGeometry:
         mh, my = self.mouth_half_w, self.mouth_y
         a, b, _ = self.brow
         chin_c, chin_r = self.chin
+        smiling = self.shape.smile > 0
+        bc = float(self.smile_bend(mh)) if smiling else 0.0  # a smile lifts the corners
+        b0 = float(self.smile_bend(0.0)) if smiling else 0.0
         pts = {
             "jaw_right_top": (-0.74, 0.10, 0.25),
             "jaw_right_low": (-0.62 * jw, -0.50 - 0.5 * self.shape.chin, 0.45),
@@ -361,9 +568,9 @@ class HeadGeometry:
             "subnasale": (0.0, tip[1] - 0.11, tip[2] - 0.02),
             "eye_right_outer": (-(ec[0] + hw), ec[1], ec[2] + 0.1),
             "eye_right_inner": (-(ec[0] - hw), ec[1], ec[2] + 0.2),
-            "mouth_right_corner": (-mh, my, 0.82),
-            "upper_lip_top": (0.0, self.upper_lip[0][1] + 0.04, 0.95),
-            "lower_lip_bottom": (0.0, self.lower_lip[0][1] - 0.055, 0.92),
+            "mouth_right_corner": (-mh, my + bc, 0.82),
+            "upper_lip_top": (0.0, self.upper_lip[0][1] + 0.04 + b0, 0.95),
+            "lower_lip_bottom": (0.0, self.lower_lip[0][1] - 0.055 + b0, 0.92),
         }
         out = np.zeros((lm.NUM_LANDMARKS, 3))
         for i, name in enumerate(lm.NAMES):
@@ -417,8 +624,9 @@ def _mix(a, b, t):
     return a + (b - a) * t[:, None]
 
 
-def _albedo(geo: HeadGeometry, app: HeadAppearance, p: torch.Tensor) -> torch.Tensor:
-    """Albedo [n, 3] at head-space surface points p [n, 3]."""
+def _albedo(geo: HeadGeometry, app: HeadAppearance, p: torch.Tensor, masks: bool = False):
+    """Albedo [n, 3] at head-space surface points p [n, 3]. With ``masks`` (portrait
+    heads): the tuple (r, g, b, specular weight, Blinn exponent), each [n]."""
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
     parts = geo.parts(x, y, z)
     g = geo.g
@@ -448,12 +656,29 @@ def _albedo(geo: HeadGeometry, app: HeadAppearance, p: torch.Tensor) -> torch.Te
     nostril = torch.exp(-(((ax - 0.06 * geo.shape.nose_width) / 0.035) ** 2 + ((ly - geo.alae_c[1] + 0.035) / 0.025) ** 2 + ((lz - geo.alae_c[2] - 0.01) / 0.06) ** 2))
     c = c * (1 - 0.6 * nostril.clamp(max=1))[:, None]
 
+    if geo.portrait:
+        if app.skin_pores > 0:
+            pores = _noise(x, y, z, _waves(np.random.default_rng(app.detail_seed + 1), (160.0,), 6))
+            c = c * (1 + 0.025 * app.skin_pores * pores)[:, None]
+        mottle = _noise(x, y, z, _waves(np.random.default_rng(app.detail_seed + 2), (9.0,), 4))
+        c = c + (0.02 * det * mottle)[:, None] * torch.tensor([1.0, -0.4, -0.4]) * skin.max()
+    bend = geo.smile_bend(ax) if geo.shape.smile > 0 else 0.0
+    lyb = ly - bend  # the mouth's own height: a smile lifts its corners
     # lips
     lipw = _smoothstep(0.012, -0.004, parts["lips"] - parts["skin"]) * _smoothstep(geo.mouth_half_w + 0.02, geo.mouth_half_w - 0.05, ax)
     lipc = torch.tensor(app.lips, dtype=p.dtype) * (1 + 0.04 * mid)[:, None]
     c = _mix(c, lipc.expand_as(c), lipw)
-    line = torch.exp(-(((ly - geo.mouth_y) / 0.012) ** 2)) * _smoothstep(geo.mouth_half_w + 0.01, geo.mouth_half_w - 0.04, ax) * (lz > 0.6)
+    line = torch.exp(-(((lyb - geo.mouth_y) / 0.012) ** 2)) * _smoothstep(geo.mouth_half_w + 0.01, geo.mouth_half_w - 0.04, ax) * (lz > 0.6)
     c = c * (1 - 0.55 * line)[:, None]
+    gap = geo.shape.mouth_open
+    if gap > 0:  # an open mouth: upper teeth, the dark of the mouth below them
+        inner = _smoothstep(geo.mouth_half_w * 0.9, geo.mouth_half_w * 0.6, ax) * (lz > 0.55)
+        inner = inner * _smoothstep(0.004, -0.004, lyb - geo.mouth_y) * _smoothstep(-gap - 0.006, -gap + 0.004, lyb - geo.mouth_y)
+        inner = inner * (1 - lipw)
+        teeth = _smoothstep(-0.62 * gap, -0.5 * gap, lyb - geo.mouth_y)
+        tcol = torch.tensor([0.86, 0.83, 0.76]) * (1 - 0.25 * torch.exp(-((torch.remainder(lx + 0.03, 0.06) - 0.03) / 0.004) ** 2))[:, None]
+        mcol = _mix(torch.tensor([0.12, 0.04, 0.04]).expand_as(c), tcol, teeth)
+        c = _mix(c, mcol, inner)
 
     # brows: a band over the brow ridge, thicker at the inner end
     a, b, _ = geo.brow
@@ -474,6 +699,9 @@ def _albedo(geo: HeadGeometry, app: HeadAppearance, p: torch.Tensor) -> torch.Te
     iris_a = 0.44
     sclera = torch.tensor([0.84, 0.80, 0.77], dtype=p.dtype) * (1 - 0.15 * _smoothstep(0.3, 0.9, rr / geo.eye_half_w))[:, None]
     iris = torch.tensor(app.iris, dtype=p.dtype) * (0.8 + 0.35 * _smoothstep(0.0, iris_a, ang) + 0.08 * high)[:, None]
+    if app.iris_detail > 0:  # radial streaks and a dark limbal ring
+        streak = torch.sin(torch.atan2(dy, dx) * 23.0 + 2.0 * low) * torch.sin(torch.atan2(dy, dx) * 9.0 - low)
+        iris = iris * (1 + 0.18 * app.iris_detail * streak - 0.45 * app.iris_detail * _smoothstep(iris_a - 0.12, iris_a, ang))[:, None]
     eye = _mix(sclera, iris, _smoothstep(iris_a + 0.03, iris_a - 0.03, ang))
     eye = _mix(eye, torch.full_like(eye, 0.03), _smoothstep(0.19, 0.15, ang))
     eye = eye * (1 - 0.5 * _smoothstep(open_h * 0.4, open_h, dy))[:, None]  # upper lid shadow
@@ -488,8 +716,38 @@ def _albedo(geo: HeadGeometry, app: HeadAppearance, p: torch.Tensor) -> torch.Te
     hc = torch.tensor(app.hair, dtype=p.dtype)
     hcol = hc * (1 + 0.18 * strands + 0.08 * mid)[:, None]
     hcol = hcol + 0.06 * _smoothstep(0.6, 1.0, strands)[:, None] * (0.3 + hc)
+    if geo.portrait and app.hair_part != 0:
+        part = torch.exp(-(((lx - app.hair_part) / 0.018) ** 2)) * _smoothstep(0.55, 0.75, ly) * (lz > -0.2)
+        hcol = hcol * (1 - 0.45 * part)[:, None] + 0.25 * part[:, None] * torch.tensor(app.skin)
     c = _mix(c, hcol, hairw)
-    return c.clamp(0.0, 1.0)
+    if not geo.portrait:
+        return c.clamp(0.0, 1.0)
+    sh = geo.shape
+    if sh.beard > 0:
+        bw = geo.beard_weight(ax, ly, lz) * (1 - lipw)
+        bcol = hc * (0.9 + 0.2 * strands + 0.1 * high)[:, None]
+        c = _mix(c, bcol, _smoothstep(0.15, 0.6, bw))
+    # clothes below the neckline (a dip at the front for a V or scoop neck), with a pattern
+    nl = -1.32 - sh.neckline * torch.exp(-((lx / 0.32) ** 2)) * (lz > 0)
+    cw = _smoothstep(0.02, -0.02, ly - nl) * (1 - hairw)
+    cc = torch.tensor(app.clothes, dtype=p.dtype)
+    if app.clothes_pattern == 1:
+        pat = 1 + 0.3 * _smoothstep(-0.3, 0.3, torch.sin(ly * 38.0))
+    elif app.clothes_pattern == 2:
+        pat = 1 + 0.1 * mid + 0.08 * torch.sin(lx * 110) * torch.sin(ly * 110)
+    else:
+        pat = 1 + 0.04 * mid
+    ccol = (cc * pat[:, None]).clamp(0, 1)
+    c = _mix(c, ccol, cw)
+    spec_w = (1 - hairw) * (1 - cw) * (1 - 0.5 * lipw) + 0.4 * hairw + 9.0 * inside
+    shiny = 18.0 + 140.0 * inside
+    if "glasses" in parts:
+        gw = _smoothstep(0.004, -0.004, parts["glasses"] - parts["d"])
+        c = _mix(c, torch.tensor(app.glasses_color, dtype=p.dtype).expand_as(c), gw)
+        spec_w = spec_w + 5.0 * gw
+        shiny = shiny + 60.0 * gw
+    c = c.clamp(0.0, 1.0)
+    return c[:, 0], c[:, 1], c[:, 2], spec_w, shiny
 
 
 # ----------------------------------------------------------------------------- render
@@ -510,8 +768,10 @@ def _subpixel_offsets(spp: int) -> np.ndarray:
 class _Grid:
     """The exact SDF sampled on a head-space grid, read back trilinearly."""
 
-    def __init__(self, geo: HeadGeometry, spacing: float = GRID_SPACING, chunk: int = 1 << 18):
-        lo, hi = np.array(GRID_LO) * geo.g, np.array(GRID_HI) * geo.g
+    def __init__(self, geo: HeadGeometry, spacing: float | None = None, chunk: int = 1 << 18):
+        if spacing is None:
+            spacing = GRID_SPACING_PORTRAIT if geo.portrait else GRID_SPACING
+        lo, hi = geo.grid_lo * geo.g, geo.grid_hi * geo.g
         n = np.ceil((hi - lo) / spacing).astype(int) + 1
         self.lo, self.hi, self.n = lo, lo + (n - 1) * spacing, n
         xs, ys, zs = (torch.linspace(float(lo[i]), float(self.hi[i]), int(n[i])) for i in range(3))
@@ -636,6 +896,88 @@ def render_subject(params: HeadParams, cameras: Sequence[Camera], spp: int = 4, 
     n_all = len(o)
     eps = 0.3 / min(c.fx for c in cameras) * (rig.DISTANCE / s)  # ~0.3 px at the head
 
+    if geo.portrait:
+        t_hit = _trace_portrait(grid, geo, o, d, eps)
+    else:
+        t_hit = _trace_classic(grid, geo, o, d, eps)
+
+    hi_idx = torch.isfinite(t_hit).nonzero().squeeze(1)
+    p = o[hi_idx] + d[hi_idx] * t_hit[hi_idx, None]
+    nh = len(p)
+    nrm = _chunked(lambda sl: grid.normal(p[sl]), nh) if nh else torch.zeros(0, 3)
+    if geo.portrait:
+        parts = _chunked(lambda sl: torch.stack(_albedo(geo, params.appearance, p[sl], masks=True), 1), nh) if nh else torch.zeros(0, 5)
+        albedo, spec_w, shiny = parts[:, :3], parts[:, 3], parts[:, 4]
+    else:
+        albedo = _chunked(lambda sl: _albedo(geo, params.appearance, p[sl]), nh) if nh else torch.zeros(0, 3)
+    # a little ambient occlusion from the SDF; lights fixed in world space
+    occ = 0.5 * (grid.full(p + 0.06 * nrm) / 0.06).clamp(0, 1) + 0.5 * (grid.full(p + 0.15 * nrm) / 0.15).clamp(0, 1)
+    nw = nrm @ R.T
+    lt = params.lighting
+    light = torch.tensor(lt.ambient, dtype=torch.float32).expand(nh, 3).clone()
+    spec = torch.zeros(nh, 3)
+    view = -(d[hi_idx] @ R.T)  # towards the camera, world
+    for ldir, wgt, lcol in lt.lights:
+        l_ = torch.tensor(ldir, dtype=torch.float32)
+        l_ = l_ / l_.norm()
+        ndl = (nw @ l_).clamp_min(0)
+        lc = torch.tensor(lcol, dtype=torch.float32)
+        light = light + wgt * lc * (lt.wrap + (1 - lt.wrap) * ndl)[:, None]  # soft Lambertian
+        if geo.portrait and lt.specular > 0:
+            h = l_ + view
+            h = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+            blinn = (nw * h).sum(-1).clamp_min(0) ** shiny * (ndl > 0)
+            spec = spec + (wgt * lt.specular * spec_w * blinn)[:, None] * lc
+    light = light * (0.55 + 0.45 * occ)[:, None]
+    col = (albedo * light + spec * (0.4 + 0.6 * occ)[:, None]).clamp(0, 1)
+
+    rgb_sum = torch.zeros(n_all, 3)
+    cov = torch.zeros(n_all)
+    rgb_sum[hi_idx] = col
+    cov[hi_idx] = 1.0
+    out, start = [], 0
+    bg = torch.tensor(background, dtype=torch.float32)
+    for cam in cameras:
+        h, w = cam.height, cam.width
+        m = h * w * spp
+        cs = rgb_sum[start:start + m].view(h * w, spp, 3).sum(1)
+        cv = cov[start:start + m].view(h * w, spp).sum(1)
+        start += m
+        rgb = torch.where(cv[:, None] > 0, cs / cv.clamp_min(1)[:, None], bg)
+        out.append(torch.cat([rgb, (cv / spp)[:, None]], -1).view(h, w, 4).numpy().astype(np.float32))
+    lms = params.pose.apply(geo.landmarks())
+    return out, lms
+
+
+def _trace_portrait(grid: "_Grid", geo: HeadGeometry, o, d, eps):
+    """First hits (t, inf where none) of head-space rays with the portrait scene: the
+    head box's grid (which holds the top of the body too), then the analytic body (neck,
+    shoulders, chest) below it, up to the head's hit."""
+    n_all = len(o)
+    t_hit = torch.full((n_all,), float("inf"))
+    tb0, tb1 = grid.box_interval(o, d)
+    vb = (tb1 > tb0).nonzero().squeeze(1)
+    hit_b, t_b = _sphere_trace(grid, o[vb], d[vb], tb0[vb], tb1[vb], eps)
+    t_hit[vb[hit_b]] = t_b[hit_b]
+    # the body outside the head box lies below BODY_TOP (head space, before the shape scales)
+    lo = torch.tensor(SCENE_LO, dtype=torch.float32) * torch.tensor(geo.g, dtype=torch.float32)
+    hi = torch.tensor(SCENE_HI, dtype=torch.float32) * torch.tensor(geo.g, dtype=torch.float32)
+    hi[1] = BODY_TOP * geo.g[1]
+    inv = 1.0 / torch.where(d.abs() < 1e-9, torch.full_like(d, 1e-9), d)
+    ta, tb = (lo - o) * inv, (hi - o) * inv
+    t0, t1 = torch.minimum(ta, tb).amax(-1).clamp_min(0.0), torch.minimum(torch.maximum(ta, tb).amin(-1), t_hit)
+    v = (t1 > t0).nonzero().squeeze(1)
+    if len(v):
+        body = lambda q: geo.neck_sdf(q[:, 0], q[:, 1], q[:, 2])  # noqa: E731
+        hit, t = _sphere_trace(body, o[v], d[v], t0[v], t1[v], eps, max_steps=100)
+        t_hit[v[hit]] = torch.minimum(t_hit[v[hit]], t[hit])
+    return t_hit
+
+
+def _trace_classic(grid: "_Grid", geo: HeadGeometry, o, d, eps):
+    """First hits of the classic light stage: the head box's grid, then the neck's
+    exact capsule below it."""
+    n_all = len(o)
     # 1) the box holding everything but the lower neck: trace the trilinear grid
     tb0, tb1 = grid.box_interval(o, d)
     vb = (tb1 > tb0).nonzero().squeeze(1)
@@ -671,38 +1013,7 @@ def render_subject(params: HeadParams, cameras: Sequence[Camera], spp: int = 4, 
             neck = lambda p: geo.neck_sdf(p[:, 0], p[:, 1], p[:, 2])  # noqa: E731
             hit_n, t_n = _sphere_trace(neck, o[cand], d[cand], tn0, tn1, eps)
             t_hit[cand[hit_n]] = torch.minimum(t_hit[cand[hit_n]], t_n[hit_n])
-
-    hi_idx = torch.isfinite(t_hit).nonzero().squeeze(1)
-    p = o[hi_idx] + d[hi_idx] * t_hit[hi_idx, None]
-    nh = len(p)
-    nrm = _chunked(lambda sl: grid.normal(p[sl]), nh) if nh else torch.zeros(0, 3)
-    albedo = _chunked(lambda sl: _albedo(geo, params.appearance, p[sl]), nh) if nh else torch.zeros(0, 3)
-    # a little ambient occlusion from the SDF; even light-stage lighting in world space
-    occ = 0.5 * (grid.full(p + 0.06 * nrm) / 0.06).clamp(0, 1) + 0.5 * (grid.full(p + 0.15 * nrm) / 0.15).clamp(0, 1)
-    nw = nrm @ R.T
-    light = torch.full((nh,), AMBIENT)
-    for ldir, wgt in LIGHTS:
-        l_ = torch.tensor(ldir, dtype=torch.float32)
-        light = light + wgt * (0.25 + 0.75 * (nw @ (l_ / l_.norm())).clamp_min(0))  # soft Lambertian
-    light = light * (0.55 + 0.45 * occ)
-    col = (albedo * light[:, None]).clamp(0, 1)
-
-    rgb_sum = torch.zeros(n_all, 3)
-    cov = torch.zeros(n_all)
-    rgb_sum[hi_idx] = col
-    cov[hi_idx] = 1.0
-    out, start = [], 0
-    bg = torch.tensor(background, dtype=torch.float32)
-    for cam in cameras:
-        h, w = cam.height, cam.width
-        m = h * w * spp
-        cs = rgb_sum[start:start + m].view(h * w, spp, 3).sum(1)
-        cv = cov[start:start + m].view(h * w, spp).sum(1)
-        start += m
-        rgb = torch.where(cv[:, None] > 0, cs / cv.clamp_min(1)[:, None], bg)
-        out.append(torch.cat([rgb, (cv / spp)[:, None]], -1).view(h, w, 4).numpy().astype(np.float32))
-    lms = params.pose.apply(geo.landmarks())
-    return out, lms
+    return t_hit
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -743,15 +1054,21 @@ def _split_counts(n: int, splits: Sequence[float]) -> tuple[int, int, int]:
     return n - n_val - n_test, n_val, n_test
 
 
-def subject_params(seed: int, index: int) -> HeadParams:
-    """Subject ``index`` of the light stage with ``seed``; independent of the subject count."""
-    return sample_head(np.random.default_rng(np.random.SeedSequence([int(seed), int(index)])))
+def subject_params(seed: int, index: int, style: str = "classic") -> HeadParams:
+    """Subject ``index`` of the light stage with ``seed`` and ``style`` (see :data:`STYLES`);
+    independent of the subject count."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+    if style == "classic":
+        return sample_head(rng)
+    if style == "portrait":
+        return sample_head_portrait(rng)
+    raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
 
 
 def _make_subject(out: str, name: str, seed: int, index: int, res: int, views: int, spp: int,
-                  sheet_views: Sequence[int] | None) -> dict:
+                  sheet_views: Sequence[int] | None, style: str = "classic") -> dict:
     """Render and write one subject (runs in a worker process or in-process)."""
-    params = subject_params(seed, index)
+    params = subject_params(seed, index, style)
     cams = rig.rig_cameras(res, views)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -761,6 +1078,7 @@ def _make_subject(out: str, name: str, seed: int, index: int, res: int, views: i
         "generator": "pnerf_fast.data.lightstage",
         "seed": int(seed),
         "index": int(index),
+        "style": style,
         "spp": int(spp),
         "background": list(BACKGROUND),
         "head_params": params.to_dict(),
@@ -782,7 +1100,7 @@ def _worker_init():
 def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views: int = 25, spp: int = 4,
                         splits=(0.8, 0.1, 0.1), progress: bool = True,
                         contact_sheet_path: str | None = "contact_sheet.png", workers: int = 2,
-                        only: Sequence[int] | None = None) -> dict:
+                        only: Sequence[int] | None = None, style: str = "classic") -> dict:
     """Render ``subjects`` heads into ``out``/subject_000 ... and write ``out``/splits.json.
 
     Deterministic given ``seed``: subject i depends only on (seed, i), not on the subject
@@ -793,7 +1111,10 @@ def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views
     subjects (at least one each when subjects >= 3). ``contact_sheet_path`` (relative
     to ``out``; None to skip) gets up to 6 subjects x 6 views. ``only``: render just these
     subject indices (the same heads and splits as the full set; splits.json lists those
-    rendered), e.g. a benchmark's test split alone.
+    rendered), e.g. a benchmark's test split alone. ``style``: "classic" (the first light
+    stage: cartoon heads, even light) or "portrait" (real proportions, varied hair, body
+    and clothes, expressions, glasses and beards, per-subject lighting; see
+    :func:`sample_head_portrait`).
 
     Returns timings: total_s, render_s and write_s (summed over subjects; CPU-side work
     per process), per_subject_s (wall), subjects, views, res, spp, workers."""
@@ -806,6 +1127,8 @@ def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     _subpixel_offsets(spp)  # validates spp
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     n_train, n_val, n_test = _split_counts(subjects, splits)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -819,7 +1142,7 @@ def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views
         todo = sorted({int(i) for i in only})
     else:
         todo = list(range(subjects))
-    jobs = [(str(out), names[i], int(seed), i, int(res), int(views), int(spp), sheet_views if k < n_sheet else None)
+    jobs = [(str(out), names[i], int(seed), i, int(res), int(views), int(spp), sheet_views if k < n_sheet else None, style)
             for k, i in enumerate(todo)]
     t_start = time.perf_counter()
     results = []
@@ -870,4 +1193,4 @@ def generate_lightstage(out, subjects: int, res: int = 128, seed: int = 0, views
     total = time.perf_counter() - t_start
     return {"total_s": total, "render_s": sum(r["render_s"] for r in results),
             "write_s": sum(r["write_s"] for r in results), "per_subject_s": total / len(jobs),
-            "subjects": len(jobs), "views": views, "res": res, "spp": spp, "workers": workers}
+            "subjects": len(jobs), "views": views, "res": res, "spp": spp, "workers": workers, "style": style}
