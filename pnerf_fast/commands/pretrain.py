@@ -23,17 +23,38 @@ def add_arguments(p):
     p.add_argument("--init", default=None,
                    help="start from this prior's weights and grid (continue training); a shipped prior by name: "
                         "meta, latent")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train in this many processes on this machine (torch.distributed through torchrun, gloo); "
+                        "see docs/DISTRIBUTED.md for several machines")
     p.add_argument("--quiet", action="store_true")
+
+
+def _child_argv(args) -> list[str]:
+    """The arguments that each torchrun rank gets (all but --nproc)."""
+    out = ["--data", str(args.data), "--out", str(args.out)]
+    for flag, v in (("--method", args.method), ("--config", args.config), ("--coordinates", args.coordinates),
+                    ("--seed", args.seed), ("--epochs", args.epochs), ("--steps", args.steps),
+                    ("--max-seconds", args.max_seconds), ("--init", args.init)):
+        if v is not None:
+            out += [flag, str(v)]
+    for item in args.set:
+        out += ["--set", item]
+    if args.no_resume:
+        out.append("--no-resume")
+    if args.quiet:
+        out.append("--quiet")
+    return out
 
 
 def run(args):
     import math
+    import os
 
     from .._io import check_output, safe_yaml_load
 
     if args.max_seconds is not None and not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
         raise ValueError(f"argument --max-seconds: must be a positive number of seconds, got {args.max_seconds}")
-    for name, v in (("--epochs", args.epochs), ("--steps", args.steps)):
+    for name, v in (("--epochs", args.epochs), ("--steps", args.steps), ("--nproc", args.nproc)):
         if v is not None and v < 1:
             raise ValueError(f"argument {name}: must be >= 1, got {v}")
     init_file = args.init if args.init not in (None, "latent", "meta") else None
@@ -72,7 +93,25 @@ def run(args):
     from ..train.finetune import prior_path
 
     init = None if args.init is None else prior_path(args.init)
+    from ..train.distributed import launch, world_size_from_env
+
+    under_torchrun = world_size_from_env() > 1
+    if args.nproc > 1:
+        if under_torchrun:
+            raise ValueError("argument --nproc: this process is already one rank of a torchrun job; drop --nproc")
+        if cfg.method == "meta" and cfg.meta.batch < args.nproc:
+            raise ValueError(f"argument --nproc: the meta batch ({cfg.meta.batch} subjects) must hold at least one "
+                             f"subject per process; add --set meta.batch={args.nproc}")
+        if cfg.method in ("joint", "latent") and cfg.rays_per_step < args.nproc:
+            raise ValueError(f"argument --nproc: {cfg.rays_per_step} rays per step cannot be split over "
+                             f"{args.nproc} processes")
+        code = launch("pnerf_fast.train.pretrain", _child_argv(args), args.nproc)
+        if code != 0:
+            raise ChildProcessError(f"the {args.nproc}-process run stopped (a rank exited with code {code}; its "
+                                    "message is above); run it again to resume from its last checkpoint")
+        return 0  # rank 0 said what it wrote
     res = pretrain(args.data, args.out, cfg, resume=not args.no_resume, progress=not args.quiet,
                    max_seconds=args.max_seconds, init=init)
-    print(f"wrote {res.path} ({cfg.method}, {cfg.coordinates}): {res.visits} visits in {res.seconds:.0f} s")
+    if not under_torchrun or int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {res.path} ({cfg.method}, {cfg.coordinates}): {res.visits} visits in {res.seconds:.0f} s")
     return 0

@@ -44,6 +44,7 @@ class MetaConfig:
     n_support: int = 8
     n_query: int = 8
     epochs: int = 10
+    batch: int = 1          # subjects per (batched first-order) meta update; >= the world size under torchrun
 
 
 @dataclass
@@ -127,7 +128,7 @@ class TrainConfig:
             if opt not in OPTIMIZERS:
                 bad(f"{k}.optimizer", f"must be one of {OPTIMIZERS}, got {opt!r}")
         for k, v in (("meta.n_support", self.meta.n_support), ("meta.n_query", self.meta.n_query),
-                     ("meta.epochs", self.meta.epochs), ("joint.steps", self.joint.steps),
+                     ("meta.epochs", self.meta.epochs), ("meta.batch", self.meta.batch), ("joint.steps", self.joint.steps),
                      ("finetune.steps", self.finetune.steps), ("grid.res", self.grid.res),
                      ("grid.update_every", self.grid.update_every), ("latent.steps", self.latent.steps)):
             if v < (0 if k == "meta.n_support" else 1):
