@@ -25,7 +25,7 @@ from .config import GroupLR
 from .data import SubjectRays
 from .hull import cover_subject_
 from .model import PortraitField, PortraitModel
-from .pretrain import make_optimizer, mse_to_psnr
+from .pretrain import MAX_BAD_STEPS, StepGuard, check_finite_weights, grads_finite, make_optimizer, mse_to_psnr
 
 PHOTO_RES = 256  # photos are cropped to PHOTO_RES x PHOTO_RES for finetuning
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -118,7 +118,12 @@ def finetune(
     to fit (default: its input view; the multi-view oracle passes all of them, and the
     grid is then covered by their visual hull). ``callback(step, elapsed_s,
     field)`` runs after every step (for learning curves); time spent inside it is not
-    counted in ``elapsed_s`` nor in the ``seconds`` budget."""
+    counted in ``elapsed_s`` nor in the ``seconds`` budget.
+
+    A step whose loss or gradient is NaN or infinite is skipped with a RuntimeWarning (no
+    update; it counts as a step); MAX_BAD_STEPS (5) in a row raise NonFiniteLossError (a
+    ValueError), and so does a field that ends with non-finite weights: finetune never
+    returns (so never saves) a NaN."""
     from tqdm import tqdm
 
     if isinstance(init, PortraitModel):
@@ -187,9 +192,24 @@ def finetune(
         opacity = 1 - torch.exp(-field.density(x) * model.render_cfg.step)
         return mse, mse + fc.empty_reg * opacity.mean()
 
+    guard = StepGuard("finetune", limit=MAX_BAD_STEPS)
+
+    def backward_ok(loss, params) -> bool:
+        """loss.backward() unless the loss is non-finite; False: skip this step."""
+        if not bool(torch.isfinite(loss.detach())):
+            guard.bad(step + 1)
+            return False
+        loss.backward()
+        if not grads_finite(params):
+            guard.bad(step + 1, "gradient")
+            return False
+        guard.ok()
+        return True
+
     def after_step(step, mse, stage):
         nonlocal psnr
-        psnr = mse_to_psnr(mse)
+        if np.isfinite(mse):  # a skipped step keeps the last good value
+            psnr = mse_to_psnr(mse)
         bar.update(1)
         bar.set_postfix(stage=stage, loss=f"{mse:.4f}", psnr=f"{psnr:.2f}")
         if callback is not None:
@@ -218,8 +238,8 @@ def finetune(
                 z = field.latent
                 loss = loss + fc.code_reg * torch.mean((z - mu) ** 2 / var)
                 zopt.zero_grad(set_to_none=True)  # the frozen weights never get a gradient
-                loss.backward()
-                zopt.step()
+                if backward_ok(loss, [field.latent]):
+                    zopt.step()
                 step += 1
                 after_step(step, float(mse.detach()), "code")
         finally:
@@ -228,6 +248,7 @@ def finetune(
     # Stage 2: all weights.
     opt = make_optimizer(field, opt_kind, lr)
     prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
+    params = list(field.parameters())
     k = 0
     while True:
         if steps is not None and k >= steps:
@@ -236,10 +257,10 @@ def finetune(
             break
         mse, loss = render_loss()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if prior is not None:
-            _pull_(opt, field, prior, fc.prior_pull)
+        if backward_ok(loss, params):
+            opt.step()
+            if prior is not None:
+                _pull_(opt, field, prior, fc.prior_pull)
         k += 1
         step += 1
         if fc.update_grid and k % 32 == 0:
@@ -247,6 +268,7 @@ def finetune(
         after_step(step, float(mse.detach()), "all")
     bar.close()
     field.eval()
+    check_finite_weights(list(field.parameters()), f"finetune: {subject.name}")
     info = {"steps": step, "code_steps": min(step, n_code), "seconds": clock.elapsed(), "frontal_psnr": psnr,
             "subject": subject.name}
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)

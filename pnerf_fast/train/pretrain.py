@@ -127,7 +127,7 @@ def check_finite_weights(tensors, where: str) -> None:
     """Refuse to go on (and so to save) with NaN or infinite weights."""
     for t in tensors:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise NonFiniteLossError(f"{where}: the weights became NaN or infinite; nothing was saved")
+            raise NonFiniteLossError(f"{where}: the weights became NaN or infinite; they were not saved")
 
 
 def _bg_mode(cfg: TrainConfig):
@@ -167,6 +167,7 @@ def data_parallel_step(comm, params, sparse, compute, guard: StepGuard, step) ->
     if local_ok:
         loss.backward()
     if not comm.active:
+        loss_ok = local_ok
         ok = local_ok and grads_finite(params, [p for p, _ in sparse])
         value = float(mse.detach()) if local_ok else float("nan")
     else:
@@ -189,11 +190,12 @@ def data_parallel_step(comm, params, sparse, compute, guard: StepGuard, step) ->
         for (p, idx), r in zip(sparse, rows):
             p.grad = torch.sparse_coo_tensor(idx[None], r, tuple(p.shape), check_invariants=True)
         value = float(head[len(params) + 1])
-        ok = float(head[len(params)]) == 0 and math.isfinite(value) and grads_finite(params, [p for p, _ in sparse])
+        loss_ok = float(head[len(params)]) == 0 and math.isfinite(value)
+        ok = loss_ok and grads_finite(params, [p for p, _ in sparse])
     if not ok:
         for p in (*params, *(p for p, _ in sparse)):
             p.grad = None
-        guard.bad(step)
+        guard.bad(step, "loss" if not loss_ok else "gradient")
         return None
     guard.ok()
     return value
