@@ -106,12 +106,12 @@ def test_pose_applies_to_landmarks():
     assert np.linalg.det(R) > 0
 
 
-@pytest.mark.parametrize("index", [0, 1, 2])
-def test_landmarks_fall_on_the_right_features(index):
+@pytest.mark.parametrize("index,style", [(0, "classic"), (1, "classic"), (2, "classic"), (3, "portrait"), (8, "portrait")])
+def test_landmarks_fall_on_the_right_features(index, style):
     res = 48
     angles = [(0.0, 0.0), (-15.0, 0.0), (15.0, 10.0), (0.0, -12.0)]  # within ~35 deg of the face (head pose <= 20 deg)
     cams = [rig.camera_at(y, p, res) for y, p in angles]
-    params = L.subject_params(11, index)
+    params = L.subject_params(11, index, style)
     with torch.no_grad():
         imgs, world = L.render_subject(params, cams, spp=4)
     for (yaw, pitch), cam, img in zip(angles, cams, imgs):
