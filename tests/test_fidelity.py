@@ -321,3 +321,34 @@ def test_code_rays_sets_the_code_stage_batch(latent_prior, tiny, monkeypatch):  
     cfg.finetune.code_rays = -1
     with pytest.raises(ValueError, match="code_rays"):
         cfg.validate()
+
+
+def test_latent_init_from_other_subjects_keeps_weights_and_starts_fresh_codes(latent_prior, tiny, tmp_path):  # noqa: F811
+    """--init with a latent prior of another training split (another light stage, say):
+    its shared weights carry over and the codes start fresh."""
+    import json
+
+    src = load_dataset(tiny["data"])
+    train = src.subjects("train")
+    root = tmp_path / "fewer"
+    root.mkdir()
+    for name in src.names:
+        (root / name).symlink_to((tiny["data"] / name).resolve())
+    splits = json.loads((tiny["data"] / "splits.json").read_text())
+    splits["train"] = train[:1]
+    splits["val"] = splits["val"] + train[1:]
+    (root / "splits.json").write_text(json.dumps(splits))
+    fy = tmp_path / "tiny_latent.yaml"
+    fy.write_text(yaml.safe_dump(TINY_LATENT))
+    cfg = tiny_cfg(tiny, method="latent", field=str(fy), latent={"steps": 1, "lr": {"grid": 1e-9, "mlp": 1e-9, "latent": 1e-9}},
+                   grid={"hull_min_fraction": 0.01})
+    logs = []
+    out = tmp_path / "prior.pt"
+    pretrain(root, out, cfg, progress=False, log=logs.append, init=latent_prior)
+    a, b = PortraitModel.load(latent_prior), PortraitModel.load(out)
+    assert b.codes.shape == (1, 8) and a.codes.shape[0] == len(train) > 1
+    assert any("fresh subject codes" in str(m) for m in logs)
+    sa, sb = a.field.state_dict(), b.field.state_dict()
+    for k in sa:
+        if k != "latent":  # (almost) zero learning rates: the shared weights are the init's
+            torch.testing.assert_close(sa[k], sb[k], msg=k)

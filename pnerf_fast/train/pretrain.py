@@ -430,13 +430,16 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
         with torch.no_grad():
             codes.weight.normal_(0.0, cfg.latent.code_init_std, generator=gen)
             if init is not None and src.codes is not None:
-                # Continuing a latent prior on the same subjects: keep their codes.
-                if tuple(src.codes.shape) != tuple(codes.weight.shape):
-                    raise ValueError(f"{init}: it holds {src.codes.shape[0]} codes of {src.codes.shape[1]} numbers; "
-                                     f"this run trains {codes.weight.shape[0]} subjects with latent_dim "
-                                     f"{codes.weight.shape[1]} (pass a prior trained on the same train split)")
-                codes.weight.copy_(src.codes)
-                log(f"starting from {init}'s {len(rays)} subject codes")
+                if tuple(src.codes.shape) == tuple(codes.weight.shape):
+                    # Continuing a latent prior on the same subjects: keep their codes.
+                    codes.weight.copy_(src.codes)
+                    log(f"starting from {init}'s {len(rays)} subject codes")
+                elif src.codes.shape[1] != codes.weight.shape[1]:
+                    raise ValueError(f"{init}: its codes have {src.codes.shape[1]} numbers; this run's field has "
+                                     f"latent_dim {codes.weight.shape[1]}")
+                else:  # other subjects (another light stage, say): its weights, fresh codes
+                    log(f"{init} holds {src.codes.shape[0]} codes, this run trains {len(rays)} subjects: "
+                        "its shared weights, fresh subject codes")
     resume_path = out_path.with_suffix(out_path.suffix + ".resume")
     if comm.is_main:
         for p in (out_path, resume_path):
