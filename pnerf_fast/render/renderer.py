@@ -21,6 +21,7 @@ import torch
 from ..ops.composite import composite
 from ..ops.occgrid import OccupancyGrid
 from ..ops.raymarch import MarchConfig, PackedSamples, march_rays, ray_scale
+from .cameras import pixel_rays
 
 
 @dataclass(frozen=True)
@@ -174,16 +175,28 @@ def _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, 
 @torch.no_grad()
 def render_image(field, grid, camera, warp_table=None, cfg: RenderConfig = RenderConfig(), bg=1.0,
                  chunk: int = 1 << 14, progress=None):
-    """Render a whole camera in chunks of rays -> (rgb [H,W,3], depth [H,W], opacity [H,W])."""
-    o, d = camera.rays()
-    rgbs, depths, opas = [], [], []
-    for i in range(0, o.shape[0], chunk):
-        r = render_rays(field, grid, o[i:i + chunk], d[i:i + chunk], warp_table, None, cfg, bg)
-        rgbs.append(r.rgb)
-        depths.append(r.depth)
-        opas.append(r.opacity)
-        if progress is not None:
-            progress.update(min(chunk, o.shape[0] - i))
+    """Render a whole camera in chunks of rays -> (rgb [H,W,3], depth [H,W], opacity [H,W]).
+
+    Memory is bounded by ``chunk``: each chunk's rays are made on the fly (the same
+    values as ``camera.rays()``, pixel for pixel) and its results are written into the
+    preallocated outputs, so beyond the outputs themselves (20 bytes a pixel) nothing
+    grows with the image. The result does not depend on ``chunk``."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"render_image: chunk must be an integer >= 1, got {chunk!r:.60}")
     H, W = camera.height, camera.width
-    return (torch.cat(rgbs).reshape(H, W, 3).clamp(0, 1), torch.cat(depths).reshape(H, W),
-            torch.cat(opas).reshape(H, W))
+    n = H * W
+    rgb = torch.empty(n, 3)
+    depth = torch.empty(n)
+    opacity = torch.empty(n)
+    for i in range(0, n, chunk):
+        j = min(i + chunk, n)
+        idx = torch.arange(i, j)
+        o, d = pixel_rays(camera, torch.stack([idx % W, idx // W], -1))
+        r = render_rays(field, grid, o, d, warp_table, None, cfg, bg)
+        rgb[i:j] = r.rgb
+        depth[i:j] = r.depth
+        opacity[i:j] = r.opacity
+        del o, d, r
+        if progress is not None:
+            progress.update(j - i)
+    return rgb.clamp_(0, 1).reshape(H, W, 3), depth.reshape(H, W), opacity.reshape(H, W)
