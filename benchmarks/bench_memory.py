@@ -18,7 +18,7 @@ B. Pretraining data: ``load_training_subjects`` at N training subjects, and a fe
     python benchmarks/bench_memory.py --res 512 1024 --subjects 100 1000 --eager-max 300
     python benchmarks/bench_memory.py --baseline-data OLD_data.py   # also the former SubjectRays
 
-Eager loading grows by ~10 MB a subject at 128² (it would need ~10 GB at 1,000), so it is
+Eager loading grows by ~7 MB a subject at 128² (it would need ~7.6 GB at 1,000), so it is
 measured only up to --eager-max subjects; the rest is a linear extrapolation (marked so).
 """
 from __future__ import annotations

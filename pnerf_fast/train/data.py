@@ -43,7 +43,8 @@ class SubjectRays:
     at most ``cache_bytes()`` (``set_cache_bytes``; env ``PNERF_SUBJECT_CACHE_MB``,
     default 512 MiB): a dataset of any size then costs the same memory, plus a re-read
     of an evicted subject's PNGs when it comes round again. Both ways give the same
-    tensors, bit for bit (the same loader, resize and rays)."""
+    tensors, bit for bit (the same loader, resize and rays). Subjects with equal cameras
+    (a light-stage rig) share one copy of ``rays_o`` and ``rays_d``: treat them as read-only."""
 
     def __init__(self, subject: Subject, mean_face: np.ndarray | None, coordinates: str = "canonical",
                  scale: float = 1.0, device="cpu"):
