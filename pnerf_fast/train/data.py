@@ -41,7 +41,7 @@ class SubjectRays:
     loaded with ``load_images=False`` (its headers validated, no pixels), they are built
     from ``subject.path`` when first used, and the lazily built subjects share a cache of
     at most ``cache_bytes()`` (``set_cache_bytes``; env ``PNERF_SUBJECT_CACHE_MB``,
-    default 512 MiB): a dataset of any size then costs the same memory, plus a re-read
+    default 4 GiB, about 650 subjects at 128²): a dataset of any size then costs at most that, plus a re-read
     of an evicted subject's PNGs when it comes round again. Both ways give the same
     tensors, bit for bit (the same loader, resize and rays). Subjects with equal cameras
     (a light-stage rig) share one copy of ``rays_o`` and ``rays_d``: treat them as read-only."""
@@ -233,7 +233,7 @@ def _png_has_alpha(path: Path) -> bool:
 def _default_cache_bytes() -> int:
     v = os.environ.get("PNERF_SUBJECT_CACHE_MB")
     if v is None or v == "":
-        return 512 << 20
+        return 4096 << 20
     try:
         mb = float(v)
     except ValueError:

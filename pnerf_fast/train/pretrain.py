@@ -351,7 +351,9 @@ def load_training_subjects(data_root, cfg: TrainConfig, split: str = "train", pr
     names = ds.subjects(split)
     if not names:
         raise ValueError(f"{data_root}: split '{split}' lists no subjects")
-    subjects = [ds.subject(n) for n in names]
+    # lazily: the pixels are read on first use into a bounded cache (train/data.py), so
+    # memory follows the cache and the rays per step, not the number of subjects
+    subjects = [ds.subject(n, load_images=False) for n in names]
     mean_face = generalized_procrustes(np.stack([s.landmarks for s in subjects]))
     rays = [SubjectRays(s, mean_face, cfg.coordinates, scale=cfg.image_scale) for s in subjects]
     return rays, mean_face
