@@ -16,6 +16,16 @@ def C():
     return mod
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: the hash-grid backward sums in a fixed order, so
+    results compare exactly."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def cuda_ok() -> bool:
     return torch.cuda.is_available()
 

@@ -19,14 +19,7 @@ from pnerf_fast.train.pretrain import (
     _named_groups, load_training_subjects, meta_batch_step, meta_subject_step, pretrain,
 )
 
-TINY_FIELD = {
-    "name": "tiny",
-    "backend": "torch",
-    "encoding": {"type": "hashgrid", "n_levels": 4, "n_features": 2, "log2_table": 10, "base_res": 4, "finest_res": 32},
-    "dir_encoding": {"type": "sh", "degree": 2},
-    "density_mlp": {"width": 16, "n_hidden": 1, "geo_features": 8},
-    "color_mlp": {"width": 16, "n_hidden": 1},
-}
+from test_train import TINY_FIELD  # noqa: E402  (the tests' tiny field)
 # Gradients summed in another order (two partial sums, then the all-reduce) round
 # differently; a few Adam steps keep that at ~1e-7 (measured: 2.4e-7 at most).
 TOL = {"rtol": 1e-4, "atol": 1e-5}

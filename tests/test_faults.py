@@ -24,14 +24,7 @@ from pnerf_fast.train.finetune import finetune
 from pnerf_fast.train.model import PortraitModel
 from pnerf_fast.train.pretrain import MAX_BAD_STEPS, NonFiniteLossError, pretrain
 
-TINY_FIELD = {
-    "name": "tiny",
-    "backend": "torch",
-    "encoding": {"type": "hashgrid", "n_levels": 4, "n_features": 2, "log2_table": 10, "base_res": 4, "finest_res": 32},
-    "dir_encoding": {"type": "sh", "degree": 2},
-    "density_mlp": {"width": 16, "n_hidden": 1, "geo_features": 8},
-    "color_mlp": {"width": 16, "n_hidden": 1},
-}
+from test_train import TINY_FIELD  # noqa: E402  (the tests' tiny field)
 STEPS = 60  # joint steps of the kill test
 
 
@@ -49,14 +42,6 @@ def tiny(tmp_path_factory):
            "checkpoint_every_s": 0.0}
     (root / "joint.yaml").write_text(yaml.safe_dump(cfg))
     return {"root": root, "data": data}
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def quiet(*a, **k):

@@ -47,14 +47,6 @@ def _camera(w=23, h=17):
     return Camera(fx=30.0, fy=30.0, cx=w / 2, cy=h / 2, width=w, height=h, c2w=c2w)
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 GRID = ((-1.5,) * 3 + (1.5,) * 3, 32)
 TABLE = torch.tensor([[1.1, 0, 0, 0, 1.1, 0, 0, 0, 1.1, 0.05, 0.0, -0.1]])
 CFG = RenderConfig(step=0.02, segment=8)

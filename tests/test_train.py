@@ -48,14 +48,6 @@ def tiny_cfg(tiny, **over):
     return config_from_dict(d)
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # hash-grid backward sums in a fixed order: exact comparisons
-    yield
-    torch.set_num_threads(n)
-
-
 def params(field):
     return [p.detach().clone() for p in field.parameters()]
 
