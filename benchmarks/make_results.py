@@ -84,13 +84,16 @@ def main(argv=None):
     ap.add_argument("--max-subjects", type=int, default=None)
     ap.add_argument("--out", default="results")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--style", default="classic", choices=["classic", "portrait"],
+                    help="the light stage of the test subjects (default classic: the recorded table's; the short "
+                         "priors should be trained on the same style)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "_priors"
     tmp.mkdir(exist_ok=True)
-    data = ensure_lightstage(Path(args.data), "test")
+    data = ensure_lightstage(Path(args.data), "test", style=args.style)
     ours = PortraitModel.load(args.ours)
 
     # row -> (coordinates, pretraining, a function giving the prior file to evaluate)
