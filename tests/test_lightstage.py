@@ -169,12 +169,12 @@ def test_cli(tmp_path, capsys):
     rc = cli.main(["lightstage", "--out", str(tmp_path / "ds"), "--subjects", "1", "--res", "16", "--views", "2",
                    "--spp", "1", "--workers", "1", "--quiet"])
     assert rc == 0
-    assert "wrote 1 portrait subjects x 2 views at 16x16" in capsys.readouterr().out
+    assert "wrote 1 classic subjects x 2 views at 16x16" in capsys.readouterr().out
     s = F.load_subject(tmp_path / "ds" / "subject_000")
-    assert s.images.shape == (2, 16, 16, 3) and s.meta["style"] == "portrait"
+    assert s.images.shape == (2, 16, 16, 3) and s.meta["style"] == "classic"
     rc = cli.main(["lightstage", "--out", str(tmp_path / "c"), "--subjects", "1", "--res", "16", "--views", "1",
-                   "--spp", "1", "--workers", "1", "--quiet", "--style", "classic"])
-    assert rc == 0 and F.load_subject(tmp_path / "c" / "subject_000").meta["style"] == "classic"
+                   "--spp", "1", "--workers", "1", "--quiet", "--style", "portrait"])
+    assert rc == 0 and F.load_subject(tmp_path / "c" / "subject_000").meta["style"] == "portrait"
     assert json.loads((tmp_path / "ds" / "splits.json").read_text())["train"] == ["subject_000"]
     rc = cli.main(["lightstage", "--out", str(tmp_path / "x"), "--subjects", "0", "--quiet"])
     assert rc == 2 and "subjects must be >= 1" in capsys.readouterr().err

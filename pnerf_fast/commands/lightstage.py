@@ -13,9 +13,10 @@ def add_arguments(p):
     p.add_argument("--spp", type=int, default=4, help="anti-aliasing samples per pixel (default 4)")
     p.add_argument("--splits", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
                    help="fractions (or counts) of train/val/test subjects, in that order (default 0.8,0.1,0.1)")
-    p.add_argument("--style", choices=["portrait", "classic"], default="portrait",
-                   help="portrait (default): real proportions, varied hair, shoulders and clothes, expressions, "
-                        "glasses, beards and per-subject lighting; classic: the first light stage's cartoon heads")
+    p.add_argument("--style", choices=["classic", "portrait"], default="classic",
+                   help="classic (default; the shipped priors were trained on it): parametric cartoon heads under "
+                        "even light; portrait: real proportions, varied hair, shoulders and clothes, expressions, "
+                        "glasses, beards and per-subject lighting")
     p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each; default 2)")
     p.add_argument("--no-contact-sheet", action="store_true", help="do not write OUT/contact_sheet.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
