@@ -83,10 +83,7 @@ def synthetic(style: str, n: int, res: int, seed: int) -> dict:
             (img,), lms = ls.render_subject(p, [cam], spp=1, geometry=geo)
         rows.append(ratios_2d(cam.project(lms)[0], img[..., 3]))
         lays.append(layout(lms))
-        exex = lms[I["eye_left_outer"], 0] - lms[I["eye_right_outer"], 0]
-        (cx, cy, cz), (rx, ry, rz) = geo.cranium
-        skull.append({"skull_above_eyes": ((cy + ry) * p.shape.height - lms[I["eye_left_outer"], 1]) / exex,
-                      "head_length": ((geo.face[0][2] + geo.face[1][2]) - (cz - rz)) * p.shape.depth / exex})
+        skull.append(geo.skull_proportions(lms))  # unposed: world == head space
     mean = lambda rs: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]}  # noqa: E731
     m = np.mean(lays, 0)
     return {"ratios": {**mean(rows), **mean(skull)}, "layout": m,

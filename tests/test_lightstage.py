@@ -205,14 +205,8 @@ def test_portrait_proportions_are_real_ones():
     """In outer-eye-corner units (ex-ex): the skull rises ~1.3 above the eyes and is ~2.1
     long (adult means, Farkas 1994); the classic heads are too flat and short."""
     def ratios(shape):
-        geo = L.HeadGeometry(shape)
-        lms = geo.landmarks()
-        exex = lms[I["eye_left_outer"], 0] - lms[I["eye_right_outer"], 0]
-        eye_y = lms[I["eye_left_outer"], 1]
-        (cx, cy, cz), (rx, ry, rz) = geo.cranium
-        top = (cy + ry) * shape.height
-        length = (geo.face[0][2] + geo.face[1][2] - (cz - rz)) * shape.depth
-        return (top - eye_y) / exex, length / exex
+        r = L.HeadGeometry(shape).skull_proportions()
+        return r["skull_above_eyes"], r["head_length"]
 
     up_c, len_c = ratios(L.HeadShape())
     up_p, len_p = ratios(L.HeadShape(cranium_lift=0.26, cranium_back=0.20))  # the portrait sampler's means

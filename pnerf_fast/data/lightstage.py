@@ -582,6 +582,19 @@ class HeadGeometry:
                 out[i] = (-q[0], q[1], q[2])
         return out * g
 
+    def skull_proportions(self, landmarks: np.ndarray | None = None) -> dict:
+        """The skull's height above the eyes and the head's length (glabella to the back of
+        the cranium), in units of the outer-eye-corner distance: what photos cannot show
+        (hair, the frame), compared with anthropometry. ``landmarks``: head space [24, 3],
+        computed when not given."""
+        lms = self.landmarks() if landmarks is None else landmarks
+        right, left = lms[lm.INDEX["eye_right_outer"]], lms[lm.INDEX["eye_left_outer"]]
+        exex = float(left[0] - right[0])
+        (_, cy, cz), (_, ry, rz) = self.cranium
+        top = (cy + ry) * self.shape.height
+        length = (self.face[0][2] + self.face[1][2] - (cz - rz)) * self.shape.depth
+        return {"skull_above_eyes": float(top - left[1]) / exex, "head_length": float(length) / exex}
+
     def landmarks(self, iters: int = 8) -> np.ndarray:
         """The 24 landmarks on the surface, head space [24, 3] float64."""
         p = torch.tensor(self.landmark_anchors(), dtype=torch.float64)
@@ -916,14 +929,15 @@ def render_subject(params: HeadParams, cameras: Sequence[Camera], spp: int = 4, 
     lt = params.lighting
     light = torch.tensor(lt.ambient, dtype=torch.float32).expand(nh, 3).clone()
     spec = torch.zeros(nh, 3)
-    view = -(d[hi_idx] @ R.T)  # towards the camera, world
+    shiny_spec = geo.portrait and lt.specular > 0
+    view = -(d[hi_idx] @ R.T) if shiny_spec else None  # towards the camera, world
     for ldir, wgt, lcol in lt.lights:
         l_ = torch.tensor(ldir, dtype=torch.float32)
         l_ = l_ / l_.norm()
         ndl = (nw @ l_).clamp_min(0)
         lc = torch.tensor(lcol, dtype=torch.float32)
         light = light + wgt * lc * (lt.wrap + (1 - lt.wrap) * ndl)[:, None]  # soft Lambertian
-        if geo.portrait and lt.specular > 0:
+        if shiny_spec:
             h = l_ + view
             h = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-9)
             blinn = (nw * h).sum(-1).clamp_min(0) ** shiny * (ndl > 0)
