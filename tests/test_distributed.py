@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from pnerf_fast.cli import main as cli_main
-from pnerf_fast.data.lightstage import generate_lightstage
 from pnerf_fast.train.config import load_train_config
 from pnerf_fast.train.distributed import Comm
 from pnerf_fast.train.model import PortraitModel, clone_field
@@ -19,7 +18,7 @@ from pnerf_fast.train.pretrain import (
     _named_groups, load_training_subjects, meta_batch_step, meta_subject_step, pretrain,
 )
 
-from test_train import TINY_FIELD  # noqa: E402  (the tests' tiny field)
+from test_train import TINY_FIELD, tiny_stage  # noqa: E402  (the tests' tiny field and stage)
 # Gradients summed in another order (two partial sums, then the all-reduce) round
 # differently; a few Adam steps keep that at ~1e-7 (measured: 2.4e-7 at most).
 TOL = {"rtol": 1e-4, "atol": 1e-5}
@@ -40,9 +39,7 @@ HELPER = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
-    data = root / "stage"
-    generate_lightstage(data, subjects=4, res=24, seed=3, views=4, spp=1, progress=False, contact_sheet_path=None,
-                        workers=1)
+    data = tiny_stage(root / "stage")
     (root / "field.yaml").write_text(yaml.safe_dump(TINY_FIELD))
     (root / "field_latent.yaml").write_text(yaml.safe_dump(dict(TINY_FIELD, name="tiny_latent", latent_dim=8)))
     base = {"rays_per_step": 96, "image_scale": 1.0, "seed": 0, "render": {"step": 0.05},

@@ -16,7 +16,6 @@ import torch
 import yaml
 
 from pnerf_fast.cli import main as cli_main
-from pnerf_fast.data.lightstage import generate_lightstage
 from pnerf_fast.train import finetune as finetune_mod
 from pnerf_fast.train import pretrain as pretrain_mod
 from pnerf_fast.train.config import load_train_config
@@ -24,16 +23,14 @@ from pnerf_fast.train.finetune import finetune
 from pnerf_fast.train.model import PortraitModel
 from pnerf_fast.train.pretrain import MAX_BAD_STEPS, NonFiniteLossError, pretrain
 
-from test_train import TINY_FIELD  # noqa: E402  (the tests' tiny field)
+from test_train import TINY_FIELD, tiny_stage  # noqa: E402  (the tests' tiny field and stage)
 STEPS = 60  # joint steps of the kill test
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
-    data = root / "stage"
-    generate_lightstage(data, subjects=4, res=24, seed=3, views=4, spp=1, progress=False, contact_sheet_path=None,
-                        workers=1)
+    data = tiny_stage(root / "stage")
     (root / "field.yaml").write_text(yaml.safe_dump(TINY_FIELD))
     cfg = {"method": "joint", "field": str(root / "field.yaml"), "rays_per_step": 96, "image_scale": 1.0, "seed": 0,
            "render": {"step": 0.05}, "grid": {"res": 16, "update_every": 1, "warmup_updates": 0},

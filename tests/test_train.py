@@ -25,11 +25,17 @@ TINY_FIELD = {
 }
 
 
+def tiny_stage(data):
+    """The tests' tiny light stage (4 subjects of seed 3, 4 views at 24²) rendered into ``data``."""
+    generate_lightstage(data, subjects=4, res=24, seed=3, views=4, spp=1, progress=False, contact_sheet_path=None,
+                        workers=1)
+    return data
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    data = root / "stage"
-    generate_lightstage(data, subjects=4, res=24, seed=3, views=4, spp=1, progress=False, contact_sheet_path=None)
+    data = tiny_stage(root / "stage")
     field_yaml = root / "tiny_field.yaml"
     field_yaml.write_text(yaml.safe_dump(TINY_FIELD))
     return {"data": data, "field": str(field_yaml), "root": root}
