@@ -10,12 +10,14 @@ cap: they sweep in front of the face and never go round the back.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..data.rig import DISTANCE, FOV_Y_DEG, PITCH_RANGE_DEG, YAW_RANGE_DEG
 from .cameras import Camera, focal_from_fov, look_at
 
-__all__ = ["camera_on_sphere", "orbit", "dolly_zoom", "grid", "spiral", "DOLLY_NEAR", "DOLLY_FAR"]
+__all__ = ["camera_on_sphere", "orbit", "dolly_zoom", "dolly", "grid", "spiral", "DOLLY_NEAR", "DOLLY_FAR"]
 
 DOLLY_NEAR = 2.2  # closest dolly-zoom distance (the canonical box is 3 units wide, so the camera stays outside it)
 DOLLY_FAR = 9.0
@@ -94,6 +96,33 @@ def dolly_zoom(n_frames: int, res: int, start_distance: float = DOLLY_NEAR, end_
     f0 = focal_from_fov(_check(res, "res"), fov_deg)
     return [camera_on_sphere(yaw_deg, pitch_deg, res, d, fov_deg, target, focal=f0 * d / ref_distance)
             for d in dists]
+
+
+def dolly(cam: Camera, fov_deg: float, target=(0.0, 0.0, 0.0), min_distance: float = DOLLY_NEAR) -> Camera:
+    """One step of :func:`dolly_zoom` by hand: ``cam`` with a new vertical field of view,
+    moved along the line through ``target`` so that the focal length stays proportional
+    to the distance (``f / d`` constant): the plane through ``target`` facing the camera
+    keeps its size in pixels. The camera's orientation and resolution are kept.
+
+    The camera never comes closer to ``target`` than ``min_distance`` (default
+    ``DOLLY_NEAR``: outside the canonical box); there the field of view is the one that
+    keeps ``f / d`` at that distance, so the returned camera's fov may differ from
+    ``fov_deg``.
+    """
+    if not 0 < fov_deg < 180:
+        raise ValueError(f"fov_deg must be in (0, 180), got {fov_deg}")
+    target = np.asarray(target, dtype=np.float64)
+    offset = cam.position - target
+    d0 = float(np.linalg.norm(offset))
+    if d0 == 0:
+        raise ValueError("dolly: the camera sits on its target")
+    fy = focal_from_fov(cam.height, fov_deg)
+    d1 = d0 * fy / cam.fy
+    if d1 < min_distance:
+        d1, fy = min_distance, cam.fy * min_distance / d0
+    c2w = cam.c2w.copy()
+    c2w[:3, 3] = target + offset * (d1 / d0)
+    return replace(cam, fx=cam.fx * fy / cam.fy, fy=fy, c2w=c2w)
 
 
 def grid(n_yaw: int, n_pitch: int, res: int, yaw_range_deg: float = YAW_RANGE_DEG,
