@@ -125,6 +125,7 @@ class _View:
     image: np.ndarray | None = None
     connected_at: float = field(default_factory=time.perf_counter)
     first_frame_s: float | None = None
+    frames: dict = field(default_factory=lambda: {"preview": 0, "refined": 0})  # images sent
     recorder: KeyframeRecorder = field(default_factory=KeyframeRecorder)
     gui: dict = field(default_factory=dict)
 
@@ -357,15 +358,16 @@ class Viewer:
         wxyz, position, fov, aspect, _, mode = key
         cam = camera_from_viser(wxyz, position, fov, aspect, side * side)
         stop = None if preview else _StopIfMoved(lambda: self._key(v) != key)
+        t0 = time.perf_counter()
         with self._render_lock:
-            t0 = time.perf_counter()
             img = self._image(cam, mode, stop, key)
-            dt = time.perf_counter() - t0
-        if preview:  # keep the preview size tracking this machine's speed
-            self.s_per_ray = 0.7 * self.s_per_ray + 0.3 * dt / (cam.width * cam.height)
         v.client.scene.set_background_image(img, format="jpeg" if preview else "png", jpeg_quality=90)
         v.client.flush()
+        dt = time.perf_counter() - t0
+        if preview:  # keep the preview size tracking this machine's speed (encoding included)
+            self.s_per_ray = 0.7 * self.s_per_ray + 0.3 * dt / (cam.width * cam.height)
         v.side, v.image = side, img
+        v.frames["preview" if preview else "refined"] += 1
         if v.first_frame_s is None:
             v.first_frame_s = time.perf_counter() - v.connected_at
             self._log(f"client {v.client.client_id}: first frame ({cam.width}x{cam.height}, {dt * 1000:.0f} ms) "
