@@ -90,3 +90,38 @@ MIRROR_PAIRS: tuple[tuple[int, int], ...] = tuple(
     for a in NAMES
     if "right" in a
 )
+
+#: Landmarks on the face's midline (their own mirror images), as storage indices.
+MIDLINE: tuple[int, ...] = tuple(sorted(set(range(len(NAMES))) - {i for p in MIRROR_PAIRS for i in p}))
+
+
+def symmetry_plane(points) -> tuple[np.ndarray, float]:
+    """The face's plane of left-right symmetry from its 24 landmarks [24, 3] (``NAMES``
+    order): ``(n, d)`` with unit normal ``n`` pointing from the right side to the left,
+    and the plane ``n . x = d``. Least squares: ``n`` is the principal direction of the
+    right-to-left differences of the mirror pairs, ``d`` the mean offset of the pairs'
+    midpoints and the midline points along it."""
+    p = np.asarray(points, dtype=np.float64)
+    if p.shape != (len(NAMES), 3) or not np.isfinite(p).all():
+        raise ValueError(f"symmetry_plane: landmarks must be finite with shape ({len(NAMES)}, 3), got {p.shape}")
+    right = p[[i for i, _ in MIRROR_PAIRS]]
+    left = p[[j for _, j in MIRROR_PAIRS]]
+    diff = left - right
+    n = np.linalg.svd(diff, full_matrices=False)[2][0]
+    if np.dot(n, diff.sum(0)) < 0:
+        n = -n
+    scale = np.linalg.norm(diff, axis=1).mean()
+    if not scale > 0:
+        raise ValueError("symmetry_plane: the mirror pairs coincide; the landmarks are degenerate")
+    on_plane = np.concatenate([(left + right) / 2, p[list(MIDLINE)]])
+    return n, float((on_plane @ n).mean())
+
+
+def mirror_matrix(points) -> np.ndarray:
+    """The 4x4 reflection across the landmarks' symmetry plane (``symmetry_plane``):
+    ``x -> x - 2 (n . x - d) n``. An isometry with det -1; its own inverse."""
+    n, d = symmetry_plane(points)
+    m = np.eye(4)
+    m[:3, :3] -= 2.0 * np.outer(n, n)
+    m[:3, 3] = 2.0 * d * n
+    return m

@@ -87,6 +87,11 @@ class FinetuneConfig:
     # photo) gets proportionally more stage-2 steps, by side (2x at twice the side, at most
     # 4x), when no budget is given; 0: always ``steps``
     steps_res: int = 0
+    # the fraction of each step's rays that are mirrored across the face's plane of
+    # symmetry (from its landmarks), with the colour of the ray they mirror: a second,
+    # virtual view of the face from the mirrored camera, for single-view fits only
+    mirror: float = 0.0
+    mirror_stop: float = 1.0    # stage 2 mirrors only in this first fraction of its steps (or seconds)
 
 
 @dataclass

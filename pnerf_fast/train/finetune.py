@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..data.format import Subject, load_subject
+from ..face.landmarks import mirror_matrix
 from ..ops.occgrid import cell_positions
 from ..render.renderer import render_rays
 from .config import GroupLR
@@ -179,10 +180,16 @@ def finetune(
     clock = _Clock()
     psnr = float("nan")
 
+    mirror = _mirror_of(subject, fc.mirror) if views is None else None
+    mirroring = True
+
     def render_loss(n=n):
         """-> (the photometric MSE, the loss to minimise)"""
         b = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg)
-        out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
+        rays_o, rays_d = b.rays_o, b.rays_d
+        if mirror is not None and mirroring:
+            rays_o, rays_d = _mirror_rays(rays_o, rays_d, *mirror, int(round(n * fc.mirror)))
+        out = render_rays(field, model.grid, rays_o, rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen))
         mse = torch.mean((out.rgb - b.target) ** 2)
         if new_cells is None:
@@ -255,6 +262,10 @@ def finetune(
             break
         if seconds is not None and clock.elapsed() >= seconds:
             break
+        if steps is not None:
+            mirroring = k < fc.mirror_stop * steps
+        else:
+            mirroring = clock.elapsed() < fc.mirror_stop * seconds
         mse, loss = render_loss()
         opt.zero_grad(set_to_none=True)
         if backward_ok(loss, params):
@@ -272,6 +283,28 @@ def finetune(
     info = {"steps": step, "code_steps": min(step, n_code), "seconds": clock.elapsed(), "frontal_psnr": psnr,
             "subject": subject.name}
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)
+
+
+def _mirror_of(subject: Subject, fraction: float):
+    """(A [3, 3], b [3]) of the world-space reflection across the subject's face's plane of
+    symmetry, or None when ``fraction`` is 0 or the subject has no landmarks."""
+    if not fraction > 0 or subject.landmarks is None:
+        return None
+    if not fraction <= 1:
+        raise ValueError(f"finetune.mirror must be a fraction in [0, 1], got {fraction}")
+    m = torch.as_tensor(mirror_matrix(subject.landmarks), dtype=torch.float32)
+    return m[:3, :3], m[:3, 3]
+
+
+def _mirror_rays(rays_o, rays_d, a, b, count: int):
+    """The first ``count`` rays reflected by x -> A x + b (their colours stay: under the
+    face's symmetry the mirrored ray sees what the original one saw)."""
+    if count <= 0:
+        return rays_o, rays_d
+    o, d = rays_o.clone(), rays_d.clone()
+    o[:count] = rays_o[:count] @ a.T + b
+    d[:count] = rays_d[:count] @ a.T
+    return o, d
 
 
 @torch.no_grad()

@@ -1,0 +1,110 @@
+"""The face's plane of symmetry and the mirrored rays that finetune adds: a second,
+virtual view of a single photo from the mirrored camera."""
+import numpy as np
+import pytest
+import torch
+
+from pnerf_fast.data.format import load_dataset
+from pnerf_fast.face.landmarks import MIRROR_PAIRS, TEMPLATE, mirror_matrix, symmetry_plane
+from pnerf_fast.face.procrustes import SimilarityTransform
+from pnerf_fast.train import finetune as ft
+from pnerf_fast.train.model import PortraitModel
+
+from test_fidelity import latent_prior  # noqa: F401  (fixture)
+from test_train import tiny  # noqa: F401  (fixture)
+
+
+def _random_similarity(seed):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return SimilarityTransform(float(rng.uniform(0.5, 2.0)), q, rng.normal(size=3))
+
+
+def _swapped(points):
+    out = points.copy()
+    for i, j in MIRROR_PAIRS:
+        out[i], out[j] = points[j], points[i]
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_symmetry_plane_of_a_moved_symmetric_face(seed):
+    """The template is symmetric about x = 0; moved by any similarity, its plane moves
+    with it, and the reflection swaps every left landmark with its right one."""
+    tr = _random_similarity(seed)
+    pts = tr.apply(TEMPLATE)
+    n, d = symmetry_plane(pts)
+    want = tr.rotation @ np.array([1.0, 0.0, 0.0])
+    assert abs(abs(n @ want) - 1) < 1e-9
+    assert np.allclose(pts[[j for _, j in MIRROR_PAIRS]] @ n - d, -(pts[[i for i, _ in MIRROR_PAIRS]] @ n - d))
+    m = mirror_matrix(pts)
+    assert np.allclose(m @ m, np.eye(4), atol=1e-12)
+    assert np.linalg.det(m[:3, :3]) == pytest.approx(-1.0)
+    mirrored = pts @ m[:3, :3].T + m[:3, 3]
+    assert np.allclose(mirrored, _swapped(pts), atol=1e-9)
+
+
+def test_symmetry_plane_needs_landmarks():
+    with pytest.raises(ValueError, match="landmarks"):
+        symmetry_plane(np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="degenerate"):
+        symmetry_plane(np.zeros_like(TEMPLATE))
+
+
+def test_mirrored_rays_pass_through_mirrored_points():
+    pts = _random_similarity(3).apply(TEMPLATE)
+    m = torch.as_tensor(mirror_matrix(pts), dtype=torch.float64)
+    a, b = m[:3, :3], m[:3, 3]
+    g = torch.Generator().manual_seed(0)
+    o = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    d = torch.nn.functional.normalize(torch.randn(10, 3, generator=g, dtype=torch.float64), dim=1)
+    o2, d2 = ft._mirror_rays(o, d, a, b, 6)
+    assert torch.equal(o2[6:], o[6:]) and torch.equal(d2[6:], d[6:])
+    t = 0.7
+    assert torch.allclose(o2[:6] + t * d2[:6], (o[:6] + t * d[:6]) @ a.T + b)
+    assert torch.allclose(d2.norm(dim=1), torch.ones(10, dtype=torch.float64))
+    assert torch.equal(o, o2) is False  # a copy: the batch's own rays are untouched
+    o3, _ = ft._mirror_rays(o, d, a, b, 0)
+    assert o3 is o
+
+
+def test_finetune_mirrors_a_fraction_of_the_rays_until_mirror_stop(latent_prior, tiny, monkeypatch):  # noqa: F811
+    """With ``mirror`` f, f of each step's rays are the input's rays reflected across the
+    subject's plane of symmetry, in the code stage and in the first ``mirror_stop`` of
+    stage 2; never for multi-view fits (``views``), and not at all by default."""
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    m = torch.as_tensor(mirror_matrix(subj.landmarks), dtype=torch.float32)
+    real = ft.render_rays
+    seen = []
+
+    c = torch.as_tensor(np.asarray(subj.cameras[subj.frontal_index].c2w)[:3, 3], dtype=torch.float32)
+    c_mirrored = c @ m[:3, :3].T + m[:3, 3]
+    assert float((c - c_mirrored).norm()) > 0.05  # the subject's yaw puts its camera off the plane
+
+    def spy(field, grid, rays_o, rays_d, *args, **kw):
+        # pinhole rays start at the camera's centre; mirrored ones at its reflection
+        seen.append(float(((rays_o - c_mirrored).norm(dim=1) < 1e-4).float().mean()))
+        return real(field, grid, rays_o, rays_d, *args, **kw)
+
+    monkeypatch.setattr(ft, "render_rays", spy)
+    model = PortraitModel.load(latent_prior)
+    model.cfg.finetune.mirror, model.cfg.finetune.mirror_stop = 0.25, 0.5
+    ft.finetune(subj, init=model, steps=4, code_steps=2, rays_per_step=64, progress=False)
+    assert seen == pytest.approx([0.25, 0.25, 0.25, 0.25, 0.0, 0.0], abs=1e-6)
+
+    seen.clear()
+    ft.finetune(subj, init=latent_prior, steps=2, code_steps=1, rays_per_step=64, progress=False)
+    assert seen == [0.0, 0.0, 0.0]
+    seen.clear()
+    model = PortraitModel.load(latent_prior)
+    model.cfg.finetune.mirror = 0.5
+    ft.finetune(subj, init=model, steps=2, code_steps=0, rays_per_step=64, views=[0, 1], progress=False)
+    assert seen == [0.0, 0.0]
+
+    model = PortraitModel.load(latent_prior)
+    model.cfg.finetune.mirror = 1.5
+    with pytest.raises(ValueError, match="mirror"):
+        ft.finetune(subj, init=model, steps=1, progress=False)
