@@ -212,12 +212,15 @@ def _named_groups(field) -> dict[str, str]:
     return {name: ids.get(id(p), "mlp") for name, p in field.named_parameters()}
 
 
-def make_optimizer(field, kind: str, lr: GroupLR, sparse: bool = True):
+def make_optimizer(field, kind: str, lr: GroupLR, sparse: bool = False):
     """SGD or Adam (betas 0.9/0.99, eps 1e-15, as instant-ngp) with one lr per parameter
     group. ``sparse``: the hash-grid tables give row-sparse gradients while this
     optimizer lives, and only the rows a step touched are updated, by the fused kernel
-    (lazy Adam: pnerf_fast/train/optim.py); the MLPs keep torch's step. Off: dense
-    gradients and torch's optimizer for everything, as before."""
+    (lazy Adam: pnerf_fast/train/optim.py); the MLPs keep torch's step. Off (the
+    default): dense gradients and torch's optimizer for everything. Off by default
+    because it did not pay on the 2-core CPU: a finetune batch touches 88% of the table
+    rows, so the row list (8-byte index + values per row) is larger than the dense
+    gradient; benchmarks/README.md, "Step time"."""
     from .optim import RowSparseAdam, RowSparseSGD, claim_sparse_tables
 
     groups = [{"params": ps, "lr": getattr(lr, g), "name": g} for g, ps in field.param_groups().items() if ps]

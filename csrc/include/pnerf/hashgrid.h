@@ -38,6 +38,14 @@ PNERF_HD int popcount64(uint64_t w) {
 #endif
 }
 
+PNERF_HD int ctz64(uint64_t w) {  // w != 0
+#if defined(__CUDA_ARCH__)
+  return __ffsll((long long)w) - 1;
+#else
+  return __builtin_ctzll(w);
+#endif
+}
+
 template <bool kAtomic>
 PNERF_HD void bitmap_set(uint64_t* words, int64_t i) {
   uint64_t* w = words + (i >> 6);
@@ -243,14 +251,14 @@ struct HashGridRowsEmit {
   PNERF_HD void operator()(int64_t w) const {
     uint64_t bits = r.a.touched[w];
     if (bits == 0) return;
+    r.a.touched[w] = 0;
     int l = 0;
     while (l + 1 < r.a.n_levels && r.a.level_word[l + 1] <= w) ++l;
     const int F = r.a.n_features;
     const int64_t row0 = r.a.level_offset[l] + (w - r.a.level_word[l]) * 64;
     int64_t j = r.start[w];
-    for (int b = 0; b < 64; ++b) {
-      if (!((bits >> b) & 1)) continue;
-      const int64_t row = row0 + b;
+    for (; bits != 0; bits &= bits - 1) {  // set bits, lowest first
+      const int64_t row = row0 + ctz64(bits);
       r.rows[j] = row;
       T* acc = r.a.grad_params + row * F;
       for (int f = 0; f < F; ++f) {
@@ -259,7 +267,6 @@ struct HashGridRowsEmit {
       }
       ++j;
     }
-    r.a.touched[w] = 0;
   }
 };
 
