@@ -12,6 +12,15 @@ B. Field presets: the time for the fast preset (hash grid) and the paper preset
 
     python benchmarks/bench_finetune.py --json            # prints one JSON object
     python benchmarks/bench_finetune.py --data DIR --meta PRIOR --joint PRIOR
+    python benchmarks/bench_finetune.py --step-bench --json   # C only (below)
+
+C. Step time (--step-bench): ms per finetune step, before (dense table gradient, torch
+   Adam / SGD over every table entry) and after (row-sparse table gradient and the fused
+   lazy step, pnerf_fast/train/optim.py), in one run, the two interleaved step by step on
+   the same batches: (1) stage 2 of the shipped latent prior's finetune on the shipped
+   demo subject (its rays per step, Adam); (2) the fast preset fitted from random init
+   (part B's 512 rays, Adam); (3) the meta prior's SGD finetune. Plus a profile of the
+   new step.
 
 The clock excludes the time spent evaluating (renders of the 24 views).
 """
@@ -158,6 +167,111 @@ def preset_fit(preset: str, subj, budget_s: float, target: float, eval_every_s: 
             "ms_per_step": 1000 * t_train / max(step, 1)}
 
 
+def _step_pair(make_model, batch_fn, kind, lr, steps: int, warmup: int = 3):
+    """ms/step of the same training step with dense tables + torch's optimizer
+    ("before") and row-sparse tables + the fused step ("after"), interleaved."""
+    from pnerf_fast.render.renderer import render_rays
+    from pnerf_fast.train.pretrain import grads_finite, make_optimizer
+
+    runs = {}
+    for name, sparse in (("before", False), ("after", True)):
+        model = make_model()
+        model.field.train()
+        opt = make_optimizer(model.field, kind, lr, sparse=sparse)
+        runs[name] = (model, opt, list(model.field.parameters()), torch.Generator().manual_seed(0))
+    times = {k: [] for k in runs}
+    samples = {k: [] for k in runs}
+
+    def one(name):
+        model, opt, params, gen = runs[name]
+        sr, views, n = batch_fn(model)
+        b = sr.batch(views, n, gen, random_bg=sr.has_mask)
+        t0 = time.perf_counter()
+        out = render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
+                          torch.rand(n, generator=gen))
+        loss = torch.mean((out.rgb - b.target) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grads_finite(params)  # finetune checks every step
+        opt.step()
+        return time.perf_counter() - t0, out.n_samples
+
+    for i in range(warmup + steps):
+        for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
+            dt, ns = one(name)
+            if i >= warmup:
+                times[name].append(dt * 1000)
+                samples[name].append(ns)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"before_ms": round(med["before"], 1), "after_ms": round(med["after"], 1),
+            "ratio": round(med["after"] / med["before"], 3), "steps": steps,
+            "samples_per_step": {k: int(np.mean(v)) for k, v in samples.items()}, "_runs": runs, "_one": one}
+
+
+def step_benchmark(steps: int = 12, profile_steps: int = 5, log=print) -> dict:
+    """Part C (see the module docstring)."""
+    from pnerf_fast.train.config import GroupLR, config_from_dict
+    from pnerf_fast.train.data import SubjectRays
+    from pnerf_fast.train.finetune import as_subject
+    from pnerf_fast.train.hull import cover_subject_, subject_hull
+
+    subj = as_subject(ROOT / "pnerf_fast" / "assets" / "demo_subject")
+    result = {}
+    latent = PortraitModel.load(SHIPPED_PRIORS["latent"])
+    fc = latent.cfg.finetune
+    sr_l = SubjectRays(subj, latent.mean_face, latent.cfg.coordinates)
+
+    def latent_model():
+        m = PortraitModel.load(SHIPPED_PRIORS["latent"])
+        cover_subject_(m.grid, sr_l, views=sr_l.support)
+        return m
+
+    def fast_model():
+        cfg = config_from_dict({"field": "fast", "grid": {"res": 64}})
+        m = PortraitModel(cfg, np.asarray(subj.landmarks))
+        sr = SubjectRays(subj, m.mean_face, "canonical")
+        m.grid.restrict_(subject_hull(m.grid, sr))
+        m._sr = sr
+        return m
+
+    meta = PortraitModel.load(SHIPPED_PRIORS["meta"])
+    sr_m = SubjectRays(subj, meta.mean_face, meta.cfg.coordinates)
+    cases = {
+        "latent_finetune_stage2": (latent_model, lambda m: (sr_l, sr_l.support, fc.rays_per_step), fc.optimizer,
+                                   fc.lr or latent.cfg.meta.alpha),
+        "fast_preset_fit": (fast_model, lambda m: (m._sr, list(range(m._sr.num_views)), PRESET_FIT["fast"]["rays"]),
+                            "adam", GroupLR(**PRESET_FIT["fast"]["lr"])),
+        "meta_finetune_sgd": (lambda: PortraitModel.load(SHIPPED_PRIORS["meta"]),
+                              lambda m: (sr_m, sr_m.support, meta.cfg.finetune.rays_per_step),
+                              meta.cfg.finetune.optimizer, meta.cfg.finetune.lr or meta.cfg.meta.alpha),
+    }
+    prof_case = None
+    for name, (mk, batch_fn, kind, lr) in cases.items():
+        r = _step_pair(mk, batch_fn, kind, lr, steps)
+        one = r.pop("_one")
+        r.pop("_runs")
+        r["optimizer"] = kind
+        result[name] = r
+        log(f"{name}: before {r['before_ms']} ms/step, after {r['after_ms']} ms/step (x{r['ratio']}), "
+            f"{r['samples_per_step']['after']} samples/step")
+        if prof_case is None:
+            prof_case = one
+    if profile_steps:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(profile_steps):
+                prof_case("after")
+        rows = []
+        total = sum(e.self_cpu_time_total for e in prof.key_averages())
+        for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]:
+            rows.append({"op": e.key, "share": round(e.self_cpu_time_total / total, 3),
+                         "ms_per_step": round(e.self_cpu_time_total / 1000 / profile_steps, 2)})
+        result["profile_after_latent_finetune_stage2"] = rows
+        log("profile of the new step (self time): " + ", ".join(f"{r['op']} {100 * r['share']:.0f}%" for r in rows))
+    return result
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="light-stage root (default: regenerate the 4 test subjects of "
@@ -170,6 +284,8 @@ def main(argv=None):
     ap.add_argument("--views", type=int, default=None, help="novel views per evaluation (default all 24)")
     ap.add_argument("--preset-budget", type=float, default=300.0, help="seconds per preset in part B")
     ap.add_argument("--skip-presets", action="store_true")
+    ap.add_argument("--step-bench", action="store_true", help="only part C: ms/step before/after the sparse tables")
+    ap.add_argument("--step-count", type=int, default=12, help="measured steps per variant in part C")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--plot", default=None, help="write the curves as a PNG here (needs matplotlib)")
@@ -183,6 +299,12 @@ def main(argv=None):
         return 0
     torch.set_num_threads(args.threads)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    if args.step_bench:
+        result = step_benchmark(args.step_count, log=log)
+        result["_meta"] = {"threads": torch.get_num_threads()}
+        if args.json:
+            print(json.dumps(result, indent=2))
+        return 0
 
     if args.data is None:
         from pnerf_fast.data.lightstage import generate_lightstage

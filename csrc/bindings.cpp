@@ -9,6 +9,7 @@ void bind_occgrid(pybind11::module_& m);
 void bind_hashgrid(pybind11::module_& m);
 void bind_mlp(pybind11::module_& m);
 void bind_encoding(pybind11::module_& m);
+void bind_sparse_adam(pybind11::module_& m);
 }  // namespace pnerf
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -26,4 +27,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pnerf::bind_hashgrid(m);
   pnerf::bind_mlp(m);
   pnerf::bind_encoding(m);
+  pnerf::bind_sparse_adam(m);
 }

@@ -36,6 +36,18 @@ void hashgrid_backward(const HashGridArgs<T>& a, bool want_params, bool want_x) 
   if (want_x) parallel_for(a.n, HashGridBackwardInput<T>{a}, 1024);
 }
 
+template <typename T>
+void hashgrid_rows(const HashGridRows<T>& r, bool emit) {
+  const int64_t words = r.a.level_word[r.a.n_levels];
+  if (emit) {
+    parallel_for(words, HashGridRowsEmit<T>{r}, 256);
+  } else {
+    parallel_for(words, HashGridRowsCount<T>{r}, 4096);
+  }
+}
+
+template void hashgrid_rows<float>(const HashGridRows<float>&, bool);
+template void hashgrid_rows<double>(const HashGridRows<double>&, bool);
 template void hashgrid_forward<float>(const HashGridArgs<float>&);
 template void hashgrid_forward<double>(const HashGridArgs<double>&);
 template void hashgrid_backward<float>(const HashGridArgs<float>&, bool, bool);

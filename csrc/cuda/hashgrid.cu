@@ -18,6 +18,19 @@ void hashgrid_backward(const HashGridArgs<T>& a, bool want_params, bool want_x, 
   if (want_x) parallel_for(a.n, HashGridBackwardInput<T>{a}, s);
 }
 
+template <typename T>
+void hashgrid_rows(const HashGridRows<T>& r, bool emit, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  const int64_t words = r.a.level_word[r.a.n_levels];
+  if (emit) {
+    parallel_for(words, HashGridRowsEmit<T>{r}, s);
+  } else {
+    parallel_for(words, HashGridRowsCount<T>{r}, s);
+  }
+}
+
+template void hashgrid_rows<float>(const HashGridRows<float>&, bool, void*);
+template void hashgrid_rows<double>(const HashGridRows<double>&, bool, void*);
 template void hashgrid_forward<float>(const HashGridArgs<float>&, void*);
 template void hashgrid_forward<double>(const HashGridArgs<double>&, void*);
 template void hashgrid_backward<float>(const HashGridArgs<float>&, bool, bool, void*);

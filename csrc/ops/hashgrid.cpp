@@ -21,7 +21,7 @@ void fill_levels(HashGridArgs<T>& a, const std::vector<int64_t>& resolutions, in
   TORCH_CHECK(aabb.size() == 6, "pnerf: argument 'aabb' must have 6 numbers (min xyz, max xyz), got ",
               aabb.size());
   const int64_t T_size = int64_t(1) << log2_table;
-  int64_t off = 0;
+  int64_t off = 0, word = 0;
   for (int64_t l = 0; l < L; ++l) {
     const int64_t R = resolutions[l];
     TORCH_CHECK(R >= 1 && R <= 1 << 20, "pnerf: argument 'resolutions' has an invalid entry ", R, " at level ", l);
@@ -30,8 +30,12 @@ void fill_levels(HashGridArgs<T>& a, const std::vector<int64_t>& resolutions, in
     a.level_offset[l] = off;
     a.level_res[l] = (int32_t)R;
     a.level_dense[l] = dense ? 1 : 0;
-    off += dense ? dense_rows : T_size;
+    a.level_word[l] = word;
+    const int64_t level_rows = dense ? dense_rows : T_size;
+    off += level_rows;
+    word += (level_rows + 63) / 64;
   }
+  a.level_word[L] = word;
   a.n_levels = (int32_t)L;
   a.hash_mask = (uint32_t)(T_size - 1);
   for (int d = 0; d < 3; ++d) {
@@ -102,12 +106,65 @@ std::vector<at::Tensor> hashgrid_backward(at::Tensor grad_out, at::Tensor x, at:
   return {gp, gx};
 }
 
+// The same backward with a row-sparse table gradient. `acc` [rows,F] (all zero) and
+// `touched` int64 [words] (all zero, words = hashgrid_bitmap_words) persist across calls
+// and are all zero again on return (pnerf_fast/ops/hashgrid.py:bitmap_words). -> (rows int64 [k] ascending, values [k,F], grad_x
+// [n,3] or undefined): the touched rows and their gradient.
+std::vector<at::Tensor> hashgrid_backward_sparse(at::Tensor grad_out, at::Tensor x, at::Tensor params,
+                                                 std::vector<int64_t> resolutions, int64_t log2_table,
+                                                 std::vector<double> aabb, at::Tensor acc, at::Tensor touched,
+                                                 bool want_x) {
+  check_inputs(x, params);
+  const int64_t n = x.size(0), F = params.size(1), L = (int64_t)resolutions.size();
+  check_tensor(grad_out, "grad_out", params.scalar_type(), params.device());
+  check_shape(grad_out, "grad_out", {n, L * F});
+  check_tensor(acc, "acc", params.scalar_type(), params.device());
+  check_shape(acc, "acc", {params.size(0), F});
+  check_tensor(touched, "touched", at::kLong, params.device());
+  const at::Tensor g_lm = grad_out.view({n, L, F}).permute({1, 0, 2}).contiguous();  // [L, n, F]
+  at::Tensor gx, rows, values;
+  if (want_x) gx = at::zeros_like(x);
+  AT_DISPATCH_FLOATING_TYPES(params.scalar_type(), "hashgrid_backward_sparse", [&] {
+    HashGridArgs<scalar_t> a{};
+    fill_levels(a, resolutions, log2_table, aabb, params);
+    check_shape(touched, "touched", {a.level_word[L]});
+    a.n = n;
+    a.n_features = (int32_t)F;
+    a.x = x.data_ptr<scalar_t>();
+    a.params = params.data_ptr<scalar_t>();
+    a.grad_out = g_lm.data_ptr<scalar_t>();
+    a.grad_params = acc.data_ptr<scalar_t>();
+    a.grad_x = want_x ? gx.data_ptr<scalar_t>() : nullptr;
+    a.touched = reinterpret_cast<uint64_t*>(touched.data_ptr<int64_t>());
+    PNERF_LAUNCH(params, hashgrid_backward<scalar_t>, a, true, want_x);
+    HashGridRows<scalar_t> r{};
+    r.a = a;
+    at::Tensor count = at::empty({a.level_word[L]}, touched.options());
+    r.count = count.data_ptr<int64_t>();
+    PNERF_LAUNCH(params, hashgrid_rows<scalar_t>, r, false);
+    const at::Tensor end = count.cumsum(0);
+    const int64_t k = a.level_word[L] ? end[-1].item<int64_t>() : 0;
+    const at::Tensor start = end - count;
+    rows = at::empty({k}, touched.options());
+    values = at::empty({k, F}, params.options());
+    r.start = start.data_ptr<int64_t>();
+    r.rows = rows.data_ptr<int64_t>();
+    r.values = values.data_ptr<scalar_t>();
+    PNERF_LAUNCH(params, hashgrid_rows<scalar_t>, r, true);
+  });
+  return {rows, values, gx};
+}
+
 void bind_hashgrid(pybind11::module_& m) {
   m.def("hashgrid_forward", &hashgrid_forward, "Multi-resolution hash-grid encoding (forward)", pybind11::arg("x"),
         pybind11::arg("params"), pybind11::arg("resolutions"), pybind11::arg("log2_table"), pybind11::arg("aabb"));
   m.def("hashgrid_backward", &hashgrid_backward, "Multi-resolution hash-grid encoding (backward)",
         pybind11::arg("grad_out"), pybind11::arg("x"), pybind11::arg("params"), pybind11::arg("resolutions"),
         pybind11::arg("log2_table"), pybind11::arg("aabb"), pybind11::arg("want_params"), pybind11::arg("want_x"));
+  m.def("hashgrid_backward_sparse", &hashgrid_backward_sparse,
+        "Hash-grid backward with a row-sparse table gradient (touched rows, their gradient)", pybind11::arg("grad_out"),
+        pybind11::arg("x"), pybind11::arg("params"), pybind11::arg("resolutions"), pybind11::arg("log2_table"),
+        pybind11::arg("aabb"), pybind11::arg("acc"), pybind11::arg("touched"), pybind11::arg("want_x"));
 }
 
 }  // namespace pnerf

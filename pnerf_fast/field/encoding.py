@@ -9,7 +9,7 @@ from torch import nn
 
 from ..face.landmarks import CANONICAL_AABB
 from ..ops.encoding import frequency_encode, sh_encode
-from ..ops.hashgrid import hash_encode, level_layout, level_resolutions
+from ..ops.hashgrid import SparseGradBuffer, hash_encode, level_layout, level_resolutions
 
 
 class HashGridEncoding(nn.Module):
@@ -43,13 +43,22 @@ class HashGridEncoding(nn.Module):
         self.aabb = tuple(float(v) for v in aabb)
         self.impl = impl
         self.params = nn.Parameter(torch.empty(self.offsets[-1], n_features).uniform_(-init_scale, init_scale))
+        self.sparse = SparseGradBuffer()
 
     @property
     def out_dim(self) -> int:
         return self.n_levels * self.n_features
 
+    def sparse_grad_for(self, optimizer) -> None:
+        """Give ``params`` row-sparse gradients (the touched rows only) while
+        ``optimizer`` is alive (it must take sparse gradients: pnerf_fast/train/optim.py);
+        None: dense gradients again."""
+        self.sparse.claim(optimizer)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [n, 3] -> [n, L*F]
-        return hash_encode(x.to(self.params.dtype), self.params, self.resolutions, self.log2_table, self.aabb, impl=self.impl)
+        sparse = self.sparse if self.sparse.active else None
+        return hash_encode(x.to(self.params.dtype), self.params, self.resolutions, self.log2_table, self.aabb,
+                           impl=self.impl, sparse_grad=sparse)
 
     def extra_repr(self) -> str:
         return (f"levels={self.n_levels}, features={self.n_features}, table=2^{self.log2_table}, "

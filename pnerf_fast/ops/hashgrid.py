@@ -10,10 +10,19 @@ uses exactly that many rows; finer levels use the full table and the spatial has
 ``(cx ^ cy * 2654435761 ^ cz * 805459861) mod 2^log2_table``. ``params`` stacks the
 levels' rows: ``[sum_l rows_l, F]``. Output ``[n, L * F]``, level-major.
 Gradients flow to ``params`` and to ``x``; float32 and float64.
+
+**Row-sparse table gradient.** With a ``SparseGradBuffer`` (``sparse_grad=``), the
+native backward returns the table gradient as a sparse COO tensor (``[rows, F]``, one
+index per touched row, ascending: coalesced, though autograd's accumulation drops the
+flag): the kernel adds into the
+buffer's persistent accumulator, marks the touched rows in its bitmap, then lists
+those rows and zeroes exactly them again, so nothing table-sized is cleared or written
+per step. pnerf_fast/train/optim.py's optimizers update only those rows.
 """
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Sequence
 
 import torch
@@ -67,21 +76,70 @@ def _check(x, params, resolutions, log2_table, aabb):
         raise ValueError(f"hashgrid: argument 'params' must have {total} rows for these levels, got {params.shape[0]}")
 
 
+def bitmap_words(resolutions: Sequence[int], log2_table: int) -> int:
+    """Words (64 bits) of a touched-row bitmap: each level's bits start on a new word."""
+    offsets, _ = level_layout(resolutions, log2_table)
+    return sum((b - a + 63) // 64 for a, b in zip(offsets, offsets[1:]))
+
+
+class SparseGradBuffer:
+    """What the row-sparse backward of one table keeps between steps: an accumulator
+    ``[rows, F]`` and a row bitmap, both all zero between calls, allocated on first use
+    (and again when the table's shape, dtype or device changes).
+
+    ``owner``: sparse gradients are produced only while this object (an optimizer that
+    takes them) is alive, so a field never hands a sparse gradient to an optimizer that
+    did not ask for one. A copy (``copy.deepcopy`` of a field) starts unclaimed."""
+
+    def __init__(self):
+        self._owner = None
+        self.acc = None
+        self.touched = None
+
+    def claim(self, owner) -> None:
+        self._owner = None if owner is None else weakref.ref(owner)
+
+    @property
+    def active(self) -> bool:
+        return self._owner is not None and self._owner() is not None
+
+    def buffers(self, params: torch.Tensor, resolutions, log2_table):
+        if self.acc is None or self.acc.shape != params.shape or self.acc.dtype != params.dtype \
+                or self.acc.device != params.device:
+            self.acc = torch.zeros_like(params, memory_format=torch.contiguous_format)
+            words = bitmap_words(resolutions, log2_table)
+            self.touched = torch.zeros(words, dtype=torch.int64, device=params.device)
+        return self.acc, self.touched
+
+    def __deepcopy__(self, memo):
+        return SparseGradBuffer()
+
+    def __getstate__(self):
+        return {"_owner": None, "acc": None, "touched": None}
+
+
 class _HashGrid(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, params, resolutions, log2_table, aabb):
+    def forward(ctx, x, params, resolutions, log2_table, aabb, sparse):
         out = native().hashgrid_forward(x, params, resolutions, log2_table, aabb)
         ctx.save_for_backward(x, params)
-        ctx.cfg = (resolutions, log2_table, aabb)
+        ctx.cfg = (resolutions, log2_table, aabb, sparse)
         return out
 
     @staticmethod
     def backward(ctx, g):
         x, params = ctx.saved_tensors
-        resolutions, log2_table, aabb = ctx.cfg
+        resolutions, log2_table, aabb, sparse = ctx.cfg
         want_x, want_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gp, gx = native().hashgrid_backward(g.contiguous(), x, params, resolutions, log2_table, aabb, want_p, want_x)
-        return (gx if want_x else None), (gp if want_p else None), None, None, None
+        if want_p and sparse is not None:
+            acc, touched = sparse.buffers(params, resolutions, log2_table)
+            rows, values, gx = native().hashgrid_backward_sparse(g.contiguous(), x, params, resolutions, log2_table,
+                                                                 aabb, acc, touched, want_x)
+            gp = torch.sparse_coo_tensor(rows[None], values, params.shape, is_coalesced=True, check_invariants=False)
+        else:
+            gp, gx = native().hashgrid_backward(g.contiguous(), x, params, resolutions, log2_table, aabb, want_p,
+                                                want_x)
+        return (gx if want_x else None), (gp if want_p else None), None, None, None, None
 
 
 def hash_encode(
@@ -91,8 +149,12 @@ def hash_encode(
     log2_table: int,
     aabb: Sequence[float],  # (xmin, ymin, zmin, xmax, ymax, zmax)
     impl: str = "auto",
+    sparse_grad: SparseGradBuffer | None = None,
 ) -> torch.Tensor:          # [n, L * F]
-    """Encode points with the hash grid. impl: "auto" | "native" | "torch"."""
+    """Encode points with the hash grid. impl: "auto" | "native" | "torch".
+    ``sparse_grad``: with the native kernels, ``params`` gets a row-sparse gradient
+    (a coalesced sparse COO tensor of the touched rows) through this buffer; the torch
+    reference always gives a dense one."""
     resolutions = [int(r) for r in resolutions]
     aabb = [float(v) for v in aabb]
     _check(x, params, resolutions, log2_table, aabb)
@@ -102,7 +164,7 @@ def hash_encode(
         return _torch_impl(x, params, resolutions, log2_table, aabb)
     if native() is None:
         raise RuntimeError("hashgrid: impl='native' but the native extension is not available")
-    return _HashGrid.apply(x.contiguous(), params.contiguous(), resolutions, int(log2_table), aabb)
+    return _HashGrid.apply(x.contiguous(), params.contiguous(), resolutions, int(log2_table), aabb, sparse_grad)
 
 
 def _torch_impl(x, params, resolutions, log2_table, aabb):

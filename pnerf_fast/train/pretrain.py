@@ -118,7 +118,7 @@ def grads_finite(params, sparse=()) -> bool:
     One sum per tensor (a NaN or inf anywhere makes it non-finite; so does a sum that
     overflows, which is no usable gradient either): ~1 ms for 3M numbers, where
     isfinite().all() takes 20 times longer on the CPU."""
-    sums = [(p.grad.coalesce().values() if p.grad.is_sparse else p.grad).sum()
+    sums = [(p.grad._values() if p.grad.is_sparse else p.grad).sum()  # a repeated row adds the same
             for p in (*params, *sparse) if p.grad is not None]
     return not sums or bool(torch.isfinite(torch.stack(sums).sum()))
 
@@ -174,7 +174,9 @@ def data_parallel_step(comm, params, sparse, compute, guard: StepGuard, step) ->
         # [has-grad flags..., not-ok, mse] + dense grads + sparse rows, summed in one go
         head = torch.tensor([0.0 if p.grad is None else 1.0 for p in params]
                             + [0.0 if local_ok else 1.0, float(mse.detach()) if local_ok else 0.0])
-        dense = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        # a row-sparse table gradient (pnerf_fast/train/optim.py) is summed densely here
+        dense = [p.grad.to_dense() if p.grad is not None and p.grad.is_sparse else
+                 p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         rows = []
         for p, idx in sparse:
             if p.grad is None:
@@ -210,11 +212,25 @@ def _named_groups(field) -> dict[str, str]:
     return {name: ids.get(id(p), "mlp") for name, p in field.named_parameters()}
 
 
-def make_optimizer(field, kind: str, lr: GroupLR):
+def make_optimizer(field, kind: str, lr: GroupLR, sparse: bool = False):
+    """SGD or Adam (betas 0.9/0.99, eps 1e-15, as instant-ngp) with one lr per parameter
+    group. ``sparse``: the hash-grid tables give row-sparse gradients while this
+    optimizer lives, and only the rows a step touched are updated, by the fused kernel
+    (lazy Adam: pnerf_fast/train/optim.py); the MLPs keep torch's step. Off (the
+    default): dense gradients and torch's optimizer for everything. Off by default
+    because it did not pay on the 2-core CPU: a finetune batch touches 88% of the table
+    rows, so the row list (8-byte index + values per row) is larger than the dense
+    gradient; benchmarks/README.md, "Step time"."""
+    from .optim import RowSparseAdam, RowSparseSGD, claim_sparse_tables
+
     groups = [{"params": ps, "lr": getattr(lr, g), "name": g} for g, ps in field.param_groups().items() if ps]
     if kind == "sgd":
-        return torch.optim.SGD(groups, lr=lr.mlp)
-    return torch.optim.Adam(groups, lr=lr.mlp, betas=(0.9, 0.99), eps=1e-15)
+        opt = RowSparseSGD(groups, lr=lr.mlp) if sparse else torch.optim.SGD(groups, lr=lr.mlp)
+    else:
+        cls = RowSparseAdam if sparse else torch.optim.Adam
+        opt = cls(groups, lr=lr.mlp, betas=(0.9, 0.99), eps=1e-15)
+    claim_sparse_tables(field, opt if sparse else None)
+    return opt
 
 
 def set_lr(opt, lr: GroupLR):

@@ -15,10 +15,52 @@
 // One element = one (level, point) pair, level-major: i = l * n + p. The CPU launcher
 // hands whole levels to threads, so the table backward needs no atomics there (each
 // level owns its rows); on the GPU the same functor adds with atomics.
+//
+// Row-sparse table gradient (for the fused optimizer step, pnerf/sparse_adam.h): the
+// backward adds into a persistent accumulator that is all zero between steps and sets
+// one bit per touched row in a bitmap (level l's bits start on word level_word[l], so
+// on the CPU each level also owns its bitmap words). HashGridRowsCount/Emit then turn
+// the bitmap into the sorted list of touched rows and their gradients, and zero exactly
+// those accumulator rows and bitmap words again: nothing table-sized is cleared.
 #pragma once
 #include "pnerf/common.h"
 
 namespace pnerf {
+
+// Row bitmaps (which table rows a backward pass touched): set bit `i` of `words`. The
+// word is read first, so a bit that is already set (most corners of a batch) costs one
+// load and no read-modify-write; kAtomic for writers that may share a word.
+PNERF_HD int popcount64(uint64_t w) {
+#if defined(__CUDA_ARCH__)
+  return __popcll(w);
+#else
+  return __builtin_popcountll(w);
+#endif
+}
+
+PNERF_HD int ctz64(uint64_t w) {  // w != 0
+#if defined(__CUDA_ARCH__)
+  return __ffsll((long long)w) - 1;
+#else
+  return __builtin_ctzll(w);
+#endif
+}
+
+template <bool kAtomic>
+PNERF_HD void bitmap_set(uint64_t* words, int64_t i) {
+  uint64_t* w = words + (i >> 6);
+  const uint64_t m = uint64_t(1) << (i & 63);
+  if (*w & m) return;
+  if constexpr (kAtomic) {
+#if defined(__CUDA_ARCH__)
+    atomicOr(reinterpret_cast<unsigned long long*>(w), (unsigned long long)m);
+#else
+    __atomic_fetch_or(w, m, __ATOMIC_RELAXED);
+#endif
+  } else {
+    *w |= m;
+  }
+}
 
 constexpr int kHashMaxLevels = 32;
 constexpr int kHashMaxFeatures = 8;
@@ -44,6 +86,8 @@ struct HashGridArgs {
   const T* grad_out;    // [L, n, F]
   T* grad_params;       // [rows, F]
   T* grad_x;            // [n, 3]
+  uint64_t* touched;    // [level_word[L]] row bitmap, or nullptr (dense gradient)
+  int64_t level_word[kHashMaxLevels + 1];  // first bitmap word of level l; [L] = words in all
 };
 
 // The 8 corners of point p at level l: rows (absolute, in params) and trilinear weights.
@@ -127,6 +171,10 @@ struct HashGridBackwardParams {
     T wts[8], w[3];
     bool inside[3];
     hash_corners(a, l, p, rows, wts, w, inside);
+    if (a.touched != nullptr) {
+      const int64_t bit0 = a.level_word[l] * 64 - a.level_offset[l];
+      for (int c = 0; c < 8; ++c) bitmap_set<kAtomic>(a.touched, bit0 + rows[c]);
+    }
     for (int c = 0; c < 8; ++c) {
       T* row = a.grad_params + rows[c] * F;
       for (int f = 0; f < F; ++f) {
@@ -178,11 +226,57 @@ struct HashGridBackwardInput {
   }
 };
 
+// Bitmap -> rows. Pass 1, one element per bitmap word: count[w] = its set bits. The op
+// turns the counts into exclusive offsets (start). Pass 2, one element per word: write
+// its rows (ascending) and their accumulated gradients at start[w], zero those
+// accumulator rows, zero the word.
+template <typename T>
+struct HashGridRows {
+  HashGridArgs<T> a;     // levels, grad_params = the accumulator [rows, F], touched
+  int64_t* count;        // [words]
+  const int64_t* start;  // [words]
+  int64_t* rows;         // [k] out
+  T* values;             // [k, F] out
+};
+
+template <typename T>
+struct HashGridRowsCount {
+  HashGridRows<T> r;
+  PNERF_HD void operator()(int64_t w) const { r.count[w] = popcount64(r.a.touched[w]); }
+};
+
+template <typename T>
+struct HashGridRowsEmit {
+  HashGridRows<T> r;
+  PNERF_HD void operator()(int64_t w) const {
+    uint64_t bits = r.a.touched[w];
+    if (bits == 0) return;
+    r.a.touched[w] = 0;
+    int l = 0;
+    while (l + 1 < r.a.n_levels && r.a.level_word[l + 1] <= w) ++l;
+    const int F = r.a.n_features;
+    const int64_t row0 = r.a.level_offset[l] + (w - r.a.level_word[l]) * 64;
+    int64_t j = r.start[w];
+    for (; bits != 0; bits &= bits - 1) {  // set bits, lowest first
+      const int64_t row = row0 + ctz64(bits);
+      r.rows[j] = row;
+      T* acc = r.a.grad_params + row * F;
+      for (int f = 0; f < F; ++f) {
+        r.values[j * F + f] = acc[f];
+        acc[f] = T(0);
+      }
+      ++j;
+    }
+  }
+};
+
 namespace cpu {
+template <typename T> void hashgrid_rows(const HashGridRows<T>& r, bool emit);
 template <typename T> void hashgrid_forward(const HashGridArgs<T>& a);
 template <typename T> void hashgrid_backward(const HashGridArgs<T>& a, bool want_params, bool want_x);
 }  // namespace cpu
 namespace cuda {
+template <typename T> void hashgrid_rows(const HashGridRows<T>& r, bool emit, void* stream);
 template <typename T> void hashgrid_forward(const HashGridArgs<T>& a, void* stream);
 template <typename T> void hashgrid_backward(const HashGridArgs<T>& a, bool want_params, bool want_x, void* stream);
 }  // namespace cuda
