@@ -105,6 +105,28 @@ def test_finetune_mirrors_a_fraction_of_the_rays_until_mirror_stop(latent_prior,
     assert seen == [0.0, 0.0]
 
     model = PortraitModel.load(latent_prior)
-    model.cfg.finetune.mirror = 1.5
-    with pytest.raises(ValueError, match="mirror"):
-        ft.finetune(subj, init=model, steps=1, progress=False)
+    for bad in (1.0, 1.5):
+        model.cfg.finetune.mirror = bad
+        with pytest.raises(ValueError, match="mirror"):
+            ft.finetune(subj, init=model, steps=1, progress=False)
+
+
+def test_mirrored_rays_loss_is_the_silhouette_plus_weighted_colour():
+    from pnerf_fast.render.renderer import RenderOutput
+    from pnerf_fast.train.data import RayBatch
+
+    g = torch.Generator().manual_seed(1)
+    n, m = 8, 3
+    rgb, target = torch.rand(n, 3, generator=g), torch.rand(n, 3, generator=g)
+    opacity, alpha = torch.rand(n, generator=g), torch.rand(n, generator=g)
+    out = RenderOutput(rgb, torch.zeros(n), opacity, 0)
+    batch = RayBatch(torch.zeros(n, 3), torch.zeros(n, 3), target, torch.zeros(n, 3), alpha)
+    err = ((rgb - target) ** 2).mean(1)
+    sil = (opacity - alpha) ** 2
+    mse, loss = ft._photo_loss(out, batch, 0, 0.3)
+    assert torch.allclose(mse, err.mean()) and torch.equal(mse, loss)
+    for w in (0.0, 0.3, 1.0):
+        mse, loss = ft._photo_loss(out, batch, m, w)
+        assert torch.allclose(mse, err[m:].mean())  # only the real rays are reported
+        want = (err[m:].sum() + (w * err[:m].mean() + sil[:m].mean()) * m) / n
+        assert torch.allclose(loss, want)

@@ -92,6 +92,10 @@ class FinetuneConfig:
     # virtual view of the face from the mirrored camera, for single-view fits only
     mirror: float = 0.0
     mirror_stop: float = 1.0    # stage 2 mirrors only in this first fraction of its steps (or seconds)
+    # a mirrored ray's loss: its opacity against the mask it mirrors (the silhouette seen
+    # from the mirrored camera), plus this weight times its colour error (1: the colour
+    # counts as much as a real ray's; shading is rarely symmetric)
+    mirror_rgb: float = 1.0
 
 
 @dataclass

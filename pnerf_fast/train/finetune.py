@@ -187,17 +187,18 @@ def finetune(
         """-> (the photometric MSE, the loss to minimise)"""
         b = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg)
         rays_o, rays_d = b.rays_o, b.rays_d
-        if mirror is not None and mirroring:
-            rays_o, rays_d = _mirror_rays(rays_o, rays_d, *mirror, int(round(n * fc.mirror)))
+        m = int(round(n * fc.mirror)) if mirror is not None and mirroring else 0
+        if m:
+            rays_o, rays_d = _mirror_rays(rays_o, rays_d, *mirror, m)
         out = render_rays(field, model.grid, rays_o, rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen))
-        mse = torch.mean((out.rgb - b.target) ** 2)
+        mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
         if new_cells is None:
-            return mse, mse
+            return mse, mse_loss
         pick = new_cells[torch.randint(0, new_cells.numel(), (n,), generator=gen)]
         x = cell_positions(model.grid.geometry, pick, torch.rand(n, 3, generator=gen))
         opacity = 1 - torch.exp(-field.density(x) * model.render_cfg.step)
-        return mse, mse + fc.empty_reg * opacity.mean()
+        return mse, mse_loss + fc.empty_reg * opacity.mean()
 
     guard = StepGuard("finetune", limit=MAX_BAD_STEPS)
 
@@ -290,10 +291,24 @@ def _mirror_of(subject: Subject, fraction: float):
     symmetry, or None when ``fraction`` is 0 or the subject has no landmarks."""
     if not fraction > 0 or subject.landmarks is None:
         return None
-    if not fraction <= 1:
-        raise ValueError(f"finetune.mirror must be a fraction in [0, 1], got {fraction}")
+    if not fraction < 1:
+        raise ValueError(f"finetune.mirror must be a fraction in [0, 1) (some rays stay real), got {fraction}")
     m = torch.as_tensor(mirror_matrix(subject.landmarks), dtype=torch.float32)
     return m[:3, :3], m[:3, 3]
+
+
+def _photo_loss(out, batch, mirrored: int, rgb_weight: float):
+    """-> (the real rays' colour MSE, the loss). The first ``mirrored`` rays are mirrored:
+    their loss is their opacity's squared error against the mask plus ``rgb_weight``
+    times their colour's; each ray weighs the same."""
+    err = (out.rgb - batch.target) ** 2
+    if not mirrored:
+        mse = err.mean()
+        return mse, mse
+    n = err.shape[0]
+    mse = err[mirrored:].mean()
+    mirror = rgb_weight * err[:mirrored].mean() + torch.mean((out.opacity[:mirrored] - batch.alpha[:mirrored]) ** 2)
+    return mse, ((n - mirrored) * mse + mirrored * mirror) / n
 
 
 def _mirror_rays(rays_o, rays_d, a, b, count: int):
