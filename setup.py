@@ -66,7 +66,7 @@ setup(
     version="0.1.0",
     description="Fast single-image portrait NeRF (Gao et al. 2020) with fused CPU/CUDA kernels",
     packages=find_packages(include=["pnerf_fast", "pnerf_fast.*"]),
-    package_data={"pnerf_fast": ["assets/*", "assets/*/*", "assets/*/*/*", "configs/*.yaml", "field/*.json"]},
+    package_data={"pnerf_fast": ["assets/*", "assets/*/*", "assets/*/*/*", "configs/*.yaml"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=[

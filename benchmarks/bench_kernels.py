@@ -3,6 +3,7 @@
 
     python benchmarks/bench_kernels.py            # table
     python benchmarks/bench_kernels.py --json     # one JSON object keyed by operation
+    python benchmarks/bench_kernels.py --device cuda --json   # the same on a GPU (native CUDA kernels)
 
 Scene: 65,536 rays from a rig camera through a canonical-space occupancy grid
 (64^3, a head-sized ellipsoid marked occupied), a similarity warp per batch, step
@@ -29,7 +30,7 @@ from pnerf_fast.ops.occgrid import OccupancyGrid  # noqa: E402
 from pnerf_fast.ops.raymarch import MarchConfig, march_rays  # noqa: E402
 
 
-def make_scene(n_rays: int, seed: int = 0):
+def make_scene(n_rays: int, seed: int = 0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     res = int(round(n_rays ** 0.5))
     cam = camera_at(20.0, 10.0, res)
@@ -42,7 +43,8 @@ def make_scene(n_rays: int, seed: int = 0):
     R = torch.tensor([[torch.cos(ang), 0, torch.sin(ang)], [0, 1, 0], [-torch.sin(ang), 0, torch.cos(ang)]])
     table = torch.cat([(1.05 * R).reshape(-1), torch.tensor([0.02, -0.05, 0.03])])[None].contiguous()
     jitter = torch.rand(o.shape[0], generator=g)
-    return o, d, grid, table, jitter
+    dev = torch.device(device)
+    return o.to(dev), d.to(dev), grid.to(dev), table.to(dev), jitter.to(dev)
 
 
 def field(pos):
@@ -74,21 +76,22 @@ def nerfacc_composite(s, sig, rgb):
     counts = pi[:, 1]
     K = int(counts.max())
     ray = s.ray_indices
-    pos = torch.arange(s.n_samples) - pi[ray, 0]
-    ts = torch.zeros(N, K)
-    te = torch.zeros(N, K)
+    dev = sig.device
+    pos = torch.arange(s.n_samples, device=dev) - pi[ray, 0]
+    ts = torch.zeros(N, K, device=dev)
+    te = torch.zeros(N, K, device=dev)
     ts[ray, pos] = s.t_starts
     te[ray, pos] = s.t_ends
-    sig_d = torch.zeros(N, K).index_put((ray, pos), sig)
-    rgb_d = torch.zeros(N, K, 3).index_put((ray, pos), rgb)
+    sig_d = torch.zeros(N, K, device=dev).index_put((ray, pos), sig)
+    rgb_d = torch.zeros(N, K, 3, device=dev).index_put((ray, pos), rgb)
     w, _, _ = nerfacc.render_weight_from_density(ts, te, sig_d)
     c = nerfacc.accumulate_along_rays(w, rgb_d)
     o = nerfacc.accumulate_along_rays(w, None)
     (c.sum() + o.sum()).backward()
 
 
-def kernel_benchmarks(n_rays: int = 65536, repeats: int = 5) -> dict:
-    o, d, grid, table, jitter = make_scene(n_rays)
+def kernel_benchmarks(n_rays: int = 65536, repeats: int = 5, device="cpu") -> dict:
+    o, d, grid, table, jitter = make_scene(n_rays, device=device)
     out = {}
     cfg = MarchConfig(step=0.01)
     box = grid.occupied_box()
@@ -130,6 +133,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["kernels", "field"], default=None)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from pnerf_fast._native import native
@@ -137,9 +141,17 @@ def main(argv=None):
     if native() is None:
         print("error: pnerf_fast._C is not built; benchmarks compare it against the references", file=sys.stderr)
         return 2
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            print(f"error: --device {args.device}: torch.cuda.is_available() is False", file=sys.stderr)
+            return 2
+        if not native().compiled_with_cuda():
+            print("error: --device cuda: pnerf_fast._C was built without CUDA kernels", file=sys.stderr)
+            return 2
     results = {}
     if args.only in (None, "kernels"):
-        results.update(kernel_benchmarks(args.rays, args.repeats))
+        results.update(kernel_benchmarks(args.rays, args.repeats, dev))
     if args.only in (None, "field"):
         try:
             from bench_field import field_benchmarks
@@ -147,7 +159,8 @@ def main(argv=None):
             field_benchmarks = None
         if field_benchmarks is not None:
             results.update(field_benchmarks(args))
-    results["_meta"] = {"threads": torch.get_num_threads(), "torch": torch.__version__, "device": "cpu"}
+    results["_meta"] = {"threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(dev),
+                        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
     if args.json:
         print(json.dumps(results, indent=2))
     else:

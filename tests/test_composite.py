@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from conftest import requires_cuda
 from pnerf_fast.ops.composite import composite
 
 
@@ -102,10 +101,28 @@ def test_bad_arguments_are_named(C):
         C.composite_forward(pi, sig, rgb, ts[:-1], te, 1e-4)
 
 
-@requires_cuda
-def test_cuda_matches_cpu(C):
-    pi, sig, rgb, ts, te = random_packed(500, 40, seed=11)
-    a = composite(pi, sig, rgb, ts, te)
-    b = composite(*(t.cuda() for t in (pi, sig, rgb, ts, te)))
-    for x, y in zip(a, b):
-        torch.testing.assert_close(x, y.cpu(), rtol=1e-5, atol=1e-5)
+def test_packed_info_preconditions(C):
+    # Segments out of [0, S) are always rejected on the CPU; overlapping segments in
+    # debug mode (PNERF_DEBUG_CHECKS=1 or _C.set_debug_checks(True)).
+    pi, sig, rgb, ts, te = random_packed(50, 10, seed=1)
+    bad = pi.clone()
+    bad[-1, 1] += 5
+    with pytest.raises(RuntimeError, match="'packed_info'"):
+        C.composite_forward(bad, sig, rgb, ts, te, 1e-4)
+    neg = pi.clone()
+    neg[0, 0] = -1
+    with pytest.raises(RuntimeError, match="'packed_info'"):
+        C.composite_forward(neg, sig, rgb, ts, te, 1e-4)
+    overlap = pi.clone()
+    i = int(torch.nonzero(pi[:-1, 1] > 0)[0])
+    overlap[i + 1] = pi[i]  # a second ray over the same (non-empty) samples
+    prev = C.debug_checks()
+    try:
+        C.set_debug_checks(False)
+        C.composite_forward(overlap, sig, rgb, ts, te, 1e-4)
+        C.set_debug_checks(True)
+        with pytest.raises(RuntimeError, match="overlapping"):
+            C.composite_forward(overlap, sig, rgb, ts, te, 1e-4)
+        C.composite_forward(pi, sig, rgb, ts, te, 1e-4)
+    finally:
+        C.set_debug_checks(prev)

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from conftest import requires_cuda
 from pnerf_fast.field.backends import available_backends, resolve_backend, tcnn_available
 from pnerf_fast.field.mlp import MLP, make_mlp
 from pnerf_fast.ops.encoding import frequency_encode, sh_encode
@@ -121,12 +120,146 @@ def test_frequency_encoding():
     torch.testing.assert_close(y[0, -3:], torch.cos(4 * x[0]))
 
 
-@requires_cuda
-def test_cuda_fused_matches_cpu(C):
-    if not C.compiled_with_cuda():
-        pytest.skip("extension built without CUDA")
-    W, B = layers([32, 64, 64, 16])
-    x = torch.randn(1000, 32)
-    a = mlp_forward(x, W, B, "sigmoid", impl="torch")
-    b = mlp_forward(x.cuda(), [w.cuda() for w in W], [b.cuda() for b in B], "sigmoid", impl="native").cpu()
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+# ---------------------------------------------------------------- one checkpoint layout, tcnn
+class FakeTcnnNetwork(torch.nn.Module):
+    """tiny-cuda-nn's tcnn.Network as its sources describe it, in PyTorch (any device): an
+    Identity encoding that pads the input to a multiple of 16 with ones, then bias-free
+    row-major [out, in] weight matrices stored one after another in ``params``, ReLU
+    between them, the output padded to 16 and sliced back, fp16 out."""
+
+    def __init__(self, n_input_dims, n_output_dims, network_config, seed=1337):
+        super().__init__()
+        up = lambda n: (n + 15) // 16 * 16  # noqa: E731
+        w, L = network_config["n_neurons"], network_config["n_hidden_layers"]
+        if network_config["otype"] == "FullyFusedMLP":
+            assert w in (16, 32, 64, 128) and L >= 1
+        else:
+            assert network_config["otype"] == "CutlassMLP" and w % 16 == 0
+        self.n_input_dims, self.n_output_dims, self.in_pad = n_input_dims, n_output_dims, up(n_input_dims)
+        self.shapes = [(up(n_output_dims), self.in_pad)] if L == 0 else \
+            [(w, self.in_pad)] + [(w, w)] * (L - 1) + [(up(n_output_dims), w)]
+        g = torch.Generator().manual_seed(seed)
+        self.params = torch.nn.Parameter(torch.randn(sum(r * c for r, c in self.shapes), generator=g) * 0.1)
+        self.out_act = network_config["output_activation"]
+
+    def forward(self, x):
+        assert x.dtype == torch.float32 and x.shape[1] == self.n_input_dims
+        h = torch.cat([x, torch.ones(x.shape[0], self.in_pad - self.n_input_dims, device=x.device)], 1)
+        off = 0
+        for i, (r, c) in enumerate(self.shapes):
+            h = h @ self.params[off : off + r * c].view(r, c).t()
+            off += r * c
+            if i < len(self.shapes) - 1:
+                h = torch.relu(h)
+        h = {"None": h, "ReLU": torch.relu(h), "Sigmoid": torch.sigmoid(h)}[self.out_act]
+        return h[:, : self.n_output_dims].half()
+
+
+@pytest.fixture
+def fake_tcnn(monkeypatch):
+    import sys
+    import types
+
+    from pnerf_fast.field import backends
+    from pnerf_fast.field import mlp as mlp_mod
+
+    monkeypatch.setitem(sys.modules, "tinycudann", types.SimpleNamespace(Network=FakeTcnnNetwork))
+    # Pretend the tensors' device is one tcnn runs on (the fake runs on the CPU).
+    monkeypatch.setattr(mlp_mod, "resolve_backend", lambda name, device=None: "tcnn" if name in ("auto", "tcnn") else name)
+    yield
+    backends.clear_cache()
+
+
+@pytest.mark.parametrize("shape", [(32, 16, 64, 1), (32, 3, 64, 2), (5, 4, 16, 0), (20, 8, 128, 2)])
+def test_tcnn_layout_round_trip(shape):
+    from pnerf_fast.field.tcnn_layout import TcnnSpec, pack, unpack
+
+    in_dim, out_dim, width, n_hidden = shape
+    spec = TcnnSpec(in_dim, out_dim, width, n_hidden, "sigmoid")
+    W, B = layers([in_dim] + [width] * n_hidden + [out_dim])
+    flat = pack(W, B, spec)
+    assert flat.shape == (spec.n_params,)
+    W2, B2 = unpack(flat, spec)
+    for a, b in zip(W + B, W2 + B2):
+        assert torch.equal(a, b)
+    # widths: 64 + the constant unit runs as a 128-wide FullyFusedMLP; 128 + 1 needs CutlassMLP
+    assert spec.otype == ("CutlassMLP" if (n_hidden == 0 or width == 128) else "FullyFusedMLP")
+    with pytest.raises(ValueError, match="'flat'"):
+        unpack(flat[1:], spec)
+
+
+@pytest.mark.parametrize("shape", [(32, 16, 64, 1), (32, 3, 64, 2), (5, 4, 16, 0)])
+def test_tcnn_backend_runs_the_same_weights(fake_tcnn, shape):
+    in_dim, out_dim, width, n_hidden = shape
+    torch.manual_seed(0)
+    ref = MLP(in_dim, out_dim, width, n_hidden, "torch", "sigmoid")
+    m = MLP(in_dim, out_dim, width, n_hidden, "auto", "sigmoid")
+    m.load_state_dict(ref.state_dict())  # one layout: a torch/fused checkpoint loads as is
+    assert m.active_backend("cpu") == "tcnn"
+    assert set(m.state_dict()) == set(ref.state_dict())
+    x = torch.randn(300, in_dim)
+    shift = torch.randn(width if n_hidden else out_dim) * 0.1
+    y_ref, y = ref(x, shift), m(x, shift)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=2e-3)  # fp16 out
+    g = torch.randn_like(y)
+    (y_ref * g).sum().backward()
+    (y * g).sum().backward()
+    for (name, p), q in zip(m.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=2e-2, atol=2e-2, msg=lambda s: f"{name}: {s}")
+    # the tcnn network is not a submodule: its own (random) parameters are never saved or trained
+    assert all(not n.startswith("_tcnn") for n, _ in m.named_parameters())
+
+
+def test_auto_is_resolved_once_per_device(C, monkeypatch):
+    from pnerf_fast.field import backends
+
+    backends.clear_cache()
+    calls = []
+    orig = backends._fused_ok
+    monkeypatch.setattr(backends, "_fused_ok", lambda dev: (calls.append(dev), orig(dev))[1])
+    m = make_mlp(32, 16, 64, 1)
+    x = torch.randn(10, 32)
+    for _ in range(3):
+        m(x)
+    assert len(calls) == 1 and m.active_backend("cpu") == backends.CPU_AUTO == "fused"
+    backends.clear_cache()
+    # nothing in the package records measurements: the choice is a constant, not a file
+    from pathlib import Path
+
+    assert not list((Path(backends.__file__).parent).glob("*.json"))
+
+
+def test_bench_field_records_into_benchmarks(tmp_path):
+    import importlib
+    import os
+    import sys
+
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        bf = importlib.import_module("bench_field")
+    finally:
+        sys.path.remove(bench)
+    assert os.path.dirname(bf.RECORD_FILE) == bench
+    rec = bf.record_backend({"faster": "torch", "fused_ms": 2.0, "torch_ms_": 1.0}, 2, path=str(tmp_path / "r.json"))
+    assert (tmp_path / "r.json").exists() and rec["agrees"] is False
+
+
+@pytest.mark.parametrize("prior,expect", [("latent", "torch"), ("meta", "fused")])
+def test_shipped_priors_keep_their_cpu_backend(C, prior, expect):
+    # The latent prior's config names "torch"; the meta prior's says "auto", which on the CPU
+    # is the fused kernel, as it was when the choice was read from the package's json: the
+    # same code path as before, so the same (bit-identical) outputs.
+    from pnerf_fast.api import load_prior
+
+    f = load_prior(prior).field
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2000, 3, generator=g) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(2000, 3, generator=g), dim=1)
+    mlps = [m for m in f.modules() if isinstance(m, MLP)]
+    assert mlps and all(m.active_backend("cpu") == expect for m in mlps)
+    with torch.no_grad():
+        s_cfg, c_cfg = f(x, d)
+        f.set_backend(expect)
+        s_exp, c_exp = f(x, d)
+    assert torch.equal(s_cfg, s_exp) and torch.equal(c_cfg, c_exp)

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from conftest import requires_cuda
 from pnerf_fast.ops.occgrid import OccupancyGrid, cell_positions, ema_update_
 from pnerf_fast.ops.raymarch import GridGeometry, grid_cells_torch
 
@@ -93,10 +92,21 @@ def test_native_checks_name_arguments(C):
         C.occ_update(d, torch.zeros(GRID.n_cells, dtype=torch.uint8), torch.tensor([GRID.n_cells]), torch.zeros(1), 0.9, 0.1)
 
 
-@requires_cuda
-def test_cuda_matches_cpu(C):
-    idx = torch.arange(0, GRID.n_cells, 3)
-    jit = torch.rand(idx.shape[0], 3)
-    a = cell_positions(GRID, idx, jit)
-    b = cell_positions(GRID, idx.cuda(), jit.cuda(), device="cuda")
-    torch.testing.assert_close(a, b.cpu())
+def test_debug_mode_checks_unique_indices(C):
+    # Preconditions of occ_update: indices in range (always checked on the CPU) and unique
+    # (checked in debug mode: PNERF_DEBUG_CHECKS=1 or _C.set_debug_checks(True)).
+    d = torch.rand(GRID.n_cells)
+    bits = torch.zeros(GRID.n_cells, dtype=torch.uint8)
+    dup = torch.tensor([3, 5, 3])
+    prev = C.debug_checks()
+    try:
+        C.set_debug_checks(False)
+        C.occ_update(d, bits, dup, torch.zeros(3), 0.9, 0.1)  # not checked: no sort per call
+        C.occ_cell_positions(dup, None, list(GRID.aabb), GRID.levels, GRID.res, d)  # positions may repeat
+        C.set_debug_checks(True)
+        with pytest.raises(RuntimeError, match="'indices' must hold unique"):
+            C.occ_update(d, bits, dup, torch.zeros(3), 0.9, 0.1)
+        C.occ_cell_positions(dup, None, list(GRID.aabb), GRID.levels, GRID.res, d)
+        C.occ_update(d, bits, torch.tensor([3, 5]), torch.zeros(2), 0.9, 0.1)
+    finally:
+        C.set_debug_checks(prev)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import requires_cuda
 from pnerf_fast.ops.raymarch import GridGeometry, MarchConfig, march_rays, ray_aabb_intersect, ray_scale
 
 GRID = GridGeometry((-1.5, -1.5, -1.5, 1.5, 1.5, 1.5), levels=2, res=16)
@@ -204,13 +203,3 @@ def test_bad_arguments_are_named(C):
                      list(GRID.aabb), list(GRID.outer_box()), 2, 16, 0.0, 1e10, 0.05, 0.0, 0.1, 0, 100)
     with pytest.raises(RuntimeError, match="'rays_d' must have dtype"):
         C.march_rays(o.double(), d, None, None, None, None, None, None, list(GRID.aabb), list(GRID.outer_box()), 2, 16, 0.0, 1e10, 0.05, 0.0, 0.1, 0, 100)
-
-
-@requires_cuda
-def test_cuda_matches_cpu(C):
-    o, d = random_rays(3000, seed=2)
-    kw = dict(grid_bits=random_bits(GRID), cfg=MarchConfig(step=0.03), warp_table=random_similarity(1), jitter=torch.rand(3000))
-    a = march_rays(o, d, GRID, **kw)
-    b = march_rays(o.cuda(), d.cuda(), GRID, **{k: (v.cuda() if torch.is_tensor(v) else v) for k, v in kw.items()})
-    assert torch.equal(a.packed_info, b.packed_info.cpu())
-    torch.testing.assert_close(a.positions, b.positions.cpu(), atol=1e-5, rtol=1e-5)

@@ -22,13 +22,17 @@ void check_common(const at::Tensor& packed_info, const at::Tensor& sigmas, const
   check_shape(t_starts, "t_starts", {S});
   check_shape(t_ends, "t_ends", {S});
   check_shape(packed_info, "packed_info", {-1, 2});
+  check_packed_info(packed_info, S);
 }
 }  // namespace
 
 // -> (rgb [N,3], depth [N], opacity [N], weights [S], trans [S])
+// Precondition: packed_info rows (start, count) are disjoint segments of [0, S) (bounds
+// checked on the CPU, everything in debug mode; see csrc/ops/checks.cpp).
 std::vector<at::Tensor> composite_forward(at::Tensor packed_info, at::Tensor sigmas, at::Tensor rgbs,
                                           at::Tensor t_starts, at::Tensor t_ends, double t_thresh) {
   check_common(packed_info, sigmas, rgbs, t_starts, t_ends);
+  PNERF_DEVICE_GUARD(sigmas);
   const int64_t N = packed_info.size(0), S = sigmas.size(0);
   auto opts = sigmas.options();
   auto rgb = at::zeros({N, 3}, opts), depth = at::zeros({N}, opts), opacity = at::zeros({N}, opts);
@@ -58,6 +62,7 @@ std::vector<at::Tensor> composite_backward(at::Tensor packed_info, at::Tensor si
                                            at::Tensor trans, at::Tensor rgb, at::Tensor depth, at::Tensor opacity,
                                            at::Tensor grad_rgb, at::Tensor grad_depth, at::Tensor grad_opacity) {
   check_common(packed_info, sigmas, rgbs, t_starts, t_ends);
+  PNERF_DEVICE_GUARD(sigmas);
   const int64_t N = packed_info.size(0), S = sigmas.size(0);
   const auto dt = sigmas.scalar_type();
   const auto dev = sigmas.device();

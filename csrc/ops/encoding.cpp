@@ -8,6 +8,7 @@ namespace pnerf {
 // dirs [n,3] (unit) -> [n, degree^2]
 at::Tensor sh_encode_forward(at::Tensor dirs, int64_t degree) {
   check_float(dirs, "dirs");
+  PNERF_DEVICE_GUARD(dirs);
   check_tensor(dirs, "dirs", dirs.scalar_type(), dirs.device());
   check_shape(dirs, "dirs", {-1, 3});
   TORCH_CHECK(degree >= 1 && degree <= 4, "pnerf: argument 'degree' must be in [1, 4], got ", degree);

@@ -59,6 +59,7 @@ int block_rows_for(const at::Tensor& x) { return x.is_cuda() ? kMlpCudaRows : cp
 at::Tensor mlp_forward(at::Tensor x, at::Tensor params_fwd, at::Tensor params_bwd, std::vector<int64_t> dims,
                        int64_t out_dim, int64_t out_act) {
   check_inputs(x, params_fwd, params_bwd);
+  PNERF_DEVICE_GUARD(x);
   const int64_t n = x.size(0);
   auto y = at::empty({n, out_dim}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlp_forward", [&] {
@@ -75,22 +76,33 @@ at::Tensor mlp_forward(at::Tensor x, at::Tensor params_fwd, at::Tensor params_bw
   return y;
 }
 
+// Gradient slots for the backward: one per CPU worker; on CUDA 1 (a shared-memory sum per
+// block) or a few (when the gradient does not fit in shared memory).
+template <typename T>
+int grad_slots(const at::Tensor& x, const MlpArgs<T>& a) {
+#ifdef PNERF_WITH_CUDA
+  if (x.is_cuda()) return cuda::mlp_num_slots(a);
+#endif
+  return x.is_cuda() ? 1 : cpu::mlp_num_slots(a.n_rows);
+}
+
 // -> (grad_params_fwd [P] in params_fwd's layout, grad_x [n, in_dim] or undefined)
 std::vector<at::Tensor> mlp_backward(at::Tensor grad_y, at::Tensor x, at::Tensor params_fwd, at::Tensor params_bwd,
                                      std::vector<int64_t> dims, int64_t out_dim, int64_t out_act, bool want_x) {
   check_inputs(x, params_fwd, params_bwd);
+  PNERF_DEVICE_GUARD(x);
   const int64_t n = x.size(0);
   check_tensor(grad_y, "grad_y", x.scalar_type(), x.device());
   check_shape(grad_y, "grad_y", {n, out_dim});
-  const int n_slots = x.is_cuda() ? 1 : cpu::mlp_num_slots(n);
-  auto gslots = at::zeros({n_slots, params_fwd.numel()}, x.options());
-  at::Tensor gx;
+  at::Tensor gx, gslots;
   if (want_x) gx = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlp_backward", [&] {
     MlpArgs<scalar_t> a{};
     fill_layout(a, dims, x.size(1), out_dim, out_act, params_fwd, params_bwd);
     a.n_rows = n;
     a.block_rows = block_rows_for(x);
+    const int n_slots = grad_slots(x, a);
+    gslots = at::zeros({n_slots, params_fwd.numel()}, x.options());
     a.x = x.data_ptr<scalar_t>();
     a.pf = params_fwd.data_ptr<scalar_t>();
     a.pb = params_bwd.data_ptr<scalar_t>();
@@ -99,7 +111,7 @@ std::vector<at::Tensor> mlp_backward(at::Tensor grad_y, at::Tensor x, at::Tensor
     a.gparams = gslots.data_ptr<scalar_t>();
     PNERF_LAUNCH(x, mlp_backward<scalar_t>, a, n_slots);
   });
-  return {n_slots == 1 ? gslots[0] : gslots.sum(0), gx};
+  return {gslots.size(0) == 1 ? gslots[0] : gslots.sum(0), gx};
 }
 
 void bind_mlp(pybind11::module_& m) {

@@ -12,15 +12,15 @@ GridSpec<T> make_grid_spec(const std::optional<at::Tensor>& bits, const std::vec
                            int64_t res, const at::Device& device);
 
 namespace {
-int64_t check_indices(const std::optional<at::Tensor>& indices, int64_t n_cells, const at::Device& dev, int64_t n_default) {
+// indices [n] int64 in [0, n_cells) (bounds: see check_index_range); `unique`: the kernel
+// writes through them, so duplicates would race (checked in debug mode).
+int64_t check_indices(const std::optional<at::Tensor>& indices, int64_t n_cells, const at::Device& dev, int64_t n_default,
+                      bool unique) {
   if (!(indices.has_value() && indices->defined())) return n_default;
   check_tensor(*indices, "indices", at::kLong, dev);
   check_shape(*indices, "indices", {-1});
-  if (indices->numel() > 0) {
-    const auto mn = indices->min().item<int64_t>(), mx = indices->max().item<int64_t>();
-    TORCH_CHECK(mn >= 0 && mx < n_cells, "pnerf: argument 'indices' must be in [0, ", n_cells, "), got [", mn, ", ",
-                mx, "]");
-  }
+  check_index_range(*indices, "indices", n_cells);
+  if (unique) check_unique(*indices, "indices");
   return indices->numel();
 }
 }  // namespace
@@ -29,9 +29,10 @@ int64_t check_indices(const std::optional<at::Tensor>& indices, int64_t n_cells,
 at::Tensor occ_cell_positions(std::optional<at::Tensor> indices, std::optional<at::Tensor> jitter,
                               std::vector<double> aabb, int64_t levels, int64_t res, at::Tensor like) {
   check_float(like, "like");
+  PNERF_DEVICE_GUARD(like);
   const auto dev = like.device();
   const int64_t n_cells = levels * res * res * res;
-  const int64_t n = check_indices(indices, n_cells, dev, n_cells);
+  const int64_t n = check_indices(indices, n_cells, dev, n_cells, false);
   if (jitter.has_value() && jitter->defined()) {
     check_tensor(*jitter, "jitter", like.scalar_type(), dev);
     check_shape(*jitter, "jitter", {n, 3});
@@ -50,17 +51,19 @@ at::Tensor occ_cell_positions(std::optional<at::Tensor> indices, std::optional<a
 }
 
 // In place: density[idx] = max(density[idx] * decay, new_density); then bits = density > threshold
-// over the whole grid when threshold >= 0.
+// over the whole grid when threshold >= 0. Preconditions: indices unique and in range
+// (verified in debug mode on CUDA; see csrc/ops/checks.cpp).
 void occ_update(at::Tensor density, at::Tensor bits, std::optional<at::Tensor> indices, at::Tensor new_density,
                 double decay, double threshold) {
   check_float(density, "density");
+  PNERF_DEVICE_GUARD(density);
   const auto dev = density.device();
   check_tensor(density, "density", density.scalar_type(), dev);
   check_tensor(bits, "bits", at::kByte, dev);
   check_tensor(new_density, "new_density", density.scalar_type(), dev);
   TORCH_CHECK(bits.numel() == density.numel(), "pnerf: argument 'bits' must have as many elements as 'density' (",
               density.numel(), "), got ", bits.numel());
-  const int64_t n = check_indices(indices, density.numel(), dev, density.numel());
+  const int64_t n = check_indices(indices, density.numel(), dev, density.numel(), true);
   check_shape(new_density, "new_density", {n});
   TORCH_CHECK(decay >= 0 && decay <= 1, "pnerf: argument 'decay' must be in [0, 1], got ", decay);
   AT_DISPATCH_FLOATING_TYPES(density.scalar_type(), "occ_update", [&] {

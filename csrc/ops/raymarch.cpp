@@ -35,6 +35,7 @@ GridSpec<T> make_grid_spec(const std::optional<at::Tensor>& bits, const std::vec
 
 std::vector<at::Tensor> ray_aabb_intersect(at::Tensor rays_o, at::Tensor rays_d, std::vector<double> aabb) {
   check_float(rays_o, "rays_o");
+  PNERF_DEVICE_GUARD(rays_o);
   check_tensor(rays_o, "rays_o", rays_o.scalar_type(), rays_o.device());
   check_tensor(rays_d, "rays_d", rays_o.scalar_type(), rays_o.device());
   check_shape(rays_o, "rays_o", {-1, 3});
@@ -66,6 +67,7 @@ std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::op
                                    int64_t res, double near_plane, double far_plane, double step, double cone_angle,
                                    double max_step, int64_t max_samples, int64_t max_steps) {
   check_float(rays_o, "rays_o");
+  PNERF_DEVICE_GUARD(rays_o);
   const auto dt = rays_o.scalar_type();
   const auto dev = rays_o.device();
   check_tensor(rays_o, "rays_o", dt, dev);
@@ -89,11 +91,7 @@ std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::op
     TORCH_CHECK(n_warps > 0, "pnerf: argument 'warp_index' given without 'warp_table'");
     check_tensor(*warp_index, "warp_index", at::kLong, dev);
     check_shape(*warp_index, "warp_index", {N});
-    if (N > 0) {
-      const auto mn = warp_index->min().item<int64_t>(), mx = warp_index->max().item<int64_t>();
-      TORCH_CHECK(mn >= 0 && mx < n_warps, "pnerf: argument 'warp_index' must be in [0, ", n_warps, "), got [", mn,
-                  ", ", mx, "]");
-    }
+    check_index_range(*warp_index, "warp_index", n_warps);
   }
   if (jitter.has_value() && jitter->defined()) {
     check_tensor(*jitter, "jitter", dt, dev);
@@ -132,6 +130,7 @@ std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::op
     a.counts = counts.data_ptr<int64_t>();
     PNERF_LAUNCH(rays_o, march_count<scalar_t>, a);
     auto cum = at::cumsum(counts, 0);
+    // The one sync of a march: the sample count sizes the outputs (as in nerfacc).
     const int64_t S = N > 0 ? cum[N - 1].item<int64_t>() : 0;
     auto offsets = (cum - counts).contiguous();
     packed_info = at::stack({offsets, counts}, 1).contiguous();

@@ -108,13 +108,10 @@ class RadianceField(nn.Module):
             self.latent = nn.Parameter(torch.zeros(D))
 
     def _mlp(self, in_dim, out_dim, width, n_hidden, act):
-        # "auto" gives an MLP that picks fused or torch per call (torch past the fused limits).
-        # A latent-conditioned field needs the bias shift, which only our MLP class takes.
-        backend = self.cfg.backend
-        if self.cfg.latent_dim and backend in ("auto", "tcnn"):
-            backend = "auto" if backend == "auto" else "torch"
-            return MLP(in_dim, out_dim, width, n_hidden, backend, act)
-        return make_mlp(in_dim, out_dim, width, n_hidden, backend, act)
+        # One MLP class for every backend ("auto" picks per call from the input's device;
+        # torch past the fused limits), so state dicts never depend on the backend, and
+        # every backend takes the latent code's first-layer bias shift.
+        return make_mlp(in_dim, out_dim, width, n_hidden, self.cfg.backend, act)
 
     def _shift(self, which: str):
         if not getattr(self, "latent_dim", 0):
@@ -182,7 +179,7 @@ class RadianceField(nn.Module):
         return groups
 
     def set_backend(self, backend: str) -> None:
-        """Switch every MLP of this field ("auto" | "torch" | "fused"); weights are kept."""
+        """Switch every MLP of this field ("auto" | "torch" | "fused" | "tcnn"); weights are kept."""
         for m in self.modules():
             if isinstance(m, MLP):
                 if backend == "fused" and not m._fused_ok:

@@ -1,22 +1,26 @@
 """Small MLPs with switchable backends (see backends.py).
 
-``make_mlp`` returns an :class:`MLP` (parameters held as nn.Linear layers, so the same
-weights run through "torch" or "fused" and state dicts are interchangeable), or a
-:class:`TcnnMLP` for backend "tcnn". Hidden layers use ReLU.
+:class:`MLP` holds its parameters as nn.Linear layers, whatever backend runs them, so
+state dicts are the same for "torch", "fused" and "tcnn" and a checkpoint written on
+one device loads and runs on any other. The backend is resolved per forward pass from
+the input's device (cached per device type). Hidden layers use ReLU.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
 
 from ..ops.mlp import OUT_ACTS, _torch_impl, fused_supported, mlp_forward
+from . import tcnn_layout
 from .backends import BACKENDS, resolve_backend
 
 
 class MLP(nn.Module):
     """``n_hidden`` hidden layers of ``width`` (ReLU), then a linear layer to ``out_dim`` and
-    the output activation. ``backend``: "auto" | "torch" | "fused" (may be changed later
-    through the attribute of the same name; the weights do not change)."""
+    the output activation. ``backend``: "auto" | "torch" | "fused" | "tcnn" (may be
+    changed later through the attribute of the same name; the weights do not change)."""
 
     def __init__(self, in_dim: int, out_dim: int, width: int, n_hidden: int, backend: str = "auto",
                  output_activation: str | None = None):
@@ -26,27 +30,36 @@ class MLP(nn.Module):
                 raise ValueError(f"make_mlp: argument '{name}' must be an integer >= {lo}, got {v!r}")
         if output_activation not in OUT_ACTS:
             raise ValueError(f"make_mlp: argument 'output_activation' must be one of None, 'none', 'relu', 'sigmoid'; got {output_activation!r}")
-        if backend not in ("auto", "torch", "fused"):
+        if backend not in BACKENDS:
             raise ValueError(f"make_mlp: argument 'backend' must be one of {', '.join(BACKENDS)}; got {backend!r}")
         dims = [in_dim] + [width] * n_hidden + [out_dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.in_dim, self.out_dim, self.width, self.n_hidden = in_dim, out_dim, width, n_hidden
         self.output_activation = output_activation
         self._fused_ok, self._fused_why = fused_supported(in_dim, out_dim, width, n_hidden)
+        self.tcnn_spec = tcnn_layout.TcnnSpec(in_dim, out_dim, width, n_hidden, output_activation)
+        self._tcnn_nets: dict = {}  # device -> tcnn.Network (not a submodule: its params are never used)
         self.backend = backend
         if backend == "fused":
             if not self._fused_ok:
                 raise ValueError(f"make_mlp: backend 'fused' cannot run this MLP: {self._fused_why}")
             resolve_backend("fused", "cpu")  # fails early, with the reason, when the extension is missing
+        if backend == "tcnn":
+            resolve_backend("tcnn", "cuda")  # fails early, with the reason, without a GPU or tinycudann
 
     def active_backend(self, device: torch.device | str = "cpu") -> str:
         """The implementation a forward pass on ``device`` will use."""
-        if self.backend == "torch":
-            return "torch"
-        if self.backend == "fused":
-            return resolve_backend("fused", device)
+        if self.backend != "auto":
+            return resolve_backend(self.backend, device)
         be = resolve_backend("auto", device)
-        return "fused" if (be == "fused" and self._fused_ok) else "torch"
+        return "torch" if (be == "fused" and not self._fused_ok) else be
+
+    def _tcnn_net(self, device: torch.device):
+        key = str(device)
+        if key not in self._tcnn_nets:
+            with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+                self._tcnn_nets[key] = tcnn_layout.make_network(self.tcnn_spec)
+        return self._tcnn_nets[key]
 
     def forward(self, x: torch.Tensor, bias_shift: torch.Tensor | None = None) -> torch.Tensor:
         """x [n, in_dim] -> [n, out_dim]. ``bias_shift`` [width of layer 0]: added to the
@@ -55,42 +68,19 @@ class MLP(nn.Module):
         biases = [l.bias for l in self.layers]
         if bias_shift is not None:
             biases[0] = biases[0] + bias_shift.to(biases[0].dtype)
-        if self.active_backend(x.device) == "fused":
+        be = self.active_backend(x.device)
+        if be == "fused":
             return mlp_forward(x, weights, biases, self.output_activation, impl="native")
+        if be == "tcnn":
+            return tcnn_layout.run(self._tcnn_net(x.device), x, weights, biases, self.tcnn_spec).to(x.dtype)
         return _torch_impl(x, weights, biases, self.output_activation)
 
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}, output_activation={self.output_activation!r}"
 
 
-class TcnnMLP(nn.Module):
-    """tiny-cuda-nn FullyFusedMLP (widths 16..128) or CutlassMLP; half-precision inside,
-    float32 out. Only constructed when tinycudann imports and a GPU is present."""
-
-    def __init__(self, in_dim, out_dim, width, n_hidden, output_activation=None):
-        super().__init__()
-        resolve_backend("tcnn", "cuda")
-        import tinycudann as tcnn
-
-        act = {None: "None", "none": "None", "relu": "ReLU", "sigmoid": "Sigmoid"}[output_activation]
-        otype = "FullyFusedMLP" if width in (16, 32, 64, 128) else "CutlassMLP"
-        self.net = tcnn.Network(in_dim, out_dim, {
-            "otype": otype, "activation": "ReLU", "output_activation": act,
-            "n_neurons": width, "n_hidden_layers": n_hidden,
-        })
-        self.in_dim, self.out_dim = in_dim, out_dim
-
-    def forward(self, x):
-        return self.net(x).float()
-
-
 def make_mlp(in_dim: int, out_dim: int, width: int, n_hidden: int, backend: str = "auto",
-             output_activation: str | None = None) -> nn.Module:
-    """A small ReLU MLP on the named backend. "auto" resolves for this machine (GPU if
-    present): tcnn when available on a GPU, otherwise an :class:`MLP` that runs fused or
-    torch per the recorded CPU choice (torch when the shape exceeds the fused limits)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"make_mlp: argument 'backend' must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if backend == "tcnn" or (backend == "auto" and resolve_backend("auto") == "tcnn"):
-        return TcnnMLP(in_dim, out_dim, width, n_hidden, output_activation)
+             output_activation: str | None = None) -> MLP:
+    """A small ReLU MLP; ``backend`` as in :class:`MLP` ("auto" resolves per forward from
+    the input's device: fused or torch on the CPU, tcnn or torch on a GPU)."""
     return MLP(in_dim, out_dim, width, n_hidden, backend, output_activation)

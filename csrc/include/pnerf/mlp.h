@@ -1,6 +1,6 @@
 // Fully fused MLP: every layer of a small MLP for a block of rows in one pass, the
 // activations kept in a per-task scratch buffer (CPU: L1/L2; GPU: per-thread local
-// memory) and never written out between layers. The math is written once here.
+// memory sized by the layer widths) and never written out between layers. The math is written once here.
 //
 // Layers l = 0..L-1: z_l = a_l W_l^T + b_l, a_{l+1} = relu(z_l) for hidden layers, and
 // y = act(z_{L-1}) with act in {none, relu, sigmoid}. Widths are padded to multiples of
@@ -10,7 +10,8 @@
 //   pf ("forward"):  per layer, Wt_l [dims[l]][dims[l+1]] (W transposed) then b_l [dims[l+1]]
 //   pb ("backward"): per layer, W_l [dims[l+1]][dims[l]]
 // The weight gradient comes back in pf's layout, one slot per CPU worker (partial sums
-// merged by the caller) or one slot filled with atomics on the GPU.
+// merged by the caller); on the GPU each thread block sums its rows' gradient in shared
+// memory and adds it to one slot with one atomic per parameter (csrc/cuda/mlp.cu).
 //
 // Backward recomputes the block's forward (only x is kept between passes), then walks
 // back: gWt_l += a_l^T dz_l, gb_l += sum_rows dz_l, da_l = dz_l W_l, dz_{l-1} = da_l * [a_l > 0].
@@ -256,27 +257,14 @@ struct MlpBlock {
   }
 };
 
-// GPU element functors: one small block of rows per thread, scratch in local memory.
+// GPU: one block of kMlpCudaRows rows per thread (csrc/cuda/mlp.cu). Each thread's
+// activations live in a local array of the smallest capacity in kMlpCudaScratchCaps that
+// holds mlp_scratch_size(a, kMlpCudaRows), so the scratch follows the layer widths
+// (4 KB a thread for 32-64-16, 8 KB for 32-64-64-16, 22 KB only for 8 layers of 128);
+// the driver reserves that local memory for every resident thread.
 constexpr int kMlpCudaRows = 4;
-constexpr int kMlpCudaScratch = kMlpCudaRows * ((kMlpMaxLayers + 1) * kMlpMaxWidth + 2 * kMlpMaxWidth);
-
-template <typename T>
-struct MlpForwardElem {
-  MlpBlock<T, kMlpCudaRows, kMlpPad, true> k;
-  PNERF_HD void operator()(int64_t blk) const {
-    T scratch[kMlpCudaScratch];
-    k.forward(blk, scratch);
-  }
-};
-
-template <typename T>
-struct MlpBackwardElem {
-  MlpBlock<T, kMlpCudaRows, kMlpPad, true> k;
-  PNERF_HD void operator()(int64_t blk) const {
-    T scratch[kMlpCudaScratch];
-    k.backward(blk, k.a.gparams, scratch);
-  }
-};
+constexpr int kMlpCudaScratchMax = kMlpCudaRows * ((kMlpMaxLayers + 1) * kMlpMaxWidth + 2 * kMlpMaxWidth);
+constexpr int kMlpCudaScratchCaps[] = {1024, 2048, kMlpCudaScratchMax};
 
 namespace cpu {
 int mlp_block_rows();
@@ -285,6 +273,11 @@ template <typename T> void mlp_forward(const MlpArgs<T>& a);
 template <typename T> void mlp_backward(const MlpArgs<T>& a, int n_slots);
 }  // namespace cpu
 namespace cuda {
+// Gradient slots the backward fills (gparams [slots, n_params], summed by the caller): 1
+// when a block's gradient fits in shared memory on the current device (each block
+// reduces there, then adds it with one atomic per parameter), more otherwise (blocks
+// spread their global atomics over the slots).
+template <typename T> int mlp_num_slots(const MlpArgs<T>& a);
 template <typename T> void mlp_forward(const MlpArgs<T>& a, void* stream);
 template <typename T> void mlp_backward(const MlpArgs<T>& a, int n_slots, void* stream);
 }  // namespace cuda

@@ -46,6 +46,14 @@ inline void check_float(const at::Tensor& t, const char* name) {
               "' must be float32 or float64, got ", t.scalar_type());
 }
 
+// Preconditions whose check costs a device sync (csrc/ops/checks.cpp): on the CPU the
+// bounds are always checked; on CUDA only in debug mode (PNERF_DEBUG_CHECKS=1 or
+// _C.set_debug_checks(True)), which also checks uniqueness and packed_info overlaps.
+bool debug_checks();
+void check_index_range(const at::Tensor& idx, const char* name, int64_t hi);  // 0 <= idx < hi
+void check_unique(const at::Tensor& idx, const char* name);                   // debug mode only
+void check_packed_info(const at::Tensor& packed_info, int64_t n_samples);     // segments within [0, n_samples)
+
 #ifdef PNERF_WITH_CUDA
 inline void* current_stream(const at::Tensor& t) { return (void*)c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
 #define PNERF_DEVICE_GUARD(t) const c10::cuda::OptionalCUDAGuard _pnerf_guard(device_of(t))
