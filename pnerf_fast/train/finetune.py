@@ -109,7 +109,7 @@ def finetune(
        plausible head while it takes on the subject's shape and colours;
     2. ``steps`` steps on all weights (the prior's optimizer and rates), optionally pulled
        towards the prior (``prior_pull``).
-    With ``mirror`` f (latent prior default 0.25), f of the rays of the code stage and of the
+    With ``mirror`` f (default 0: off), f of the rays of the code stage and of the
     first ``mirror_stop`` of stage 2 are the input's rays reflected across the face's plane
     of symmetry (from its landmarks): a virtual view from the mirrored camera, scored on
     its silhouette plus ``mirror_rgb`` times its colour; single-view fits only.
