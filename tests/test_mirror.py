@@ -130,3 +130,32 @@ def test_mirrored_rays_loss_is_the_silhouette_plus_weighted_colour():
         assert torch.allclose(mse, err[m:].mean())  # only the real rays are reported
         want = (err[m:].sum() + (w * err[:m].mean() + sil[:m].mean()) * m) / n
         assert torch.allclose(loss, want)
+
+
+def test_only_rays_through_the_head_are_mirrored():
+    """With ``mirror_radius`` the mirrored rays are those passing near the head's centre
+    (the skull and hair), never the ones through the shoulders below; they come first."""
+    from types import SimpleNamespace
+
+    from pnerf_fast.train.data import RayBatch
+
+    tr = _random_similarity(4)
+    subj = SimpleNamespace(landmarks=tr.apply(TEMPLATE))
+    mirror = ft._mirror_of(subj, 0.5, 1.35)
+    centre = tr.apply(ft.HEAD_CENTRE)
+    below = tr.apply((0.0, -2.5, 0.0))          # the chest: 2.7 template units under the centre
+    cam = tr.apply((0.0, 0.2, 8.0))
+    targets = [centre, below, centre, below]
+    o = torch.as_tensor(np.stack([cam] * 4), dtype=torch.float32)
+    d = torch.nn.functional.normalize(torch.as_tensor(np.stack(targets) - cam, dtype=torch.float32), dim=1)
+    colours = torch.arange(12, dtype=torch.float32).reshape(4, 3)
+    b = RayBatch(o, d, colours, torch.zeros(4, 3), torch.ones(4))
+    out, k = mirror.batch(b, 3)
+    assert k == 2  # only two rays pass through the head's ball
+    assert torch.equal(out.target[:2], colours[[0, 2]]) and torch.equal(out.target[2:], colours[[1, 3]])
+    assert torch.allclose(out.rays_o[:2], o[:2] @ mirror.a.T + mirror.b)
+    assert torch.equal(out.rays_o[2:], o[2:])
+    everything = ft._mirror_of(subj, 0.5, 0.0)
+    assert everything.batch(b, 3)[1] == 3
+    with pytest.raises(ValueError, match="mirror_radius"):
+        ft._mirror_of(subj, 0.5, -1.0)

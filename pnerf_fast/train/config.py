@@ -96,6 +96,10 @@ class FinetuneConfig:
     # from the mirrored camera), plus this weight times its colour error (1: the colour
     # counts as much as a real ray's; shading is rarely symmetric)
     mirror_rgb: float = 1.0
+    # only rays passing within this distance of the head's centre are mirrored (landmark
+    # template units, ex-ex = 0.9: the skull and hair, not the neck and shoulders, whose
+    # pose is not symmetric); 0: any ray
+    mirror_radius: float = 0.0
 
 
 @dataclass

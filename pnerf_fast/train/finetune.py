@@ -19,11 +19,12 @@ import numpy as np
 import torch
 
 from ..data.format import Subject, load_subject
-from ..face.landmarks import mirror_matrix
+from ..face.landmarks import TEMPLATE, mirror_matrix
+from ..face.procrustes import canonical_transform
 from ..ops.occgrid import cell_positions
 from ..render.renderer import render_rays
 from .config import GroupLR
-from .data import SubjectRays
+from .data import RayBatch, SubjectRays
 from .hull import cover_subject_
 from .model import PortraitField, PortraitModel
 from .pretrain import MAX_BAD_STEPS, StepGuard, check_finite_weights, grads_finite, make_optimizer, mse_to_psnr
@@ -184,16 +185,16 @@ def finetune(
     clock = _Clock()
     psnr = float("nan")
 
-    mirror = _mirror_of(subject, fc.mirror) if views is None else None
+    mirror = _mirror_of(subject, fc.mirror, fc.mirror_radius) if views is None else None
     mirroring = True
 
     def render_loss(n=n):
         """-> (the photometric MSE, the loss to minimise)"""
         b = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg)
-        rays_o, rays_d = b.rays_o, b.rays_d
         m = int(round(n * fc.mirror)) if mirror is not None and mirroring else 0
         if m:
-            rays_o, rays_d = _mirror_rays(rays_o, rays_d, *mirror, m)
+            b, m = mirror.batch(b, m)
+        rays_o, rays_d = b.rays_o, b.rays_d
         out = render_rays(field, model.grid, rays_o, rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen))
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
@@ -290,15 +291,48 @@ def finetune(
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)
 
 
-def _mirror_of(subject: Subject, fraction: float):
-    """(A [3, 3], b [3]) of the world-space reflection across the subject's face's plane of
-    symmetry, or None when ``fraction`` is 0 or the subject has no landmarks."""
+#: The head's centre in landmark template units (``face.landmarks.TEMPLATE``: eye corners
+#: at x = +-0.45, chin at y = -0.85): behind the eyes, between the chin and the skull's top.
+HEAD_CENTRE = (0.0, 0.2, 0.0)
+
+
+class _Mirror:
+    """The world-space reflection x -> A x + b across a subject's face's plane of symmetry,
+    and the ball (world centre, radius) that rays must pass through to be mirrored."""
+
+    def __init__(self, subject: Subject, radius: float):
+        m = torch.as_tensor(mirror_matrix(subject.landmarks), dtype=torch.float32)
+        self.a, self.b = m[:3, :3], m[:3, 3]
+        self.radius = None
+        if radius > 0:
+            to_template = canonical_transform(subject.landmarks, TEMPLATE)
+            back = to_template.inverse()
+            self.centre = torch.as_tensor(back.apply(HEAD_CENTRE), dtype=torch.float32)
+            self.radius = radius * back.scale
+
+    def batch(self, b: RayBatch, count: int) -> tuple[RayBatch, int]:
+        """-> (the batch with its first k rays mirrored, k): k = ``count``, or fewer when
+        fewer rays pass through the head's ball (those are put first)."""
+        if self.radius is not None:
+            to_c = self.centre - b.rays_o
+            along = (to_c * b.rays_d).sum(1, keepdim=True) / (b.rays_d * b.rays_d).sum(1, keepdim=True)
+            near = (to_c - along * b.rays_d).norm(dim=1) < self.radius
+            order = torch.cat([torch.nonzero(near)[:, 0], torch.nonzero(~near)[:, 0]])
+            count = min(count, int(near.sum()))
+            b = RayBatch(*(t[order] for t in (b.rays_o, b.rays_d, b.target, b.bg, b.alpha)))
+        o, d = _mirror_rays(b.rays_o, b.rays_d, self.a, self.b, count)
+        return RayBatch(o, d, b.target, b.bg, b.alpha), count
+
+
+def _mirror_of(subject: Subject, fraction: float, radius: float = 0.0):
+    """The subject's _Mirror, or None when ``fraction`` is 0 or it has no landmarks."""
     if not fraction > 0 or subject.landmarks is None:
         return None
     if not fraction < 1:
         raise ValueError(f"finetune.mirror must be a fraction in [0, 1) (some rays stay real), got {fraction}")
-    m = torch.as_tensor(mirror_matrix(subject.landmarks), dtype=torch.float32)
-    return m[:3, :3], m[:3, 3]
+    if not radius >= 0:
+        raise ValueError(f"finetune.mirror_radius must be >= 0, got {radius}")
+    return _Mirror(subject, float(radius))
 
 
 def _photo_loss(out, batch, mirrored: int, rgb_weight: float):
