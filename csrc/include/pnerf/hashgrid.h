@@ -9,12 +9,17 @@
 //   dense level (R_l + 1)^3 <= table size:  index = cx + (R_l+1) * (cy + (R_l+1) * cz)
 //   hashed level:                           index = (cx ^ cy*2654435761 ^ cz*805459861) mod 2^T
 // (uint32 arithmetic; the table size is a power of two). The level's F features are the
-// trilinear blend of its 8 corner rows: out[l, p, f] (level-major; the op transposes
-// to [n, L*F] afterwards, so that a pass over one level writes contiguous memory).
+// trilinear blend of its 8 corner rows. The forward writes the op's output layout
+// directly, point-major out[p, l*F + f] (a level-major [L, n, F] and a transpose after
+// it cost a strided copy as large as the output: a third of a no-grad render); the
+// backward takes its gradient level-major, grad_out[l, p, f].
 //
-// One element = one (level, point) pair, level-major: i = l * n + p. The CPU launcher
-// hands whole levels to threads, so the table backward needs no atomics there (each
-// level owns its rows); on the GPU the same functor adds with atomics.
+// One element = one (level, point) pair: level-major i = l * n + p for the backward
+// (the CPU launcher hands whole levels to threads, so the table backward needs no
+// atomics there: each level owns its rows; on the GPU the same functor adds with
+// atomics), point-major i = p * L + l for the forward on the GPU (neighbouring threads
+// write neighbouring features). The CPU forward walks tiles of points, level by level
+// inside a tile, so one level's table stays hot and the tile's output stays in cache.
 //
 // Row-sparse table gradient (for the fused optimizer step, pnerf/sparse_adam.h): the
 // backward adds into a persistent accumulator that is all zero between steps and sets
@@ -82,7 +87,7 @@ struct HashGridArgs {
   T inv_extent[3];
   const T* x;           // [n, 3]
   const T* params;      // [rows, F]
-  T* out;               // [L, n, F]
+  T* out;               // [n, L*F] (point-major)
   const T* grad_out;    // [L, n, F]
   T* grad_params;       // [rows, F]
   T* grad_x;            // [n, 3]
@@ -132,9 +137,9 @@ PNERF_HD void hash_corners(const HashGridArgs<T>& a, int l, int64_t p, int64_t r
 template <typename T>
 struct HashGridForward {
   HashGridArgs<T> a;
-  PNERF_HD void operator()(int64_t i) const {
-    const int l = (int)(i / a.n);
-    run(l, i - (int64_t)l * a.n);
+  PNERF_HD void operator()(int64_t i) const {  // point-major element order
+    const int64_t p = i / a.n_levels;
+    run((int)(i - p * a.n_levels), p);
   }
   PNERF_HD void run(int l, int64_t p) const {
     int64_t rows[8];
@@ -148,7 +153,7 @@ struct HashGridForward {
       const T* row = a.params + rows[c] * F;
       for (int f = 0; f < F; ++f) acc[f] += wts[c] * row[f];
     }
-    T* o = a.out + ((int64_t)l * a.n + p) * F;
+    T* o = a.out + (p * a.n_levels + l) * F;
     for (int f = 0; f < F; ++f) o[f] = acc[f];
   }
 };
