@@ -1,7 +1,6 @@
-// CPU launchers for the hash-grid encoding. The forward works through tiles of points,
-// level by level inside a tile; the backward's elements are (level, point) pairs in
+// CPU launchers for the hash-grid encoding. Elements are (level, point) pairs in
 // level-major order, so a thread works through whole levels and one level's table
-// stays hot in cache. The table backward is split by level: each level owns its rows,
+// stays hot in cache (the forward writes its output point-major all the same). The table backward is split by level: each level owns its rows,
 // so threads never write the same row and no atomics are needed.
 #include "pnerf/hashgrid.h"
 #include "pnerf/launch_cpu.h"
@@ -11,18 +10,19 @@ namespace cpu {
 
 template <typename T>
 void hashgrid_forward(const HashGridArgs<T>& a) {
-  // Tiles of kTile points, all levels of a tile before the next: a tile's output
-  // (kTile * L * F values, 32 KB for 16 levels of 2 float features) stays in cache
-  // while each level's pass over it reads that level's rows.
-  constexpr int64_t kTile = 128;
+  // Level-major work, point-major output: one level's pass over all points keeps its
+  // table rows hot, which matters more than the strided writes. Measured on 262,144
+  // samples of a rendered frame (one thread): 298 ms this way, 440 ms in tiles of 8,192
+  // points (all levels of a tile before the next), 530-630 ms in tiles of 128.
   const HashGridForward<T> f{a};
   const int64_t n = a.n;
   if (n <= 0) return;
-  at::parallel_for(0, (n + kTile - 1) / kTile, 8, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t p0 = t * kTile, p1 = p0 + kTile < n ? p0 + kTile : n;
-      for (int l = 0; l < a.n_levels; ++l)
-        for (int64_t p = p0; p < p1; ++p) f.run(l, p);
+  at::parallel_for(0, n * a.n_levels, 4096, [&](int64_t b, int64_t e) {
+    int l = (int)(b / n);
+    int64_t p = b - (int64_t)l * n;
+    for (int64_t i = b; i < e; ++i) {
+      f.run(l, p);
+      if (++p == n) p = 0, ++l;
     }
   });
 }

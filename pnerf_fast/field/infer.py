@@ -10,8 +10,9 @@ run the color network only on the samples that matter:
 kept in between). Three ways to get there, chosen per field:
 
 - a hash-grid :class:`RadianceField` whose MLPs are our :class:`MLP` (nn.Linear
-  weights), on the CPU: blocks of ``block`` samples through the hash-grid kernel and
-  ``addmm`` into buffers that are kept between calls, chunks and frames (a fresh large
+  weights), on the CPU: the hash-grid kernel on all samples, then the MLPs by blocks of
+  ``block`` samples through ``addmm``, into buffers that are kept between calls, chunks
+  and frames (a fresh large
   tensor costs page faults on these machines: 6-8 ms to fill 26 MB against 2 ms for a
   reused one), ReLU and sigmoid in place. The MLP runs as ``addmm`` whatever the
   field's backend: the fused kernel is written for the backward (it recomputes the
@@ -87,14 +88,15 @@ class FieldEvaluator:
         if self._blocked_ok(x):
             dn = f.density_net
             feat = self.buffer("feat", x.shape[0], dn.out_dim, x)
-            enc = f.encoding
-            args = (enc.params, enc.resolutions, enc.log2_table, list(enc.aabb))
+            g = f.encoding
+            # The hash grid on all samples at once (its pass per level wants many points:
+            # 1.9x slower in blocks of 8,192), the MLP by blocks that stay in cache.
+            e = native().hashgrid_forward(x.contiguous(), g.params, g.resolutions, g.log2_table, list(g.aabb),
+                                          out=self.buffer("enc", x.shape[0], g.out_dim, x))
             layers = _layers(dn, f._shift("density_z"))
             for i in range(0, x.shape[0], self.block):
                 j = min(i + self.block, x.shape[0])
-                e = native().hashgrid_forward(x[i:j].contiguous(), *args,
-                                              out=self.buffer("enc", j - i, enc.out_dim, x))
-                self._mlp(e, layers, None, feat[i:j])
+                self._mlp(e[i:j], layers, None, feat[i:j])
             self._feat = feat
             return f._sigma(feat[:, 0])
         if hasattr(f, "geometry") and hasattr(f, "color"):

@@ -18,8 +18,9 @@
 // (the CPU launcher hands whole levels to threads, so the table backward needs no
 // atomics there: each level owns its rows; on the GPU the same functor adds with
 // atomics), point-major i = p * L + l for the forward on the GPU (neighbouring threads
-// write neighbouring features). The CPU forward walks tiles of points, level by level
-// inside a tile, so one level's table stays hot and the tile's output stays in cache.
+// write neighbouring features). The CPU forward stays level-major (run(l, p)): one
+// level's pass over all points keeps that level's rows hot, which matters more there
+// than the strided writes.
 //
 // Row-sparse table gradient (for the fused optimizer step, pnerf/sparse_adam.h): the
 // backward adds into a persistent accumulator that is all zero between steps and sets
