@@ -54,21 +54,17 @@ class FieldEvaluator:
         self._feat = self._rgb = None
 
     # -- buffers ------------------------------------------------------------------
-    def buffer(self, name: str, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
-        """A [rows, cols] view of a kept buffer (grown when too small; contents undefined)."""
+    def buffer(self, name: str, rows: int, cols: int, like: torch.Tensor, zero: bool = False) -> torch.Tensor:
+        """A [rows, cols] view of a kept buffer, grown when too small: contents undefined,
+        or (``zero``) all zero, which callers must then leave so."""
         b = self._bufs.get(name)
         if b is None or b.shape[0] < rows or b.shape[1] != cols or b.dtype != like.dtype or b.device != like.device:
-            b = torch.empty(max(rows, 1), cols, dtype=like.dtype, device=like.device)
+            b = (torch.zeros if zero else torch.empty)(max(rows, 1), cols, dtype=like.dtype, device=like.device)
             self._bufs[name] = b
         return b[:rows]
 
     def zeros(self, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
-        """A [rows, cols] view of a kept all-zero buffer (callers must not write to it)."""
-        b = self._bufs.get("zeros")
-        if b is None or b.shape[0] < rows or b.shape[1] != cols or b.dtype != like.dtype or b.device != like.device:
-            b = torch.zeros(max(rows, 1), cols, dtype=like.dtype, device=like.device)
-            self._bufs["zeros"] = b
-        return b[:rows]
+        return self.buffer("zeros", rows, cols, like, zero=True)
 
     # -- which path ---------------------------------------------------------------
     def _blocked_ok(self, x: torch.Tensor) -> bool:
@@ -128,6 +124,7 @@ class FieldEvaluator:
             self._mlp(c_in, layers, cn.output_activation, out[i:j])
         return out
 
+    @torch.no_grad()
     def _mlp(self, h, layers, act, out):
         """nn.Linear layers with ReLU between, into ``out``; hidden rows in kept buffers."""
         last = len(layers) - 1
