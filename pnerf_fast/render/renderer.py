@@ -7,7 +7,10 @@ and a ray stops once its transmittance falls below ``t_thresh``. A head is solid
 this skips nearly everything behind the skin.
 
 - Inference (no grad): each segment is evaluated and composited in turn, and the
-  segments are chained: rgb += T * rgb_seg, T *= 1 - opacity_seg.
+  segments are chained: rgb += T * rgb_seg, T *= 1 - opacity_seg. Within a segment the
+  density network runs first on every sample; the color network then runs only on the
+  samples whose compositing weight exceeds ``color_thresh`` (pnerf_fast/field/infer.py:
+  no autograd, buffers kept across segments, chunks and frames).
 - Training: a no-grad pass with the density network alone finds where each ray stops;
   then one differentiable pass marches each ray only up to that point.
 """
@@ -39,9 +42,11 @@ class RenderConfig:
     fast_infer: bool = True     # no-grad rendering: density network on every sample, then the
                                 # color network only where the compositing weight > color_thresh
                                 # (false: the whole field on every sample, the reference)
-    color_thresh: float = 1e-4  # each ray's heaviest sample is kept too, and the skipped weight
-                                # takes the ray's kept samples' mean color; 0: every sample with a
-                                # nonzero weight, nothing rescaled (the reference's sums)
+    color_thresh: float = 0.0   # 0: every sample of nonzero weight (those after a ray stops are
+                                # skipped, a third of them; the reference's sums). > 0: each ray's
+                                # heaviest sample is kept too and the skipped weight takes the ray's
+                                # kept mean color. On finetuned heads 1e-4..1e-2 skip few more
+                                # samples than 0 does (benchmarks/README.md, "Rendering")
 
     def march_config(self) -> MarchConfig:
         return MarchConfig(step=self.step, max_samples=self.max_samples)
