@@ -135,6 +135,20 @@ PNERF_HD void hash_corners(const HashGridArgs<T>& a, int l, int64_t p, int64_t r
   }
 }
 
+// f.run_f<F>(l, p) with the common feature counts as compile-time constants, so that the
+// feature loops unroll (1.7x on the CPU forward for F = 2); 0 = the count at run time.
+// The same sums in the same order either way, bit for bit.
+template <typename Fn>
+PNERF_HD void run_features(const Fn& f, int n_features, int l, int64_t p) {
+  switch (n_features) {
+    case 1: f.template run_f<1>(l, p); return;
+    case 2: f.template run_f<2>(l, p); return;
+    case 4: f.template run_f<4>(l, p); return;
+    case 8: f.template run_f<8>(l, p); return;
+    default: f.template run_f<0>(l, p); return;
+  }
+}
+
 template <typename T>
 struct HashGridForward {
   HashGridArgs<T> a;
@@ -142,18 +156,7 @@ struct HashGridForward {
     const int64_t p = i / a.n_levels;
     run((int)(i - p * a.n_levels), p);
   }
-  PNERF_HD void run(int l, int64_t p) const {
-    // The common feature counts as compile-time constants, so that the feature loops
-    // unroll (1.6x on the CPU for F = 2); the same sums in the same order as the generic
-    // loop, bit for bit.
-    switch (a.n_features) {
-      case 1: return run_f<1>(l, p);
-      case 2: return run_f<2>(l, p);
-      case 4: return run_f<4>(l, p);
-      case 8: return run_f<8>(l, p);
-      default: return run_f<0>(l, p);
-    }
-  }
+  PNERF_HD void run(int l, int64_t p) const { run_features(*this, a.n_features, l, p); }
   template <int kF>  // 0: a.n_features at run time
   PNERF_HD void run_f(int l, int64_t p) const {
     int64_t rows[8];
@@ -180,15 +183,7 @@ struct HashGridBackwardParams {
     const int l = (int)(i / a.n);
     run(l, i - (int64_t)l * a.n);
   }
-  PNERF_HD void run(int l, int64_t p) const {  // F as a constant where common, as in the forward
-    switch (a.n_features) {
-      case 1: return run_f<1>(l, p);
-      case 2: return run_f<2>(l, p);
-      case 4: return run_f<4>(l, p);
-      case 8: return run_f<8>(l, p);
-      default: return run_f<0>(l, p);
-    }
-  }
+  PNERF_HD void run(int l, int64_t p) const { run_features(*this, a.n_features, l, p); }
   template <int kF>
   PNERF_HD void run_f(int l, int64_t p) const {
     const int F = kF > 0 ? kF : a.n_features;
