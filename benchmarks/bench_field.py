@@ -68,8 +68,71 @@ def bench_mlp(n=262144, repeats=5, device="cpu"):
 
     fused = time_ms(lambda: run("fused"), repeats)
     ref = time_ms(lambda: run("torch"), repeats)
-    return row(fused, ref, None, n_rows=n, shape="32-64-64-16", fused_ms=round(fused, 3), torch_ms_=round(ref, 3),
+    return row(fused, ref, None, n_rows=n, shape="32-64-64-16", flops_per_row=mlp_flops([32, 64, 64, 16], backward=True),
+               fused_ms=round(fused, 3), torch_ms_=round(ref, 3),
                faster="fused" if fused < ref else "torch")
+
+
+def mlp_flops(dims, backward: bool = False) -> int:
+    """Nominal FLOPs per row of an MLP with layer widths ``dims``: 2 per multiply-add
+    forward; the backward twice that (input and weight gradients)."""
+    f = 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    return 3 * f if backward else f
+
+
+def bench_mlp_fwd(n=262144, repeats=5):
+    """Forward alone, no grad (what rendering runs): the fused kernel, nn.Linear, and the
+    renderer's blocked addmm into kept buffers (pnerf_fast/field/infer.py)."""
+    from pnerf_fast.field.infer import FieldEvaluator, _layers
+
+    torch.manual_seed(0)
+    m = MLP(32, 16, 64, 2, backend="torch")
+    x = torch.randn(n, 32)
+    ev, out = FieldEvaluator(None), torch.empty(n, 16)
+
+    def run(be):
+        m.backend = be
+        with torch.no_grad():
+            m(x)
+
+    def blocked():
+        layers = _layers(m, None)
+        for i in range(0, n, ev.block):
+            j = min(i + ev.block, n)
+            ev._mlp(x[i:j], layers, None, out[i:j])
+
+    fused = time_ms(lambda: run("fused"), repeats)
+    ref = time_ms(lambda: run("torch"), repeats)
+    blk = time_ms(blocked, repeats)
+    fl = mlp_flops([32, 64, 64, 16]) * n / 1e9
+    return row(fused, ref, None, n_rows=n, shape="32-64-64-16", flops_per_row=mlp_flops([32, 64, 64, 16]),
+               blocked_addmm_ms=round(blk, 3), blocked_addmm_gflops=round(fl / blk * 1e3, 1),
+               torch_gflops=round(fl / ref * 1e3, 1))
+
+
+def bench_field_render(n=65536, repeats=5):
+    """The fast preset's no-grad evaluation of every sample (density and color), as the
+    reference renderer runs it (field(x, d)) and through the renderer's evaluator."""
+    from pnerf_fast.field.infer import FieldEvaluator
+
+    torch.manual_seed(0)
+    f = RadianceField("fast").eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 3, generator=g) * 3 - 1.5
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
+    ev, every = FieldEvaluator(f), torch.arange(n)
+
+    def fast():
+        ev.geometry(x, d)
+        ev.color(every, d)
+
+    def ref():
+        with torch.no_grad():
+            f(x, d)
+
+    ours = time_ms(fast, repeats)
+    return row(ours, time_ms(ref, repeats), None, n_samples=n, mlp_backend=resolve_backend("auto", "cpu"),
+               note="torch column: field(x, d) under no_grad, the reference renderer's call (our kernels, not all-torch)")
 
 
 def _all_torch(field: RadianceField):
@@ -118,6 +181,9 @@ def field_benchmarks(args) -> dict:
         "mlp_fwd_bwd": bench_mlp(n(262144), repeats, dev),
         "field_fast_fwd_bwd": bench_field("fast", n(65536), repeats, dev),
         "field_paper_fwd_bwd": bench_field("paper", n(16384), repeats, dev),
+        # the renderer's no-grad evaluation (its blocked addmm path is the CPU's)
+        **({"mlp_fwd_nograd": bench_mlp_fwd(repeats=repeats),
+            "field_fast_render_fwd": bench_field_render(65536, repeats)} if dev.type == "cpu" else {}),
     }
 
 

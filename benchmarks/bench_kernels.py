@@ -126,6 +126,28 @@ def kernel_benchmarks(n_rays: int = 65536, repeats: int = 5, device="cpu") -> di
     return out
 
 
+# The machine's roof (shared/METHOD-NOTES.md, 2 CPU cores): SGEMM at 4096^3, and the fast
+# preset's field forward + backward at ~60 kFLOP per sample on that SGEMM rate.
+ROOF = {"sgemm_gflops": 148.0, "field_fast_fwd_bwd_samples_per_s": 2.5e6}
+
+
+def add_rates(results: dict) -> None:
+    """Per row: ``samples_per_s`` (samples, points or rows per second of our kernel) and,
+    where FLOPs are counted (the MLP rows: ``flops_per_row``), ``gflops`` and its share of
+    the SGEMM roof."""
+    for r in results.values():
+        n = next((r[k] for k in ("n_samples", "n_points", "n_rows") if k in r), None)
+        if not n or not r.get("ours_ms"):
+            continue
+        r["samples_per_s"] = round(n / (r["ours_ms"] / 1e3))
+        if r.get("flops_per_row"):
+            r["gflops"] = round(r["flops_per_row"] * n / (r["ours_ms"] / 1e3) / 1e9, 1)
+            r["gflops_of_roof"] = round(r["gflops"] / ROOF["sgemm_gflops"], 3)
+    if "field_fast_fwd_bwd" in results and "samples_per_s" in results["field_fast_fwd_bwd"]:
+        r = results["field_fast_fwd_bwd"]
+        r["samples_of_roof"] = round(r["samples_per_s"] / ROOF["field_fast_fwd_bwd_samples_per_s"], 3)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -159,17 +181,20 @@ def main(argv=None):
             field_benchmarks = None
         if field_benchmarks is not None:
             results.update(field_benchmarks(args))
+    add_rates(results)
     results["_meta"] = {"threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(dev),
-                        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
+                        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+                        "roof": ROOF if dev.type == "cpu" else None}
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print(f"{'operation':<28}{'ours ms':>10}{'torch ms':>11}{'nerfacc ms':>12}{'speedup':>9}")
+        print(f"{'operation':<28}{'ours ms':>10}{'torch ms':>11}{'nerfacc ms':>12}{'speedup':>9}{'samples/s':>12}{'GFLOP/s':>9}")
         for k, v in results.items():
             if k.startswith("_"):
                 continue
             f = lambda x: "-" if x is None else f"{x:.1f}"
-            print(f"{k:<28}{f(v['ours_ms']):>10}{f(v['torch_ms']):>11}{f(v['nerfacc_ms']):>12}{f(v['speedup_vs_torch']):>8}x")
+            print(f"{k:<28}{f(v['ours_ms']):>10}{f(v['torch_ms']):>11}{f(v['nerfacc_ms']):>12}{f(v['speedup_vs_torch']):>8}x"
+                  f"{v.get('samples_per_s', 0) / 1e6:>11.2f}M{f(v.get('gflops')):>9}")
     return 0
 
 

@@ -60,12 +60,20 @@ void check_inputs(const at::Tensor& x, const at::Tensor& params) {
 
 }  // namespace
 
-// x [n,3], params [rows,F] -> [n, L*F]
+// x [n,3], params [rows,F] -> [n, L*F]; into `out` ([n, L*F], contiguous) when given, so
+// that a caller evaluating in blocks can keep one buffer.
 at::Tensor hashgrid_forward(at::Tensor x, at::Tensor params, std::vector<int64_t> resolutions, int64_t log2_table,
-                            std::vector<double> aabb) {
+                            std::vector<double> aabb, c10::optional<at::Tensor> out_opt) {
   check_inputs(x, params);
   const int64_t n = x.size(0), F = params.size(1), L = (int64_t)resolutions.size();
-  auto out = at::empty({L, n, F}, params.options());  // level-major inside
+  at::Tensor out;
+  if (out_opt.has_value() && out_opt->defined()) {
+    out = *out_opt;
+    check_tensor(out, "out", params.scalar_type(), params.device());
+    check_shape(out, "out", {n, L * F});
+  } else {
+    out = at::empty({n, L * F}, params.options());
+  }
   AT_DISPATCH_FLOATING_TYPES(params.scalar_type(), "hashgrid_forward", [&] {
     HashGridArgs<scalar_t> a{};
     fill_levels(a, resolutions, log2_table, aabb, params);
@@ -76,7 +84,7 @@ at::Tensor hashgrid_forward(at::Tensor x, at::Tensor params, std::vector<int64_t
     a.out = out.data_ptr<scalar_t>();
     PNERF_LAUNCH(params, hashgrid_forward<scalar_t>, a);
   });
-  return out.permute({1, 0, 2}).reshape({n, L * F});
+  return out;
 }
 
 // -> (grad_params [rows,F] or undefined, grad_x [n,3] or undefined)
@@ -157,7 +165,8 @@ std::vector<at::Tensor> hashgrid_backward_sparse(at::Tensor grad_out, at::Tensor
 
 void bind_hashgrid(pybind11::module_& m) {
   m.def("hashgrid_forward", &hashgrid_forward, "Multi-resolution hash-grid encoding (forward)", pybind11::arg("x"),
-        pybind11::arg("params"), pybind11::arg("resolutions"), pybind11::arg("log2_table"), pybind11::arg("aabb"));
+        pybind11::arg("params"), pybind11::arg("resolutions"), pybind11::arg("log2_table"), pybind11::arg("aabb"),
+        pybind11::arg("out") = pybind11::none());
   m.def("hashgrid_backward", &hashgrid_backward, "Multi-resolution hash-grid encoding (backward)",
         pybind11::arg("grad_out"), pybind11::arg("x"), pybind11::arg("params"), pybind11::arg("resolutions"),
         pybind11::arg("log2_table"), pybind11::arg("aabb"), pybind11::arg("want_params"), pybind11::arg("want_x"));

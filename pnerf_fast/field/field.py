@@ -158,13 +158,22 @@ class RadianceField(nn.Module):
     def density(self, x: torch.Tensor) -> torch.Tensor:  # [n, 3] -> [n]
         return self._sigma(self._geometry(x)[0])
 
+    def geometry(self, x: torch.Tensor):  # [n, 3] -> (sigma [n], features [n, geo_features])
+        """The density network alone: sigma and the features the color network takes.
+        ``forward(x, d)`` is ``color(*geometry(x)[1:], d)`` with this sigma."""
+        h0, feat = self._geometry(x)
+        return self._sigma(h0), feat
+
+    def color(self, feat: torch.Tensor, d: torch.Tensor) -> torch.Tensor:  # [n, G], [n, 3] unit -> [n, 3]
+        """The color network on ``geometry``'s features of the same points."""
+        c_in = torch.cat([self.dir_encoding(d.to(feat.dtype)), feat], dim=-1)
+        return self.color_net(c_in) if not self.latent_dim else self.color_net(c_in, self._shift("color_z"))
+
     def forward(self, x: torch.Tensor, d: torch.Tensor):  # [n,3], [n,3] unit -> ([n], [n,3])
         if d.shape != x.shape:
             raise ValueError(f"RadianceField: argument 'd' must have shape {list(x.shape)} like 'x', got {list(d.shape)}")
-        h0, feat = self._geometry(x)
-        c_in = torch.cat([self.dir_encoding(d.to(feat.dtype)), feat], dim=-1)
-        rgb = self.color_net(c_in) if not self.latent_dim else self.color_net(c_in, self._shift("color_z"))
-        return self._sigma(h0), rgb
+        sigma, feat = self.geometry(x)
+        return sigma, self.color(feat, d)
 
     # -- optimisation -------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

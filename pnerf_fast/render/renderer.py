@@ -7,7 +7,10 @@ and a ray stops once its transmittance falls below ``t_thresh``. A head is solid
 this skips nearly everything behind the skin.
 
 - Inference (no grad): each segment is evaluated and composited in turn, and the
-  segments are chained: rgb += T * rgb_seg, T *= 1 - opacity_seg.
+  segments are chained: rgb += T * rgb_seg, T *= 1 - opacity_seg. Within a segment the
+  density network runs first on every sample; the color network then runs only on the
+  samples whose compositing weight exceeds ``color_thresh`` (pnerf_fast/field/infer.py:
+  no autograd, buffers kept across segments, chunks and frames).
 - Training: a no-grad pass with the density network alone finds where each ray stops;
   then one differentiable pass marches each ray only up to that point.
 """
@@ -18,6 +21,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..field.infer import evaluator
 from ..ops.composite import composite
 from ..ops.occgrid import OccupancyGrid
 from ..ops.raymarch import MarchConfig, PackedSamples, march_rays, ray_scale
@@ -35,6 +39,14 @@ class RenderConfig:
     segment: int = 16           # samples per ray per segment
     box_margin: float = 0.0     # grow the occupied box by this much
     max_samples: int = 0        # per ray, 0 = no cap
+    fast_infer: bool = True     # no-grad rendering: density network on every sample, then the
+                                # color network only where the compositing weight > color_thresh
+                                # (false: the whole field on every sample, the reference)
+    color_thresh: float = 0.0   # 0: every sample of nonzero weight (those after a ray stops are
+                                # skipped, a third of them; the reference's sums). > 0: each ray's
+                                # heaviest sample is kept too and the skipped weight takes the ray's
+                                # kept mean color. On finetuned heads 1e-4..1e-2 skip few more
+                                # samples than 0 does (benchmarks/README.md, "Rendering")
 
     def march_config(self) -> MarchConfig:
         return MarchConfig(step=self.step, max_samples=self.max_samples)
@@ -155,12 +167,30 @@ def _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, 
     depth = torch.zeros(n, dtype=dt, device=dev)
     T = torch.ones(n, dtype=dt, device=dev)
     total = [0]
+    ev = evaluator(field) if cfg.fast_infer else None
 
     def seg(idx, s, sc):
-        sigma, c = field(s.positions, s.dirs)
-        r = composite(s.packed_info, sigma.float() * sc, c.float(), s.t_starts, s.t_ends, cfg.t_thresh)
+        if ev is None:  # the reference: the whole field on every sample
+            sigma, c = field(s.positions, s.dirs)
+            r = composite(s.packed_info, sigma.float() * sc, c.float(), s.t_starts, s.t_ends, cfg.t_thresh)
+            seg_rgb = r.rgb
+        else:  # density first; color only where the weight counts
+            sigma = ev.geometry(s.positions, s.dirs).float() * sc
+            r = composite(s.packed_info, sigma, ev.zeros(s.n_samples, 3, sigma), s.t_starts, s.t_ends, cfg.t_thresh)
+            keep = r.weights > cfg.color_thresh
+            if cfg.color_thresh > 0:  # and each ray's heaviest sample, whose color stands for the skipped
+                top = torch.zeros_like(r.opacity).scatter_reduce_(0, s.ray_indices, r.weights, "amax")
+                keep |= (r.weights == top[s.ray_indices]) & (r.weights > 0)
+            sel = keep.nonzero()[:, 0]
+            c = ev.color(sel, s.dirs[sel]).float()
+            # sum w c per ray, in sample order like the kernel (a skipped sample adds w c = 0)
+            ray, w = s.ray_indices[sel], r.weights[sel]
+            seg_rgb = torch.zeros_like(r.rgb).index_add_(0, ray, w[:, None] * c)
+            if cfg.color_thresh > 0:  # the skipped weight takes the ray's kept samples' mean color
+                kept = torch.zeros_like(r.opacity).index_add_(0, ray, w)
+                seg_rgb *= torch.where(kept > 0, r.opacity / kept.clamp_min(1e-30), 0.0)[:, None]
         T0 = T[idx]
-        rgb[idx] += T0[:, None] * r.rgb
+        rgb[idx] += T0[:, None] * seg_rgb
         depth[idx] += T0 * r.depth
         T[idx] = T0 * (1 - r.opacity)
         total[0] += s.n_samples
