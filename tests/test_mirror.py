@@ -159,3 +159,28 @@ def test_only_rays_through_the_head_are_mirrored():
     assert everything.batch(b, 3)[1] == 3
     with pytest.raises(ValueError, match="mirror_radius"):
         ft._mirror_of(subj, 0.5, -1.0)
+
+
+def test_mirror_argument_of_the_api_and_the_cli(latent_prior, tiny, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """``finetune(mirror=f)`` and ``pnerf finetune --mirror f`` override the prior's
+    setting; a value outside [0, 1) is refused, naming the argument."""
+    from test_fuzz import run_bad
+
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    seen = []
+    orig = ft._mirror_rays
+
+    def mirror_spy(o, d, a, b, count):
+        seen.append(count)
+        return orig(o, d, a, b, count)
+
+    monkeypatch.setattr(ft, "_mirror_rays", mirror_spy)
+    pf = ft.finetune(subj, init=latent_prior, steps=2, code_steps=0, rays_per_step=40, mirror=0.5, progress=False)
+    assert seen == [20, 20] and pf.model.cfg.finetune.mirror == 0.5  # the tiny prior's mirror_stop is 1
+    for bad in (1.0, -0.1, float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match="mirror"):
+            ft.finetune(subj, init=latent_prior, steps=1, mirror=bad, progress=False)
+    for bad in ("1", "-0.5", "nan"):
+        run_bad(["finetune", subj.path, "--init", latent_prior, "--out", tmp_path / "p.pt", "--mirror", bad],
+                capsys, "--mirror")

@@ -15,6 +15,10 @@ def add_arguments(p):
     p.add_argument("--res", type=int, default=None, help="photos: crop side in pixels (default 256)")
     p.add_argument("--seconds", type=float, default=None, help="time budget in seconds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mirror", type=float, default=None,
+                   help="fraction of rays mirrored across the face's symmetry plane (a second, virtual view; "
+                        "default: the prior's, 0 = off; helps symmetric light-stage heads, costs real photos "
+                        "input fidelity)")
     p.add_argument("--preview", default=None, help="also render the frontal view to this PNG")
     p.add_argument("--quiet", action="store_true")
 
@@ -29,6 +33,8 @@ def run(args):
             raise ValueError(f"argument {name}: must be >= {lo}, got {v}")
     if args.res is not None and args.res > 2048:
         raise ValueError(f"argument --res: must be <= 2048, got {args.res}")
+    if args.mirror is not None and not (math.isfinite(args.mirror) and 0 <= args.mirror < 1):
+        raise ValueError(f"argument --mirror: must be a fraction in [0, 1), got {args.mirror}")
     if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
         raise ValueError(f"argument --seconds: must be a positive number, got {args.seconds}")
     from .._io import check_output
@@ -41,7 +47,7 @@ def run(args):
     if args.preview and not args.preview.lower().endswith(".png"):
         raise ValueError(f"argument --preview: must end in .png, got {args.preview!r}")
     portrait = finetune(args.source, init=args.init, steps=args.steps, seconds=args.seconds, seed=args.seed,
-                        progress=not args.quiet, code_steps=args.code_steps, res=args.res)
+                        progress=not args.quiet, code_steps=args.code_steps, res=args.res, mirror=args.mirror)
     portrait.save(args.out)
     i = portrait.info
     print(f"finetuned {i['subject']}: {i['steps']} steps in {i['seconds']:.1f} s "

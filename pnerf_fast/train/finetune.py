@@ -99,6 +99,7 @@ def finetune(
     code_steps: int | None = None,
     res: int | None = None,
     views: list[int] | None = None,
+    mirror: float | None = None,
 ) -> PortraitField:
     """Finetune a prior on the frontal view of ``source`` (subject folder, photo path,
     image array or Subject). ``init``: a checkpoint path, a PortraitModel, or None for
@@ -120,6 +121,8 @@ def finetune(
 
     ``steps`` (stage 2) and ``code_steps`` override the prior's; ``seconds`` is a time
     budget for both stages together (stage 1 keeps its share, code_steps / all steps).
+    ``mirror`` overrides the prior's ``finetune.mirror`` (for light-stage-like captures of
+    a symmetric head; it costs real photos input fidelity, see the README).
     ``res``: the side a photo is cropped to (default 256). ``views``: the subject's views
     to fit (default: its input view; the multi-view oracle passes all of them, and the
     grid is then covered by their visual hull). ``callback(step, elapsed_s,
@@ -138,6 +141,10 @@ def finetune(
         model = PortraitModel.load(prior_path(init))
     if model.mean_face is None and model.cfg.coordinates == "canonical":
         raise ValueError("the init checkpoint has no mean face, which canonical coordinates need")
+    if mirror is not None:
+        if isinstance(mirror, bool) or not isinstance(mirror, (int, float)) or not 0 <= mirror < 1:
+            raise ValueError(f"finetune: argument 'mirror' must be a fraction in [0, 1), got {mirror!r}")
+        model.cfg.finetune.mirror = float(mirror)
     fc = model.cfg.finetune
     default_steps = steps is None and seconds is None
     if default_steps:
