@@ -3,6 +3,7 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/extension.h>
+#include <ATen/DeviceGuard.h>
 
 #ifdef PNERF_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -54,11 +55,12 @@ void check_index_range(const at::Tensor& idx, const char* name, int64_t hi);  //
 void check_unique(const at::Tensor& idx, const char* name);                   // debug mode only
 void check_packed_info(const at::Tensor& packed_info, int64_t n_samples);     // segments within [0, n_samples)
 
+// The tensor's device made current for the scope: a generic guard, so it is a no-op for
+// CPU tensors in a CUDA build too (c10::cuda::OptionalCUDAGuard throws on a CPU device).
+#define PNERF_DEVICE_GUARD(t) const at::OptionalDeviceGuard _pnerf_guard(at::device_of(t))
+
 #ifdef PNERF_WITH_CUDA
 inline void* current_stream(const at::Tensor& t) { return (void*)c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
-#define PNERF_DEVICE_GUARD(t) const c10::cuda::OptionalCUDAGuard _pnerf_guard(device_of(t))
-#else
-#define PNERF_DEVICE_GUARD(t) (void)0
 #endif
 
 // Calls cpu::FN(args) or cuda::FN(args, stream) for the device of `t`.
