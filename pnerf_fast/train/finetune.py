@@ -192,17 +192,16 @@ def finetune(
     clock = _Clock()
     psnr = float("nan")
 
-    mirror = _mirror_of(subject, fc.mirror, fc.mirror_radius) if views is None else None
+    mirrorer = _mirror_of(subject, fc.mirror, fc.mirror_radius) if views is None else None
     mirroring = True
 
     def render_loss(n=n):
         """-> (the photometric MSE, the loss to minimise)"""
         b = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg)
-        m = int(round(n * fc.mirror)) if mirror is not None and mirroring else 0
+        m = int(round(n * fc.mirror)) if mirrorer is not None and mirroring else 0
         if m:
-            b, m = mirror.batch(b, m)
-        rays_o, rays_d = b.rays_o, b.rays_d
-        out = render_rays(field, model.grid, rays_o, rays_d, sr.warp_table, None, model.render_cfg, b.bg,
+            b, m = mirrorer.batch(b, m)
+        out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen))
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
         if new_cells is None:
@@ -269,6 +268,7 @@ def finetune(
     opt = make_optimizer(field, opt_kind, lr)
     prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
     params = list(field.parameters())
+    t_stage2 = clock.elapsed()
     k = 0
     while True:
         if steps is not None and k >= steps:
@@ -277,8 +277,8 @@ def finetune(
             break
         if steps is not None:
             mirroring = k < fc.mirror_stop * steps
-        else:
-            mirroring = clock.elapsed() < fc.mirror_stop * seconds
+        else:  # the first mirror_stop of stage 2's share of the budget
+            mirroring = clock.elapsed() - t_stage2 < fc.mirror_stop * (seconds - t_stage2)
         mse, loss = render_loss()
         opt.zero_grad(set_to_none=True)
         if backward_ok(loss, params):
