@@ -60,12 +60,14 @@ def test_mirrored_rays_pass_through_mirrored_points():
     g = torch.Generator().manual_seed(0)
     o = torch.randn(10, 3, generator=g, dtype=torch.float64)
     d = torch.nn.functional.normalize(torch.randn(10, 3, generator=g, dtype=torch.float64), dim=1)
+    o0, d0 = o.clone(), d.clone()
     o2, d2 = ft._mirror_rays(o, d, a, b, 6)
+    assert torch.equal(o, o0) and torch.equal(d, d0)  # a copy: the batch's own rays are untouched
+    assert not torch.equal(o2, o)
     assert torch.equal(o2[6:], o[6:]) and torch.equal(d2[6:], d[6:])
     t = 0.7
     assert torch.allclose(o2[:6] + t * d2[:6], (o[:6] + t * d[:6]) @ a.T + b)
     assert torch.allclose(d2.norm(dim=1), torch.ones(10, dtype=torch.float64))
-    assert torch.equal(o, o2) is False  # a copy: the batch's own rays are untouched
     o3, _ = ft._mirror_rays(o, d, a, b, 0)
     assert o3 is o
 
