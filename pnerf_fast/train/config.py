@@ -100,6 +100,12 @@ class FinetuneConfig:
     # template units, ex-ex = 0.9: the skull and hair, not the neck and shoulders, whose
     # pose is not symmetric); 0: any ray
     mirror_radius: float = 0.0
+    # keep the code stage's geometry in stage 2: the weight of the squared difference
+    # between a ray's depth (canonical units) and the depth the field had after the code
+    # stage, per ray weighted by that stage's opacity times the input mask; stage 2 may
+    # then sharpen colour without moving the surface where one view cannot tell depth;
+    # single-view fits only; 0: off
+    depth_keep: float = 0.0
 
 
 @dataclass

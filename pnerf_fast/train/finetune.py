@@ -115,6 +115,10 @@ def finetune(
     first ``mirror_stop`` of stage 2 are the input's rays reflected across the face's plane
     of symmetry (from its landmarks): a virtual view from the mirrored camera, scored on
     its silhouette plus ``mirror_rgb`` times its colour; single-view fits only.
+    With ``depth_keep`` w > 0, stage 2 adds w times the squared offset (canonical units) of
+    each input ray's depth from the depth it had after the code stage, weighted by that
+    stage's opacity inside the mask: the colour sharpens, the surface stays; single-view
+    fits only.
     With ``cover``, the occupancy grid is first united with the visual cone of the input
     mask, so no part of the subject is clipped; with ``update_grid`` it is refreshed from
     the field every 32 steps of stage 2 (never outside that union).
@@ -146,6 +150,8 @@ def finetune(
             raise ValueError(f"finetune: argument 'mirror' must be a fraction in [0, 1), got {mirror!r}")
         model.cfg.finetune.mirror = float(mirror)
     fc = model.cfg.finetune
+    if not (fc.depth_keep >= 0 and np.isfinite(fc.depth_keep)):
+        raise ValueError(f"finetune.depth_keep must be a finite weight >= 0, got {fc.depth_keep!r}")
     default_steps = steps is None and seconds is None
     if default_steps:
         steps = fc.steps
@@ -194,16 +200,22 @@ def finetune(
 
     mirrorer = _mirror_of(subject, fc.mirror, fc.mirror_radius) if views is None else None
     mirroring = True
+    keeper = None  # the code stage's depth of the input view (finetune.depth_keep), from stage 2 on
 
     def render_loss(n=n):
         """-> (the photometric MSE, the loss to minimise)"""
-        b = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg)
+        if keeper is None:
+            b, keep = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg), None
+        else:
+            b, keep = keeper.batch(n, gen, random_bg, bg)
         m = int(round(n * fc.mirror)) if mirrorer is not None and mirroring else 0
         if m:
-            b, m = mirrorer.batch(b, m)
+            b, m, keep = mirrorer.batch(b, m, keep)
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen))
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
+        if keep is not None:
+            mse_loss = mse_loss + fc.depth_keep * keeper.loss(out, keep, m)
         if new_cells is None:
             return mse, mse_loss
         pick = new_cells[torch.randint(0, new_cells.numel(), (n,), generator=gen)]
@@ -265,6 +277,8 @@ def finetune(
             for p in frozen:
                 p.requires_grad_(True)
     # Stage 2: all weights.
+    if fc.depth_keep > 0 and views is None:
+        keeper = _DepthKeeper(field, model, sr, fit_views[0])
     opt = make_optimizer(field, opt_kind, lr)
     prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
     params = list(field.parameters())
@@ -317,9 +331,10 @@ class _Mirror:
             self.centre = torch.as_tensor(back.apply(HEAD_CENTRE), dtype=torch.float32)
             self.radius = radius * back.scale
 
-    def batch(self, b: RayBatch, count: int) -> tuple[RayBatch, int]:
-        """-> (the batch with its first k rays mirrored, k): k = ``count``, or fewer when
-        fewer rays pass through the head's ball (those are put first)."""
+    def batch(self, b: RayBatch, count: int, extra=None):
+        """-> (the batch with its first k rays mirrored, k, ``extra`` in the batch's new
+        order): k = ``count``, or fewer when fewer rays pass through the head's ball (those
+        are put first). ``extra``: None or a tuple of per-ray tensors that follow the rays."""
         if self.radius is not None:
             to_c = self.centre - b.rays_o
             along = (to_c * b.rays_d).sum(1, keepdim=True) / (b.rays_d * b.rays_d).sum(1, keepdim=True)
@@ -327,8 +342,51 @@ class _Mirror:
             order = torch.cat([torch.nonzero(near)[:, 0], torch.nonzero(~near)[:, 0]])
             count = min(count, int(near.sum()))
             b = RayBatch(*(t[order] for t in (b.rays_o, b.rays_d, b.target, b.bg, b.alpha)))
+            if extra is not None:
+                extra = tuple(t[order] for t in extra)
         o, d = _mirror_rays(b.rays_o, b.rays_d, self.a, self.b, count)
-        return RayBatch(o, d, b.target, b.bg, b.alpha), count
+        return RayBatch(o, d, b.target, b.bg, b.alpha), count, extra
+
+
+class _DepthKeeper:
+    """The input view's depth and opacity as the field renders them now (after the code
+    stage), so that stage 2 can keep the surface where it is (``finetune.depth_keep``):
+    one view shows colour exactly but depth only weakly, and the code stage's head from
+    the prior's manifold is the better guess of where the surface lies."""
+
+    def __init__(self, field, model, sr: SubjectRays, view: int, chunk: int = 8192):
+        self.sr, self.view = sr, view
+        self.scale = float(sr.transform.scale)  # world -> canonical lengths
+        b = sr.view_batch(view)
+        was_training = field.training
+        field.eval()
+        depth, opacity = [], []
+        with torch.no_grad():
+            for i in range(0, b.rays_o.shape[0], chunk):
+                r = render_rays(field, model.grid, b.rays_o[i:i + chunk], b.rays_d[i:i + chunk], sr.warp_table,
+                                None, model.render_cfg, 1.0)
+                depth.append(r.depth)
+                opacity.append(r.opacity)
+        field.train(was_training)
+        opacity = torch.cat(opacity)
+        # the expected depth of the rays that end on the subject; the weight: how sure
+        # the code stage was that the ray ends there, inside the input mask
+        self.depth = torch.cat(depth) / opacity.clamp_min(1e-6)
+        self.weight = opacity.clamp(0, 1) * b.alpha
+
+    def batch(self, n: int, gen: torch.Generator, random_bg: bool, bg: float):
+        """-> (n random rays of the input view, (their kept depths, weights))"""
+        p = torch.randint(0, self.depth.shape[0], (n,), generator=gen)
+        b = self.sr._gather(torch.full((n,), self.view, dtype=torch.long), p, gen, random_bg, bg)
+        return b, (self.depth[p], self.weight[p])
+
+    def loss(self, out, keep, skip: int = 0):
+        """mean over the rays (after the first ``skip``, mirrored ones) of weight *
+        (canonical depth offset)^2, with the depth taken unnormalised (sum of w * t), so
+        that a ray fading out is not divided by its small opacity."""
+        d0, w = keep
+        off = self.scale * (out.depth[skip:] - out.opacity[skip:] * d0[skip:])
+        return torch.mean(w[skip:] * off * off)
 
 
 def _mirror_of(subject: Subject, fraction: float, radius: float = 0.0):
