@@ -33,17 +33,18 @@ def test_depth_keep_loss_is_the_weighted_canonical_offset():
     assert not torch.allclose(k.loss(out, (d0, w), skip), k.loss(out, (d0, w)))  # mirrored rays left out
 
 
-def _depth_after(model_path, subj, steps, keep, lr_grid=0.3):
+def _depth_after(model_path, subj, steps, keep, mode="mean", lr_grid=0.3):
     model = PortraitModel.load(model_path)
     fc = model.cfg.finetune
-    fc.depth_keep = keep
+    fc.depth_keep, fc.depth_keep_mode = keep, mode
     fc.lr.grid = lr_grid
     pf = ft.finetune(subj, init=model, steps=steps, code_steps=5, rays_per_step=256, progress=False)
     sr = SubjectRays(subj, model.mean_face, model.cfg.coordinates)
     return ft._DepthKeeper(pf.model.field, pf.model, sr, sr.frontal_index)
 
 
-def test_finetune_with_depth_keep_stays_nearer_the_code_stage_surface(latent_prior, tiny):  # noqa: F811
+@pytest.mark.parametrize("mode", ["mean", "samples"])
+def test_finetune_with_depth_keep_stays_nearer_the_code_stage_surface(latent_prior, tiny, mode):  # noqa: F811
     ds = load_dataset(tiny["data"])
     subj = ds.subject(ds.subjects("test")[0])
     code = _depth_after(latent_prior, subj, 0, 0.0)  # the code stage only: the surface to keep
@@ -54,7 +55,7 @@ def test_finetune_with_depth_keep_stays_nearer_the_code_stage_surface(latent_pri
         return float((w * (code.depth - k.depth).abs()).sum() / w.sum())
 
     free = drift(_depth_after(latent_prior, subj, 12, 0.0))
-    kept = drift(_depth_after(latent_prior, subj, 12, 30.0))
+    kept = drift(_depth_after(latent_prior, subj, 12, 30.0, mode))
     assert free > 0
     assert kept < 0.7 * free, (kept, free)
 
@@ -89,3 +90,32 @@ def test_depth_keep_must_be_a_weight(latent_prior, tiny):  # noqa: F811
         model.cfg.finetune.depth_keep = bad
         with pytest.raises(ValueError, match="depth_keep"):
             ft.finetune(subj, init=model, steps=1, progress=False)
+    model.cfg.finetune.depth_keep, model.cfg.finetune.depth_keep_mode = 1.0, "median"
+    with pytest.raises(ValueError, match="depth_keep_mode"):
+        ft.finetune(subj, init=model, steps=1, progress=False)
+
+
+def test_render_rays_composites_per_sample_values(latent_prior, tiny):  # noqa: F811
+    """``sample_values`` are composited with the same weights: t gives the depth, 1 the
+    opacity, and the values reach the ray they were made for."""
+    model = PortraitModel.load(latent_prior)
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    sr = SubjectRays(subj, model.mean_face, model.cfg.coordinates)
+    b = sr.view_batch(sr.frontal_index)
+    seen = {}
+
+    def values(ray, t):
+        seen["rays"] = ray
+        return torch.stack([t, torch.ones_like(t), ray.to(t.dtype)], 1)
+
+    out = ft.render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg,
+                         1.0, None, sample_values=values)
+    assert float(out.opacity.detach().max()) > 0.05  # some samples carry weight
+    assert torch.allclose(out.extra[:, 0], out.depth, atol=1e-5)
+    assert torch.allclose(out.extra[:, 1], out.opacity, atol=1e-5)
+    idx = torch.arange(out.opacity.shape[0], dtype=out.extra.dtype)
+    assert torch.allclose(out.extra[:, 2], out.opacity * idx, rtol=1e-5, atol=1e-3)
+    assert seen["rays"].numel() == out.n_samples
+    plain = ft.render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, 1.0)
+    assert plain.extra is None and torch.allclose(plain.rgb, out.rgb, atol=1e-6)

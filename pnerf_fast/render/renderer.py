@@ -83,6 +83,8 @@ class RenderOutput(NamedTuple):
     depth: torch.Tensor     # [n] expected world distance (0 where empty)
     opacity: torch.Tensor   # [n]
     n_samples: int
+    # [n, 3] each ray's sum of weight * sample_values(...) (render_rays' ``sample_values``)
+    extra: torch.Tensor | None = None
 
 
 def _bg(bg, like: torch.Tensor, n: int) -> torch.Tensor:
@@ -125,11 +127,12 @@ def render_rays(
     cfg: RenderConfig = RenderConfig(),
     bg: torch.Tensor | float = 1.0,          # [3] or [n, 3] or a grey level
     jitter: torch.Tensor | None = None,      # [n] in [0, 1) for stratified training samples
+    sample_values=None,                      # (ray_indices [m], t_mid [m]) -> [m, 3]: composited into .extra
 ) -> RenderOutput:
     n = rays_o.shape[0]
     box = grid.occupied_box(cfg.box_margin)
     scale_ray = ray_scale(rays_d, warp_table, warp_index)
-    if cfg.prune and not torch.is_grad_enabled():
+    if cfg.prune and not torch.is_grad_enabled() and sample_values is None:
         return _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter, box, scale_ray)
     t_max = None
     if cfg.prune and cfg.prune_train:
@@ -156,7 +159,11 @@ def render_rays(
     sigma = sigma * scale_ray[s.ray_indices]
     out = composite(s.packed_info, sigma, rgb, s.t_starts, s.t_ends, cfg.t_thresh)
     color = out.rgb + (1.0 - out.opacity)[:, None] * _bg(bg, out.rgb, n)
-    return RenderOutput(color, out.depth, out.opacity, s.n_samples)
+    extra = None
+    if sample_values is not None:  # the same weights over per-sample values (for losses on the samples)
+        vals = sample_values(s.ray_indices, 0.5 * (s.t_starts + s.t_ends)).to(rgb.dtype)
+        extra = composite(s.packed_info, sigma, vals, s.t_starts, s.t_ends, cfg.t_thresh).rgb
+    return RenderOutput(color, out.depth, out.opacity, s.n_samples, extra)
 
 
 @torch.no_grad()

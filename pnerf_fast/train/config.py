@@ -106,6 +106,10 @@ class FinetuneConfig:
     # then sharpen colour without moving the surface where one view cannot tell depth;
     # single-view fits only; 0: off
     depth_keep: float = 0.0
+    # "mean": the offset of the ray's expected depth; "samples": every sample's weighted
+    # squared offset (also penalises weight spread along the ray, the ghost layers that one
+    # view cannot see)
+    depth_keep_mode: str = "mean"
 
 
 @dataclass

@@ -152,6 +152,8 @@ def finetune(
     fc = model.cfg.finetune
     if not (fc.depth_keep >= 0 and np.isfinite(fc.depth_keep)):
         raise ValueError(f"finetune.depth_keep must be a finite weight >= 0, got {fc.depth_keep!r}")
+    if fc.depth_keep_mode not in ("mean", "samples"):
+        raise ValueError(f"finetune.depth_keep_mode must be 'mean' or 'samples', got {fc.depth_keep_mode!r}")
     default_steps = steps is None and seconds is None
     if default_steps:
         steps = fc.steps
@@ -211,8 +213,9 @@ def finetune(
         m = int(round(n * fc.mirror)) if mirrorer is not None and mirroring else 0
         if m:
             b, m, keep = mirrorer.batch(b, m, keep)
+        values = keeper.sample_values(keep) if keep is not None and fc.depth_keep_mode == "samples" else None
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
-                          torch.rand(n, generator=gen))
+                          torch.rand(n, generator=gen), sample_values=values)
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
         if keep is not None:
             mse_loss = mse_loss + fc.depth_keep * keeper.loss(out, keep, m)
@@ -380,11 +383,25 @@ class _DepthKeeper:
         b = self.sr._gather(torch.full((n,), self.view, dtype=torch.long), p, gen, random_bg, bg)
         return b, (self.depth[p], self.weight[p])
 
+    def sample_values(self, keep):
+        """-> render_rays' ``sample_values``: each sample's squared canonical offset from
+        its ray's kept depth (channel 0)."""
+        d0 = keep[0]
+
+        def values(ray, t):
+            off = self.scale * (t - d0[ray])
+            return torch.stack([off * off, torch.zeros_like(t), torch.zeros_like(t)], 1)
+
+        return values
+
     def loss(self, out, keep, skip: int = 0):
-        """mean over the rays (after the first ``skip``, mirrored ones) of weight *
-        (canonical depth offset)^2, with the depth taken unnormalised (sum of w * t), so
-        that a ray fading out is not divided by its small opacity."""
+        """mean over the rays (after the first ``skip``, mirrored ones) of weight * the
+        squared canonical offset: with ``out.extra`` (mode "samples") the ray's sum of w *
+        offset^2 over its samples; else that of its depth, taken unnormalised (sum of w *
+        t), so that a ray fading out is not divided by its small opacity."""
         d0, w = keep
+        if out.extra is not None:
+            return torch.mean(w[skip:] * out.extra[skip:, 0])
         off = self.scale * (out.depth[skip:] - out.opacity[skip:] * d0[skip:])
         return torch.mean(w[skip:] * off * off)
 
