@@ -9,6 +9,18 @@ from .. import landmarks as lm
 from .result import AlignedPhoto
 
 
+def _write_rgb(path, rgb: np.ndarray, what: str) -> None:
+    """Write uint8 RGB [H, W, 3] to ``path`` atomically, in the format its suffix names."""
+    import cv2
+
+    from ..._io import atomic_path
+
+    p = Path(path)
+    with atomic_path(p) as tmp:  # same suffix: cv2 picks the format from it
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise ValueError(f"could not write {what} {p}")
+
+
 def draw_mask(aligned: AlignedPhoto, path=None, *, scale: int = 2, checker: int = 8) -> np.ndarray:
     """A preview of the view's mask: the crop, the mask, and the crop composited with the
     mask over a grey checkerboard, side by side, each ``scale`` times larger. Returns uint8
@@ -24,12 +36,7 @@ def draw_mask(aligned: AlignedPhoto, path=None, *, scale: int = 2, checker: int 
     img = np.clip(np.round(np.concatenate(panels, 1) * 255), 0, 255).astype(np.uint8)
     big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     if path is not None:
-        from ..._io import atomic_path
-
-        p = Path(path)
-        with atomic_path(p) as tmp:  # same suffix: cv2 picks the format from it
-            if not cv2.imwrite(str(tmp), cv2.cvtColor(big, cv2.COLOR_RGB2BGR)):
-                raise ValueError(f"could not write mask preview {p}")
+        _write_rgb(path, big, "mask preview")
     return big
 
 
@@ -59,10 +66,5 @@ def draw_landmarks(aligned: AlignedPhoto, path=None, *, scale: int = 4, show_mes
         cv2.putText(big, str(ibug), (c[0] + r + 1, c[1] - r), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(big, str(ibug), (c[0] + r + 1, c[1] - r), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255), 1, cv2.LINE_AA)
     if path is not None:
-        from ..._io import atomic_path
-
-        p = Path(path)
-        with atomic_path(p) as tmp:  # same suffix: cv2 picks the format from it
-            if not cv2.imwrite(str(tmp), cv2.cvtColor(big, cv2.COLOR_RGB2BGR)):
-                raise ValueError(f"could not write preview image {p}")
+        _write_rgb(path, big, "preview image")
     return big
