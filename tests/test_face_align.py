@@ -240,14 +240,14 @@ def test_mask_outside_the_photo_is_zero(astronaut, aligned):
 
 @pytest.mark.parametrize("failure", ["raises", "empty"])
 def test_segmentation_failure_falls_back_to_no_mask(astronaut, monkeypatch, failure):
-    import pnerf_fast.face.align as align_mod
+    import pnerf_fast.face.align.segment as segment_mod  # where align_photo's mask step looks the name up
 
     def fake(rgb, **kw):
         if failure == "raises":
             raise RuntimeError("boom")
         return np.zeros(rgb.shape[:2], np.float32)
 
-    monkeypatch.setattr(align_mod, "segment_foreground", fake)
+    monkeypatch.setattr(segment_mod, "segment_foreground", fake)
     with pytest.warns(UserWarning, match="boom" if failure == "raises" else "empty"):
         r = align_photo(astronaut)
     assert r.alpha is None and r.mask_source is None

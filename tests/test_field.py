@@ -5,7 +5,7 @@ import torch
 import yaml
 
 from pnerf_fast.field import FieldConfig, RadianceField, load_field_config, trunc_exp
-from pnerf_fast.field.config import field_config_from_dict
+from pnerf_fast.field.config import PACKAGE_CONFIGS, config_path, field_config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,17 +17,30 @@ def rays(n, seed=0):
     return x, d
 
 
-def test_presets_load_and_match_package_copies():
-    for name in ("fast", "paper"):
+def test_presets_load_from_their_one_copy():
+    for name in ("fast", "fast_latent", "paper"):
         cfg = load_field_config(name)
         assert isinstance(cfg, FieldConfig) and cfg.name == name
-        assert (ROOT / "configs" / f"{name}.yaml").read_text() == (ROOT / "pnerf_fast" / "configs" / f"{name}.yaml").read_text()
+        assert config_path(name) == PACKAGE_CONFIGS / f"{name}.yaml"
     fast = load_field_config("fast")
     assert fast.encoding.type == "hashgrid" and fast.encoding.n_levels == 16 and fast.encoding.n_features == 2
     assert 15 <= fast.encoding.log2_table <= 19 and fast.density_mlp.geo_features == 16
     paper = load_field_config("paper")
     assert paper.encoding.n_freqs == 10 and paper.dir_encoding.n_freqs == 4
     assert paper.density_mlp.width == 256 and paper.density_mlp.n_hidden == 8 and paper.density_mlp.skips == [4]
+
+
+def test_presets_have_one_copy():
+    """The field presets live in pnerf_fast/configs/ only (the copy that ships in the
+    package); the repository's configs/ holds the pretraining recipes, which name a preset
+    and never repeat one."""
+    presets = {p.name for p in PACKAGE_CONFIGS.glob("*.yaml")}
+    assert {"fast.yaml", "fast_latent.yaml", "paper.yaml"} <= presets
+    recipes = {p.name for p in (ROOT / "configs").glob("*.y*ml")}
+    assert not presets & recipes, f"configs/ repeats the package presets {sorted(presets & recipes)}"
+    for p in (ROOT / "configs").glob("*.yaml"):
+        field = yaml.safe_load(p.read_text()).get("field")
+        assert field is None or config_path(field) == PACKAGE_CONFIGS / f"{field}.yaml", p.name
 
 
 @pytest.mark.parametrize(
@@ -44,7 +57,7 @@ def test_presets_load_and_match_package_copies():
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, patch, key):
-    raw = yaml.safe_load((ROOT / "configs" / "fast.yaml").read_text())
+    raw = yaml.safe_load((PACKAGE_CONFIGS / "fast.yaml").read_text())
     for k, v in patch.items():
         if isinstance(v, dict) and isinstance(raw.get(k), dict) and "type" not in v:  # merge; a new type replaces
             raw[k].update(v)

@@ -1,9 +1,10 @@
 """Field configuration: small dataclasses, loaded from YAML presets and validated.
 
-``load_field_config("fast" | "paper" | path)``: a name is looked up in the package's
-``pnerf_fast/configs/`` first (works for non-editable installs), then in the repo's
-``configs/``. Unknown keys and bad values raise ValueError naming the key
-(``encoding.log2_table: ...``).
+``load_field_config("fast" | "fast_latent" | "paper" | path)``: a name is a preset in the
+package's ``pnerf_fast/configs/``, the presets' only copy (it ships in the wheel, so it
+works for installed and editable packages alike; the repository's ``configs/`` holds the
+pretraining recipes, which name these presets). Unknown keys and bad values raise
+ValueError naming the key (``encoding.log2_table: ...``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from .._io import short_repr
 from ..face.landmarks import CANONICAL_AABB
 
 PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass
@@ -197,11 +197,11 @@ def config_path(name_or_path: str | Path) -> Path:
         if not p.exists():
             raise FileNotFoundError(f"field config file not found: {p}")
         return p
-    for folder in (PACKAGE_CONFIGS, REPO_CONFIGS):
-        cand = folder / f"{name_or_path}.yaml"
-        if cand.exists():
-            return cand
-    raise ValueError(f"field config: unknown preset {str(name_or_path)!r}; presets: fast, paper (or give a .yaml path)")
+    cand = PACKAGE_CONFIGS / f"{name_or_path}.yaml"
+    if cand.exists():
+        return cand
+    presets = ", ".join(sorted(q.stem for q in PACKAGE_CONFIGS.glob("*.yaml")))
+    raise ValueError(f"field config: unknown preset {str(name_or_path)!r}; presets: {presets} (or give a .yaml path)")
 
 
 def load_field_config(name_or_path: str | Path = "fast") -> FieldConfig:
