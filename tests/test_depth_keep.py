@@ -21,16 +21,41 @@ class _Keep(ft._DepthKeeper):
 def test_depth_keep_loss_is_the_weighted_canonical_offset():
     g = torch.Generator().manual_seed(0)
     n, skip = 10, 3
-    d0, w = torch.rand(n, generator=g) + 1, torch.rand(n, generator=g)
+    d0, w, mask = torch.rand(n, generator=g) + 1, torch.rand(n, generator=g), torch.rand(n, generator=g)
     opacity = torch.rand(n, generator=g)
     k = _Keep(d0, w, 2.5)
     same = RenderOutput(torch.zeros(n, 3), opacity * d0, opacity, 0)
-    assert float(k.loss(same, (d0, w))) == pytest.approx(0.0, abs=1e-12)  # the same surface costs nothing
+    assert float(k.loss(same, (d0, w, mask))) == pytest.approx(0.0, abs=1e-12)  # the same surface costs nothing
     depth = torch.rand(n, generator=g) * 3
     out = RenderOutput(torch.zeros(n, 3), depth, opacity, 0)
     want = torch.mean(w[skip:] * (2.5 * (depth[skip:] - opacity[skip:] * d0[skip:])) ** 2)
-    assert torch.allclose(k.loss(out, (d0, w), skip), want)
-    assert not torch.allclose(k.loss(out, (d0, w), skip), k.loss(out, (d0, w)))  # mirrored rays left out
+    assert torch.allclose(k.loss(out, (d0, w, mask), skip), want)
+    assert not torch.allclose(k.loss(out, (d0, w, mask), skip), k.loss(out, (d0, w, mask)))  # mirrored rays left out
+
+
+def test_samples_and_spread_losses_from_per_sample_sums():
+    """Two samples per ray at t1, t2 with weights a1, a2: "samples" is the weighted squared
+    offset from the kept depth, "spread" the weighted variance about the ray's own mean
+    (zero for one surface, wherever it lies)."""
+    g = torch.Generator().manual_seed(1)
+    n, scale = 6, 1.7
+    d0, w, mask = torch.rand(n, generator=g) + 1, torch.rand(n, generator=g), torch.rand(n, generator=g)
+    t = torch.rand(n, 2, generator=g) + 1
+    a = torch.rand(n, 2, generator=g) * 0.5
+    k = _Keep(d0, w, scale)
+    vals = k.sample_values((d0, w, mask))
+    ray = torch.arange(n).repeat_interleave(2)
+    v = vals(ray, t.reshape(-1)).reshape(n, 2, 3)
+    extra = (a[..., None] * v).sum(1)
+    out = RenderOutput(torch.zeros(n, 3), (a * t).sum(1), a.sum(1), 0, extra)
+    off = scale * (t - d0[:, None])
+    assert torch.allclose(k.loss(out, (d0, w, mask), mode="samples"), torch.mean(w * (a * off ** 2).sum(1)))
+    mean = (a * t).sum(1, keepdim=True) / a.sum(1, keepdim=True)
+    want = torch.mean(mask * (a * (scale * (t - mean)) ** 2).sum(1))
+    assert torch.allclose(k.loss(out, (d0, w, mask), mode="spread"), want, rtol=1e-4, atol=1e-7)
+    one = RenderOutput(torch.zeros(n, 3), a.sum(1) * t[:, 0], a.sum(1), 0,
+                       a.sum(1)[:, None] * vals(torch.arange(n), t[:, 0]))  # all weight at one depth
+    assert float(k.loss(one, (d0, w, mask), mode="spread")) == pytest.approx(0.0, abs=1e-6)
 
 
 def _depth_after(model_path, subj, steps, keep, mode="mean", lr_grid=0.3):
@@ -43,7 +68,7 @@ def _depth_after(model_path, subj, steps, keep, mode="mean", lr_grid=0.3):
     return ft._DepthKeeper(pf.model.field, pf.model, sr, sr.frontal_index)
 
 
-@pytest.mark.parametrize("mode", ["mean", "samples"])
+@pytest.mark.parametrize("mode", ["mean", "samples"])  # "spread" keeps no depth
 def test_finetune_with_depth_keep_stays_nearer_the_code_stage_surface(latent_prior, tiny, mode):  # noqa: F811
     ds = load_dataset(tiny["data"])
     subj = ds.subject(ds.subjects("test")[0])

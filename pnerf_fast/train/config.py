@@ -108,7 +108,8 @@ class FinetuneConfig:
     depth_keep: float = 0.0
     # "mean": the offset of the ray's expected depth; "samples": every sample's weighted
     # squared offset (also penalises weight spread along the ray, the ghost layers that one
-    # view cannot see)
+    # view cannot see); "spread": only that spread (the weighted variance of where the ray
+    # ends, times its opacity: one surface per ray, wherever it lies), weighted by the mask
     depth_keep_mode: str = "mean"
 
 

@@ -152,8 +152,8 @@ def finetune(
     fc = model.cfg.finetune
     if not (fc.depth_keep >= 0 and np.isfinite(fc.depth_keep)):
         raise ValueError(f"finetune.depth_keep must be a finite weight >= 0, got {fc.depth_keep!r}")
-    if fc.depth_keep_mode not in ("mean", "samples"):
-        raise ValueError(f"finetune.depth_keep_mode must be 'mean' or 'samples', got {fc.depth_keep_mode!r}")
+    if fc.depth_keep_mode not in ("mean", "samples", "spread"):
+        raise ValueError(f"finetune.depth_keep_mode must be 'mean', 'samples' or 'spread', got {fc.depth_keep_mode!r}")
     default_steps = steps is None and seconds is None
     if default_steps:
         steps = fc.steps
@@ -213,12 +213,12 @@ def finetune(
         m = int(round(n * fc.mirror)) if mirrorer is not None and mirroring else 0
         if m:
             b, m, keep = mirrorer.batch(b, m, keep)
-        values = keeper.sample_values(keep) if keep is not None and fc.depth_keep_mode == "samples" else None
+        values = keeper.sample_values(keep) if keep is not None and fc.depth_keep_mode != "mean" else None
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen), sample_values=values)
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
         if keep is not None:
-            mse_loss = mse_loss + fc.depth_keep * keeper.loss(out, keep, m)
+            mse_loss = mse_loss + fc.depth_keep * keeper.loss(out, keep, m, fc.depth_keep_mode)
         if new_cells is None:
             return mse, mse_loss
         pick = new_cells[torch.randint(0, new_cells.numel(), (n,), generator=gen)]
@@ -376,32 +376,39 @@ class _DepthKeeper:
         # the code stage was that the ray ends there, inside the input mask
         self.depth = torch.cat(depth) / opacity.clamp_min(1e-6)
         self.weight = opacity.clamp(0, 1) * b.alpha
+        self.mask = b.alpha
 
     def batch(self, n: int, gen: torch.Generator, random_bg: bool, bg: float):
-        """-> (n random rays of the input view, (their kept depths, weights))"""
+        """-> (n random rays of the input view, (their kept depths, weights, mask))"""
         p = torch.randint(0, self.depth.shape[0], (n,), generator=gen)
         b = self.sr._gather(torch.full((n,), self.view, dtype=torch.long), p, gen, random_bg, bg)
-        return b, (self.depth[p], self.weight[p])
+        return b, (self.depth[p], self.weight[p], self.mask[p])
 
     def sample_values(self, keep):
-        """-> render_rays' ``sample_values``: each sample's squared canonical offset from
-        its ray's kept depth (channel 0)."""
+        """-> render_rays' ``sample_values``: each sample's canonical offset from its
+        ray's kept depth, squared (channel 0) and plain (channel 1)."""
         d0 = keep[0]
 
         def values(ray, t):
             off = self.scale * (t - d0[ray])
-            return torch.stack([off * off, torch.zeros_like(t), torch.zeros_like(t)], 1)
+            return torch.stack([off * off, off, torch.zeros_like(t)], 1)
 
         return values
 
-    def loss(self, out, keep, skip: int = 0):
-        """mean over the rays (after the first ``skip``, mirrored ones) of weight * the
-        squared canonical offset: with ``out.extra`` (mode "samples") the ray's sum of w *
-        offset^2 over its samples; else that of its depth, taken unnormalised (sum of w *
-        t), so that a ray fading out is not divided by its small opacity."""
-        d0, w = keep
-        if out.extra is not None:
+    def loss(self, out, keep, skip: int = 0, mode: str = "mean"):
+        """mean over the rays (after the first ``skip``, mirrored ones) of:
+        - "mean": weight * the squared canonical offset of the ray's depth, taken
+          unnormalised (sum of w * t), so a ray fading out is not divided by its opacity;
+        - "samples": weight * the sum over its samples of w * offset^2 (``out.extra``);
+        - "spread": mask * sum of w * (t - the ray's own mean depth)^2, the variance of
+          where the ray ends times its opacity, from the same sums."""
+        d0, w, mask = keep
+        if mode == "samples":
             return torch.mean(w[skip:] * out.extra[skip:, 0])
+        if mode == "spread":
+            e = out.extra[skip:]
+            spread = e[:, 0] - e[:, 1] ** 2 / out.opacity[skip:].clamp_min(1e-6)
+            return torch.mean(mask[skip:] * spread.clamp_min(0))
         off = self.scale * (out.depth[skip:] - out.opacity[skip:] * d0[skip:])
         return torch.mean(w[skip:] * off * off)
 
