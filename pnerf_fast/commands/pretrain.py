@@ -26,7 +26,8 @@ def add_arguments(p):
                    help="start from this prior's weights and grid (continue training); a shipped prior by name: "
                         "meta, latent")
     p.add_argument("--nproc", type=int, default=1,
-                   help="train in this many processes on this machine (torch.distributed through torchrun, gloo); "
+                   help="train in this many processes on this machine (torch.distributed through torchrun: gloo, or nccl "
+                        "with --device cuda, one GPU per process); "
                         "see docs/DISTRIBUTED.md for several machines")
     add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
