@@ -6,13 +6,11 @@
 Reports the finetune's wall time (``--steps`` all-weight steps at ``--res``², the prior's
 other settings), the render time of ``--frames`` views at ``--render-res``² (the first one
 separately: it includes warm-up) and frames per second, and on which device the field's
-tensors actually were. Finetune and render take ``device=`` once the API has it (issue
-14, item 1); until then the run says so in ``device_note`` and runs where the API puts it.
+tensors and the rendered image actually were (finetune and render take ``device=``).
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -24,7 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pnerf_fast.data.rig import camera_at  # noqa: E402
 from pnerf_fast.train.finetune import finetune  # noqa: E402
-from pnerf_fast.train.model import PortraitField  # noqa: E402
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pnerf_fast", "assets", "demo_subject")
 
@@ -34,33 +31,20 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _takes_device(fn) -> bool:
-    return "device" in inspect.signature(fn).parameters
-
-
 def run(device: str = "cpu", res: int = 128, steps: int = 32, render_res: int = 512, frames: int = 5,
         code_steps: int | None = None) -> dict:
     dev = torch.device(device)
-    notes = []
-    kw = {}
-    if _takes_device(finetune):
-        kw["device"] = str(dev)
-    elif dev.type != "cpu":
-        notes.append("finetune() has no device argument yet: it ran where the API puts it")
     t0 = time.perf_counter()
-    portrait = finetune(DEMO, steps=steps, res=res, code_steps=code_steps, progress=False, **kw)
+    portrait = finetune(DEMO, steps=steps, res=res, code_steps=code_steps, progress=False, device=str(dev))
     _sync(dev)
     t_ft = time.perf_counter() - t0
     field_dev = str(next(portrait.model.field.parameters()).device)
 
-    rkw = {"device": str(dev)} if _takes_device(PortraitField.render) else {}
-    if not rkw and dev.type != "cpu":
-        notes.append("PortraitField.render() has no device argument yet: it ran where the API puts it")
     times = []
     for i in range(max(1, frames)):
         cam = camera_at(-30.0 + 60.0 * i / max(1, frames - 1), 0.0, render_res)
         t0 = time.perf_counter()
-        out = portrait.render(cam, **rkw)
+        out = portrait.render(cam, device=str(dev))
         _sync(dev)
         times.append(time.perf_counter() - t0)
     steady = times[1:] or times
@@ -73,7 +57,6 @@ def run(device: str = "cpu", res: int = 128, steps: int = 32, render_res: int = 
                    "steady_s": round(sorted(steady)[len(steady) // 2], 4),
                    "fps": round(1.0 / max(1e-9, sorted(steady)[len(steady) // 2]), 2),
                    "rgb_device": str(out["rgb"].device)},
-        "device_note": "; ".join(notes) or None,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
@@ -100,8 +83,6 @@ def main(argv=None):
     else:
         print(f"finetune {r['finetune']['steps']} steps at {r['finetune']['res']}²: {r['finetune']['seconds']} s; "
               f"render {r['render']['res']}²: {r['render']['fps']} frames/s on {r['render']['rgb_device']}")
-        if r["device_note"]:
-            print("note:", r["device_note"])
     return 0
 
 

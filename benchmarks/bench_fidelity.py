@@ -63,7 +63,7 @@ def view_strip(subj, pf, m) -> np.ndarray:
     views = [subj.frontal_index, m["views"][order[len(order) // 2]], m["views"][order[-1]]]
     tiles = []
     for v in views:
-        tiles += [gt[v], pf.render(subj.cameras[v])["rgb"].numpy()]
+        tiles += [gt[v], pf.render(subj.cameras[v])["rgb"].cpu().numpy()]
     return make_grid_image(tiles, ncols=len(tiles), pad=2)
 
 
@@ -86,7 +86,7 @@ def photo_input_psnr(init, seconds=None, progress: bool = True, pictures: list |
         from pnerf_fast.render.video import make_grid_image
 
         res = subj.cameras[0].width
-        sides = [pf.render(paths.camera_on_sphere(y, 0.0, res))["rgb"].numpy() for y in (-30.0, 30.0)]
+        sides = [pf.render(paths.camera_on_sphere(y, 0.0, res))["rgb"].cpu().numpy() for y in (-30.0, 30.0)]
         tiles = [gt.numpy(), out.numpy()] + sides
         strip = make_grid_image(tiles, ncols=len(tiles), pad=2)
         h = pictures[0].shape[0] if pictures else strip.shape[0]  # the synthetic rows' height

@@ -102,7 +102,7 @@ def check_photo(name: str, init, res: int, progress: bool = True) -> tuple[dict,
     k = max(1, round(256 / res))  # the picture draws small crops larger
     for yaw in YAWS:
         cam = paths.camera_on_sphere(yaw, 0.0, res)
-        rgb = pf.render(cam)["rgb"].numpy()
+        rgb = pf.render(cam)["rgb"].cpu().numpy()
         proj = fc.project_landmarks(subj.landmarks, cam)
         cands = fc.detect_points24(rgb)
         v = fc.score_view(cands, proj)

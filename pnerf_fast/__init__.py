@@ -9,9 +9,11 @@ __version__ = "0.1.0"
 
 
 def backend_info() -> dict:
-    """What the native extension was compiled with, and what this process can use."""
+    """What the native extension was compiled with, and what this process can use;
+    ``device`` is the one ``device="auto"`` (and ``--device auto``) picks here."""
     import torch
 
+    from ._device import auto_device
     from ._native import native, native_error
 
     c = native()
@@ -24,6 +26,7 @@ def backend_info() -> dict:
         "cuda": "no",
         "cuda_archs": None,
         "gpu_available": torch.cuda.is_available(),
+        "device": str(auto_device()),
         "threads": torch.get_num_threads(),
     }
     if c is None:

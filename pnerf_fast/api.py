@@ -4,6 +4,10 @@
     portrait = pnerf_fast.finetune("me.jpg", seconds=30)        # or a subject folder
     out = portrait.render(camera)                               # rgb, depth, opacity
     portrait.save("me.pt"); portrait = pnerf_fast.load("me.pt")
+
+Every function takes ``device``: "auto" (the default: CUDA when torch sees a GPU and
+pnerf_fast._C was compiled with CUDA, else the CPU), "cpu", "cuda" or "cuda:N".
+Checkpoints hold no device: they are saved from the CPU and loaded onto the one asked for.
 """
 from __future__ import annotations
 
@@ -11,17 +15,19 @@ from .train.finetune import finetune
 from .train.model import PortraitField, PortraitModel
 
 
-def load(path) -> PortraitField:
-    """Load a finetuned portrait written by PortraitField.save / `pnerf finetune`."""
-    return PortraitField.load(path)
+def load(path, device="auto") -> PortraitField:
+    """Load a finetuned portrait written by PortraitField.save / `pnerf finetune` onto
+    ``device`` ("auto" | "cpu" | "cuda" | "cuda:N")."""
+    return PortraitField.load(path, device)
 
 
-def load_prior(path=None) -> PortraitModel:
+def load_prior(path=None, device="auto") -> PortraitModel:
     """Load a pretrained prior: a path, a shipped prior's name ("latent", the default, or
-    "meta", the paper's meta-learned initialisation), or None (the default)."""
+    "meta", the paper's meta-learned initialisation), or None (the default), onto
+    ``device`` ("auto" | "cpu" | "cuda" | "cuda:N")."""
     from .train.finetune import prior_path
 
-    return PortraitModel.load(prior_path(path))
+    return PortraitModel.load(prior_path(path), device)
 
 
 __all__ = ["finetune", "load", "load_prior", "PortraitField", "PortraitModel"]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._device import resolve_device
 from .data.format import Subject, load_dataset
 from .train.finetune import finetune
 from .train.model import PortraitField, PortraitModel
@@ -79,12 +80,12 @@ def score_subject(portrait: PortraitField, subject: Subject, views: list[int] | 
     preds, gts, masks = [], [], []
     for v in views:
         out = portrait.render(subject.cameras[v])
-        preds.append(out["rgb"].numpy())
+        preds.append(out["rgb"].cpu().numpy())
         gts.append(targets[v])
         masks.append(subject.masks[v] > 0.5 if subject.masks is not None else None)
         if progress is not None:
             progress.update(1)
-    m = evaluate_views(preds, gts, masks=None if masks[0] is None else masks, lpips=lpips)
+    m = evaluate_views(preds, gts, masks=None if masks[0] is None else masks, lpips=lpips, device=portrait.device)
     m["views"] = list(views)
     m["angles"] = view_angles(subject, views)
     m["by_angle"] = split_by_angle(m["per_view"], m["angles"])
@@ -93,7 +94,7 @@ def score_subject(portrait: PortraitField, subject: Subject, views: list[int] | 
 
 def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = None, seed: int = 0,
                progress: bool = False, lr=None, rays_per_step: int = 512, grid_every: int = 32,
-               start: str = "scratch", steps: int | None = None) -> PortraitField:
+               start: str = "scratch", steps: int | None = None, device="auto") -> PortraitField:
     """The multi-view oracle: the field fitted to ALL views of ``subject`` for
     ``seconds`` (or exactly ``steps`` steps), in ``like``'s coordinates, on a grid that holds the subject's all-view
     visual hull (no clipping), then scored on the same novel views as the single-view
@@ -105,7 +106,7 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
     (24 dB in 3 s there; 1e-2 / 1e-3 on 2,048 rays bought 9-17 dB in a minute).
     ``start="prior"``: ``like`` (a prior, left untouched) finetuned exactly as from one
     photo (code first, then all weights), but on all views: the gap is then what one view
-    costs this prior."""
+    costs this prior. ``device``: where it is fitted (see finetune)."""
     import copy
     import time
 
@@ -125,6 +126,7 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
     from .train.model import _field_cfg_dict, build_field
     from .train.pretrain import make_optimizer, ray_loss
 
+    dev = resolve_device(device)
     views = list(range(subject.num_views))
     if start == "prior":
         model = copy.deepcopy(like)
@@ -132,7 +134,8 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
         # covers it with the visual hull of the views it fits (all of them), and no opacity
         # penalty on the cells that adds (they are the subject's)
         model.cfg.finetune.cover, model.cfg.finetune.empty_reg = True, 0.0
-        pf = finetune(subject, init=model, seconds=seconds, steps=steps, views=views, seed=seed, progress=progress)
+        pf = finetune(subject, init=model, seconds=seconds, steps=steps, views=views, seed=seed, progress=progress,
+                      device=dev)
         pf.info["start"] = "prior"
         return pf
     torch.manual_seed(seed)
@@ -140,8 +143,8 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
     fcfg["latent_dim"] = 0
     cfg = copy.deepcopy(like.cfg)
     cfg.field = "fast"
-    model = PortraitModel(cfg, like.mean_face, field=build_field(fcfg))
-    sr = SubjectRays(subject, like.mean_face, like.cfg.coordinates)
+    model = PortraitModel(cfg, like.mean_face, field=build_field(fcfg)).to(dev)
+    sr = SubjectRays(subject, like.mean_face, like.cfg.coordinates, device=dev)
     # The subject's own visual hull from all its views, dilated: it contains the whole
     # subject (no clipping), and keeps the first steps cheap (a full box of empty cells
     # made 60 s buy ~100 steps and 9-12 dB).
@@ -150,7 +153,7 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
     if sr.has_mask:
         model.grid.restrict_(dilate_cells(model.grid, subject_hull(model.grid, sr), 2))
     opt = make_optimizer(model.field, "adam", lr or GroupLR(1e-1, 1e-2))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=dev).manual_seed(seed)
     model.field.train()
     t0 = time.perf_counter()
     step = 0
@@ -174,12 +177,15 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
 def evaluate_prior(data_root, init, split: str = "test", steps: int | None = None, seconds: float | None = None,
                    max_subjects: int | None = None, lpips: bool = True, progress: bool = True,
                    seed: int = 0, oracle_seconds: float | None = None, finetune_kw: dict | None = None,
-                   on_subject=None, oracle_start: str = "scratch") -> dict:
+                   on_subject=None, oracle_start: str = "scratch", device="auto") -> dict:
     """Finetune ``init`` on each held-out subject's frontal view; score its input view
     and its other views (overall and by angle band); with ``oracle_seconds``, also fit
     and score the multi-view oracle. ``on_subject(subject, portrait, metrics)`` is called
-    for each (e.g. to save pictures). -> {"subjects": [...], "mean": {...}}."""
+    for each (e.g. to save pictures). ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"):
+    where the finetunes, oracles and renders run. -> {"subjects": [...], "mean": {...}}."""
     from tqdm import tqdm
+
+    dev = resolve_device(device)
 
     ds = load_dataset(data_root)
     names = ds.subjects(split)[: max_subjects or None]
@@ -190,16 +196,18 @@ def evaluate_prior(data_root, init, split: str = "test", steps: int | None = Non
         subj = ds.subject(name)
         if not subj.query_indices():
             raise ValueError(f"{data_root}: subject {name} has only its frontal frame; evaluation needs other views")
-        model = PortraitModel.load(init)  # a fresh copy of the prior per subject
+        model = PortraitModel.load(init, dev)  # a fresh copy of the prior per subject
         t0 = time.perf_counter()
-        pf = finetune(subj, init=model, steps=steps, seconds=seconds, progress=False, seed=seed, **(finetune_kw or {}))
+        pf = finetune(subj, init=model, steps=steps, seconds=seconds, progress=False, seed=seed, device=dev,
+                      **(finetune_kw or {}))
         ft_s = time.perf_counter() - t0
         m = score_subject(pf, subj, lpips=lpips)
         inp = score_subject(pf, subj, views=[subj.frontal_index], lpips=False)
         m["input"] = {k: inp[k] for k in ("psnr", "ssim", "psnr_fg", "ssim_fg") if k in inp}
         m.update(subject=name, finetune_s=ft_s, finetune_steps=pf.info["steps"])
         if oracle_seconds:
-            orc = fit_oracle(subj, PortraitModel.load(init), oracle_seconds, seed=seed, start=oracle_start)
+            orc = fit_oracle(subj, PortraitModel.load(init, dev), oracle_seconds, seed=seed, start=oracle_start,
+                             device=dev)
             om = score_subject(orc, subj, lpips=lpips)
             m["oracle"] = {k: om[k] for k in METRIC_KEYS if k in om}
             m["oracle"]["steps"] = orc.info["steps"]

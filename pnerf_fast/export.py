@@ -358,14 +358,14 @@ def point_cloud(portrait, cams=None, min_opacity: float = 0.5, chunk: int = 1 <<
     bg = portrait.background
     for cam in cams:
         out = portrait.render(cam, chunk=chunk)
-        opa = out["opacity"].reshape(-1).numpy().astype(np.float64)
+        opa = out["opacity"].reshape(-1).cpu().numpy().astype(np.float64)
         keep = opa >= min_opacity
         if not keep.any():
             continue
         o, d = cam.rays(dtype=torch.float64)
-        t = out["depth"].reshape(-1).numpy()[keep] / opa[keep]
+        t = out["depth"].reshape(-1).cpu().numpy()[keep] / opa[keep]
         pts.append(o.numpy()[keep] + d.numpy()[keep] * t[:, None])
-        rgb = out["rgb"].reshape(-1, 3).numpy()[keep].astype(np.float64)
+        rgb = out["rgb"].reshape(-1, 3).cpu().numpy()[keep].astype(np.float64)
         rgb = (rgb - (1 - opa[keep, None]) * bg) / opa[keep, None]
         cols.append((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
     if not pts:

@@ -316,10 +316,14 @@ class LPIPSMetric:
         return d[0] if single else d
 
 
-@lru_cache(maxsize=1)
-def get_lpips() -> LPIPSMetric:
-    """The process-wide LPIPS network (built once, about 1-3 s)."""
-    return LPIPSMetric()
+def get_lpips(device="cpu") -> LPIPSMetric:
+    """The process-wide LPIPS network on ``device`` (built once per device, about 1-3 s)."""
+    return _lpips_on(str(torch.device(device)))
+
+
+@lru_cache(maxsize=4)
+def _lpips_on(device: str) -> LPIPSMetric:
+    return LPIPSMetric(device=device)
 
 
 def lpips_distance(pred, target, mask=None) -> float:
@@ -330,14 +334,14 @@ def lpips_distance(pred, target, mask=None) -> float:
 
 # ----------------------------------------------------------------------------- views
 
-def evaluate_views(preds, targets, masks=None, lpips: bool = True) -> dict:
+def evaluate_views(preds, targets, masks=None, lpips: bool = True, device="cpu") -> dict:
     """Score rendered views against ground truth.
 
     preds, targets: sequences (or stacked arrays) of [H, W, 3] images in [0, 1].
     masks: None, or per view an [H, W] foreground mask (e.g. gt alpha > 0.5).
     -> {"psnr": mean, "ssim": mean, "lpips": mean, ("psnr_fg", "ssim_fg", "lpips_fg": means
     when masks are given), "n_views": n, "per_view": {metric: [one float per view]}}.
-    Views may differ in size. LPIPS is left out when ``lpips=False``.
+    Views may differ in size. LPIPS is left out when ``lpips=False``, and runs on ``device``.
     """
     preds, targets = list(preds), list(targets)
     if len(preds) != len(targets):
@@ -351,7 +355,7 @@ def evaluate_views(preds, targets, masks=None, lpips: bool = True) -> dict:
     per = {k: [] for k in ["psnr", "ssim"] + (["lpips"] if lpips else [])}
     if masks is not None:
         per.update({k: [] for k in ["psnr_fg", "ssim_fg"] + (["lpips_fg"] if lpips else [])})
-    net = get_lpips() if lpips else None
+    net = get_lpips(device) if lpips else None
     for i, (p, t) in enumerate(zip(preds, targets)):
         try:
             pi, ti = _images(p, t, channels=3)

@@ -10,6 +10,8 @@
 Each gets a picture of its input, the re-render of the input, and side views
 (``synthetic_views.png``: with the ground truth of each side view; ``photo_views.png``).
 """
+from ._device_arg import add_device_argument, device_from_args
+
 NAME = "demo"
 HELP = "Finetune the shipped prior on a held-out synthetic subject and on a real photo; render videos; print metrics."
 
@@ -22,6 +24,7 @@ def add_arguments(p):
     p.add_argument("--res", type=int, default=128, help="video resolution")
     p.add_argument("--photo", default=None, help="use this photo instead of the astronaut")
     p.add_argument("--no-lpips", action="store_true")
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
 
 
@@ -64,13 +67,14 @@ def run(args):
     from ..render.video import make_grid_image, save_png
     from ..train.finetune import as_subject, default_prior_path
 
+    device = device_from_args(args)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     log = print
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     assets = Path(__file__).resolve().parents[1] / "assets"
     t_all = time.perf_counter()
-    prior = load_prior()
+    prior = load_prior(device=device)
     log(f"prior: {default_prior_path()} ({prior.cfg.method}, {prior.cfg.coordinates} coordinates)")
     report = {}
 
@@ -78,7 +82,7 @@ def run(args):
     subj = load_subject(assets / "demo_subject")
     log(f"[1/2] synthetic subject {subj.name}: finetuning on its frontal view only")
     t0 = time.perf_counter()
-    pf = finetune(subj, init=prior, steps=args.steps, seconds=args.seconds, progress=not args.quiet)
+    pf = finetune(subj, init=prior, steps=args.steps, seconds=args.seconds, progress=not args.quiet, device=device)
     ft = time.perf_counter() - t0
     from tqdm import tqdm
 
@@ -97,9 +101,9 @@ def run(args):
     q = subj.query_indices()
     order = np.argsort(m["angles"])
     sides = [q[order[len(order) // 2]], q[order[-1]]]  # a middle and the widest angle
-    tiles = [gt[subj.frontal_index], pf.render(subj.cameras[subj.frontal_index])["rgb"].numpy()]
+    tiles = [gt[subj.frontal_index], pf.render(subj.cameras[subj.frontal_index])["rgb"].cpu().numpy()]
     for v in sides:
-        tiles += [gt[v], pf.render(subj.cameras[v])["rgb"].numpy()]
+        tiles += [gt[v], pf.render(subj.cameras[v])["rgb"].cpu().numpy()]
     save_png(out / "synthetic_views.png", make_grid_image(tiles, ncols=len(tiles), pad=2))
     _videos(pf, "synthetic", out, args, log)
 
@@ -113,9 +117,10 @@ def run(args):
     log("[2/2] photo: aligning (offline MediaPipe), finetuning on it")
     t0 = time.perf_counter()
     psubj = as_subject(photo)
-    pf2 = finetune(psubj, init=load_prior(), steps=args.steps, seconds=args.seconds, progress=not args.quiet)
+    pf2 = finetune(psubj, init=load_prior(device=device), steps=args.steps, seconds=args.seconds,
+                   progress=not args.quiet, device=device)
     ft2 = time.perf_counter() - t0
-    front2 = pf2.render(psubj.cameras[0])["rgb"]
+    front2 = pf2.render(psubj.cameras[0])["rgb"].cpu()
     gt2 = torch.as_tensor(psubj.composite(1.0)[0])
     p_fg = psnr(front2, gt2, torch.as_tensor(psubj.masks[0] > 0.5)) if psubj.masks is not None else float("nan")
     log(f"  align + finetune: {ft2:.1f} s ({psubj.cameras[0].width}x{psubj.cameras[0].height})")
@@ -123,7 +128,7 @@ def run(args):
     report["photo"] = {"finetune_s": ft2, "input_psnr_fg": p_fg}
     res = psubj.cameras[0].width
     side_cams = [paths.camera_on_sphere(y, 0.0, res) for y in (-30.0, 30.0)]
-    tiles = [gt2.numpy(), front2.numpy()] + [pf2.render(c)["rgb"].numpy() for c in side_cams]
+    tiles = [gt2.numpy(), front2.numpy()] + [pf2.render(c)["rgb"].cpu().numpy() for c in side_cams]
     save_png(out / "photo_views.png", make_grid_image(tiles, ncols=len(tiles), pad=2))
     _videos(pf2, "photo", out, args, log)
     pf2.save(out / "photo_portrait.pt")

@@ -1,4 +1,6 @@
 """pnerf eval: the paper's protocol on held-out subjects (frontal in, other views scored)."""
+from ._device_arg import add_device_argument, device_from_args
+
 NAME = "eval"
 HELP = "Finetune a prior on each held-out subject's frontal view and score all other views (PSNR/SSIM/LPIPS)."
 
@@ -19,6 +21,7 @@ def add_arguments(p):
                    help="the oracle: a random field fitted to all views (default: what the field can hold), "
                         "or the prior finetuned on all views (what one view costs it)")
     p.add_argument("--json", default=None, help="write the full results (per view, per subject) here")
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
 
 
@@ -28,6 +31,7 @@ def run(args):
     from ..evaluate import evaluate_prior, write_json
     from ..train.finetune import prior_path
 
+    device = device_from_args(args)
     for name, v in (("--seconds", args.seconds), ("--oracle", args.oracle)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise ValueError(f"argument {name}: must be a positive number of seconds, got {v}")
@@ -41,7 +45,7 @@ def run(args):
     check_output(args.json, "--json", [args.data, init])
     res = evaluate_prior(args.data, init, args.split, args.steps, args.seconds, args.max_subjects,
                          lpips=not args.no_lpips, progress=not args.quiet, oracle_seconds=args.oracle,
-                         oracle_start=args.oracle_start)
+                         oracle_start=args.oracle_start, device=device)
     if args.json:
         write_json(res, args.json)
     print(format_report(res))

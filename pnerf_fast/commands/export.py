@@ -1,4 +1,6 @@
 """pnerf export: a finetuned portrait as a mesh (.ply, .obj, .glb) or a coloured point cloud (.ply)."""
+from ._device_arg import add_device_argument, device_from_args
+
 NAME = "export"
 HELP = "Export a finetuned portrait as a mesh (marching cubes, .ply/.obj/.glb) or a coloured point cloud (.ply)."
 
@@ -20,6 +22,7 @@ def add_arguments(p):
                    help="--mesh: also draw the mesh (frontal and 30° views, colour and shading) to this PNG")
     p.add_argument("--views", type=int, default=15, help="--points: views rendered around the head (a yaw x pitch grid)")
     p.add_argument("--view-res", type=int, default=128, help="--points: resolution of each view")
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
 
 
@@ -31,6 +34,7 @@ def run(args):
     from .._io import check_output
     from ..export import MESH_SUFFIXES, POINT_SUFFIXES, MeshConfig, _xatlas, export_mesh, export_points
 
+    device = device_from_args(args)
     if args.mesh is None and args.points is None:
         raise ValueError("nothing to export: give --mesh OUT.ply|.obj|.glb and/or --points OUT.ply")
     cfg = MeshConfig(res=args.res, threshold=args.threshold, keep_all=args.keep_all, texture=args.texture,
@@ -66,7 +70,7 @@ def run(args):
     from ..api import load
     from ..render import paths
 
-    portrait = load(args.model)
+    portrait = load(args.model, device=device)
     if args.texture and args.res > 96 and not args.quiet:
         import sys
 

@@ -1,4 +1,6 @@
 """pnerf finetune: adapt the prior to one frontal image (subject folder or photo)."""
+from ._device_arg import add_device_argument, device_from_args
+
 NAME = "finetune"
 HELP = "Finetune the prior on one frontal image: a subject folder or a photo (aligned on the fly)."
 
@@ -20,6 +22,7 @@ def add_arguments(p):
                         "default: the prior's, 0 = off; helps symmetric light-stage heads, costs real photos "
                         "input fidelity)")
     p.add_argument("--preview", default=None, help="also render the frontal view to this PNG")
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
 
 
@@ -28,6 +31,7 @@ def run(args):
 
     from ..api import finetune
 
+    device = device_from_args(args)
     for name, v, lo in (("--steps", args.steps, 0), ("--code-steps", args.code_steps, 0), ("--res", args.res, 32)):
         if v is not None and v < lo:
             raise ValueError(f"argument {name}: must be >= {lo}, got {v}")
@@ -47,7 +51,8 @@ def run(args):
     if args.preview and not args.preview.lower().endswith(".png"):
         raise ValueError(f"argument --preview: must end in .png, got {args.preview!r}")
     portrait = finetune(args.source, init=args.init, steps=args.steps, seconds=args.seconds, seed=args.seed,
-                        progress=not args.quiet, code_steps=args.code_steps, res=args.res, mirror=args.mirror)
+                        progress=not args.quiet, code_steps=args.code_steps, res=args.res, mirror=args.mirror,
+                        device=device)
     portrait.save(args.out)
     i = portrait.info
     print(f"finetuned {i['subject']}: {i['steps']} steps in {i['seconds']:.1f} s "
@@ -56,6 +61,6 @@ def run(args):
         from ..render.video import save_png
 
         out = portrait.render(portrait.frontal_camera)
-        save_png(args.preview, out["rgb"].numpy())
+        save_png(args.preview, out["rgb"].cpu().numpy())
         print(f"preview: {args.preview}")
     return 0

@@ -1,6 +1,8 @@
 """pnerf pretrain: learn the portrait prior (meta | joint | random) on a light stage."""
 from pathlib import Path
 
+from ._device_arg import add_device_argument, device_from_args
+
 NAME = "pretrain"
 HELP = "Pretrain the prior on a multi-view dataset: meta-learning (the paper), joint, or random init."
 
@@ -24,8 +26,10 @@ def add_arguments(p):
                    help="start from this prior's weights and grid (continue training); a shipped prior by name: "
                         "meta, latent")
     p.add_argument("--nproc", type=int, default=1,
-                   help="train in this many processes on this machine (torch.distributed through torchrun, gloo); "
+                   help="train in this many processes on this machine (torch.distributed through torchrun: gloo, or nccl "
+                        "with --device cuda, one GPU per process); "
                         "see docs/DISTRIBUTED.md for several machines")
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
 
 
@@ -34,7 +38,7 @@ def _child_argv(args) -> list[str]:
     out = ["--data", str(args.data), "--out", str(args.out)]
     for flag, v in (("--method", args.method), ("--config", args.config), ("--coordinates", args.coordinates),
                     ("--seed", args.seed), ("--epochs", args.epochs), ("--steps", args.steps),
-                    ("--max-seconds", args.max_seconds), ("--init", args.init)):
+                    ("--max-seconds", args.max_seconds), ("--init", args.init), ("--device", args.device)):
         if v is not None:
             out += [flag, str(v)]
     for item in args.set:
@@ -52,6 +56,7 @@ def run(args):
 
     from .._io import check_output, safe_yaml_load
 
+    device = device_from_args(args)
     if args.max_seconds is not None and not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
         raise ValueError(f"argument --max-seconds: must be a positive number of seconds, got {args.max_seconds}")
     for name, v in (("--epochs", args.epochs), ("--steps", args.steps), ("--nproc", args.nproc)):
@@ -111,7 +116,7 @@ def run(args):
                                     "message is above); run it again to resume from its last checkpoint")
         return 0  # rank 0 said what it wrote
     res = pretrain(args.data, args.out, cfg, resume=not args.no_resume, progress=not args.quiet,
-                   max_seconds=args.max_seconds, init=init)
+                   max_seconds=args.max_seconds, init=init, device=device)
     if not under_torchrun or int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {res.path} ({cfg.method}, {cfg.coordinates}): {res.visits} visits in {res.seconds:.0f} s")
     return 0

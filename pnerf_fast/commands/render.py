@@ -1,4 +1,6 @@
 """pnerf render: videos and images of a finetuned portrait along a camera path."""
+from ._device_arg import add_device_argument, device_from_args
+
 NAME = "render"
 HELP = ("Render a finetuned portrait along a path (orbit, dolly-zoom: the paper's perspective change, grid, "
         "or a nerfstudio camera_path.json).")
@@ -19,6 +21,7 @@ def add_arguments(p):
     p.add_argument("--out", default=None, help="FILE.mp4, FILE.gif, or a folder for PNG frames")
     p.add_argument("--no-depth", action="store_true", help="skip the depth video (default: OUT_depth.*)")
     p.add_argument("--chunk", type=int, default=1 << 14, help="rays per rendering chunk (memory)")
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
 
 
@@ -51,8 +54,8 @@ def render_path(portrait, cams, chunk=1 << 14, progress=True, desc="render"):
     bar = tqdm(total=sum(c.width * c.height for c in cams), desc=desc, unit="ray", unit_scale=True, disable=not progress)
     for cam in cams:
         out = portrait.render(cam, chunk=chunk, progress=bar)
-        rgbs.append((out["rgb"].numpy() * 255 + 0.5).astype(np.uint8))
-        depths.append(depth_to_rgb(out["depth"].numpy(), out["opacity"].numpy()))
+        rgbs.append((out["rgb"].cpu().numpy() * 255 + 0.5).astype(np.uint8))
+        depths.append(depth_to_rgb(out["depth"].cpu().numpy(), out["opacity"].cpu().numpy()))
     bar.close()
     return rgbs, depths
 
@@ -76,6 +79,7 @@ def run(args):
 
     from .._io import check_output
 
+    device = device_from_args(args)
     for name, v, lo in (("--fps", args.fps, 1), ("--chunk", args.chunk, 1)):
         if v is not None and v < lo:
             raise ValueError(f"argument {name}: must be >= {lo}, got {v}")
@@ -101,7 +105,7 @@ def run(args):
         print(f"wrote {args.save_camera_path}: {len(cams)} cameras at {cams[0].width}x{cams[0].height}")
         if args.out is None:
             return 0
-    portrait = load(args.model)
+    portrait = load(args.model, device=device)
     t0 = time.perf_counter()
     rgbs, depths = render_path(portrait, cams, args.chunk, not args.quiet, desc=f"render {what}")
     dt = time.perf_counter() - t0

@@ -1,4 +1,6 @@
 """pnerf view: look around a finetuned portrait in the browser (viser)."""
+from ._device_arg import add_device_argument, device_from_args
+
 NAME = "view"
 HELP = ("Open a finetuned portrait in an interactive web viewer (viser): orbit and zoom, RGB/depth/opacity, "
         "a dolly-zoom focal-length slider, PNG snapshots and camera_path.json keyframes.")
@@ -15,6 +17,7 @@ def add_arguments(p):
                         "(default: 128, or --res if smaller)")
     p.add_argument("--fps", type=float, default=5.0, help="frame rate aimed at while the camera moves")
     p.add_argument("--out-dir", default=".", help="where Save PNG and Save camera path write (default: here)")
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true", help="print only the URL")
 
 
@@ -53,13 +56,14 @@ def run(args):
     from ..api import load
     from ..viewer.app import Viewer, ViewerConfig, viser_module
 
+    device = device_from_args(args)
     preview = min(128, args.res) if args.preview_res is None else args.preview_res
     cfg = ViewerConfig(res=args.res, preview_res=preview, fps=args.fps, out_dir=Path(args.out_dir),
                        name=Path(args.model).stem or "portrait", verbose=not args.quiet).check()
     check_output(cfg.out_dir / f"{cfg.name}_camera_path.json", "--out-dir", [args.model], kind="file")
     check_port(args.host, args.port)
     viser_module()
-    portrait = load(args.model)
+    portrait = load(args.model, device=device)
     viewer = Viewer(portrait, cfg)
     url = viewer.start(args.host, args.port)
     print(f"pnerf view: {url}  (Ctrl+C to stop)", flush=True)

@@ -99,12 +99,13 @@ class OccupancyGrid(nn.Module):
         if not 0 < fraction <= 1:
             raise ValueError(f"OccupancyGrid.update: argument 'fraction' must be in (0, 1], got {fraction}")
         dev = self.density.device
+        gdev = dev if generator is None else generator.device  # random numbers come from the generator's device
         n = self.geometry.n_cells
         if fraction >= 1:
             idx = torch.arange(n, device=dev)
         else:
-            idx = torch.randperm(n, generator=generator, device="cpu")[: max(1, int(n * fraction))].to(dev)
-        jit = torch.rand(idx.shape[0], 3, generator=generator, device="cpu").to(dev)
+            idx = torch.randperm(n, generator=generator, device=gdev)[: max(1, int(n * fraction))].to(dev)
+        jit = torch.rand(idx.shape[0], 3, generator=generator, device=gdev).to(dev)
         pos = cell_positions(self.geometry, idx, jit, device=dev)
         sig = torch.cat([density_fn(pos[i:i + chunk]).reshape(-1).float() for i in range(0, pos.shape[0], chunk)]) \
             if pos.shape[0] else pos.new_zeros(0)
@@ -119,10 +120,11 @@ class OccupancyGrid(nn.Module):
         """Set ``density`` to the max of ``density_fn`` over a few jittered points per cell
         (cell centres when samples_per_cell == 1) and mark ``bits`` from it."""
         dev = self.density.device
+        gdev = dev if generator is None else generator.device
         n = self.geometry.n_cells
         best = torch.zeros(n, device=dev)
         for s in range(samples_per_cell):
-            jit = None if samples_per_cell == 1 else torch.rand(n, 3, generator=generator).to(dev)
+            jit = None if samples_per_cell == 1 else torch.rand(n, 3, generator=generator, device=gdev).to(dev)
             pos = cell_positions(self.geometry, None, jit, device=dev)
             sig = torch.cat([density_fn(pos[i:i + chunk]).reshape(-1).float() for i in range(0, n, chunk)])
             best = torch.maximum(best, sig)

@@ -251,7 +251,7 @@ def _march_torch(rays_o, rays_d, grid, grid_bits, cfg, warp_table, warp_index, j
     if t_max is not None:
         far = torch.minimum(far, t_max * ln)
     u = jitter if jitter is not None else torch.zeros(N, dtype=dt, device=dev)
-    step = torch.tensor(cfg.step, dtype=dt)
+    step = torch.tensor(cfg.step, dtype=dt, device=dev)
     if cfg.cone_angle <= 0:
         span = float((far - near).clamp_min(0).max()) if N else 0.0
         K = min(cfg.max_steps, int(span / cfg.step) + 2)

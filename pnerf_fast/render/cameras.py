@@ -80,17 +80,18 @@ class Camera:
 
 def pixel_rays(cam: Camera, pixels: torch.Tensor | None = None, device="cpu", dtype=torch.float32):
     """Rays through pixel centres. ``pixels`` is [n, 2] (u, v) integer or float pixel
-    coordinates (centres at +0.5 are added for integer input); None means all pixels."""
+    coordinates (centres at +0.5 are added for integer input); None means all pixels.
+    The rays are computed (in float64) and returned on ``device``."""
     if pixels is None:
         v, u = torch.meshgrid(
-            torch.arange(cam.height, dtype=torch.float64),
-            torch.arange(cam.width, dtype=torch.float64),
+            torch.arange(cam.height, dtype=torch.float64, device=device),
+            torch.arange(cam.width, dtype=torch.float64, device=device),
             indexing="ij",
         )
         u = u.reshape(-1) + 0.5
         v = v.reshape(-1) + 0.5
     else:
-        pixels = torch.as_tensor(pixels)
+        pixels = torch.as_tensor(pixels, device=device)
         if pixels.ndim != 2 or pixels.shape[1] != 2:
             raise ValueError(f"pixels must be [n, 2], got {tuple(pixels.shape)}")
         pf = pixels.to(torch.float64)
@@ -98,7 +99,7 @@ def pixel_rays(cam: Camera, pixels: torch.Tensor | None = None, device="cpu", dt
             pf = pf + 0.5
         u, v = pf[:, 0], pf[:, 1]
     d_cam = torch.stack([(u - cam.cx) / cam.fx, -(v - cam.cy) / cam.fy, -torch.ones_like(u)], -1)
-    c2w = torch.as_tensor(cam.c2w, dtype=torch.float64)
+    c2w = torch.as_tensor(cam.c2w, dtype=torch.float64, device=u.device)
     d = d_cam @ c2w[:3, :3].T
     d = d / d.norm(dim=-1, keepdim=True)
     o = c2w[:3, 3].expand_as(d)

@@ -214,7 +214,8 @@ def render_image(field, grid, camera, warp_table=None, cfg: RenderConfig = Rende
                  chunk: int = 1 << 14, progress=None):
     """Render a whole camera in chunks of rays -> (rgb [H,W,3], depth [H,W], opacity [H,W]).
 
-    Memory is bounded by ``chunk``: each chunk's rays are made on the fly (the same
+    Everything (rays, outputs) is made on the grid's device, where the field must be
+    too. Memory is bounded by ``chunk``: each chunk's rays are made on the fly (the same
     values as ``camera.rays()``, pixel for pixel) and its results are written into the
     preallocated outputs, so beyond the outputs themselves (20 bytes a pixel) nothing
     grows with the image. The result does not depend on ``chunk``."""
@@ -222,13 +223,14 @@ def render_image(field, grid, camera, warp_table=None, cfg: RenderConfig = Rende
         raise ValueError(f"render_image: chunk must be an integer >= 1, got {chunk!r:.60}")
     H, W = camera.height, camera.width
     n = H * W
-    rgb = torch.empty(n, 3)
-    depth = torch.empty(n)
-    opacity = torch.empty(n)
+    dev = grid.bits.device
+    rgb = torch.empty(n, 3, device=dev)
+    depth = torch.empty(n, device=dev)
+    opacity = torch.empty(n, device=dev)
     for i in range(0, n, chunk):
         j = min(i + chunk, n)
-        idx = torch.arange(i, j)
-        o, d = pixel_rays(camera, torch.stack([idx % W, idx // W], -1))
+        idx = torch.arange(i, j, device=dev)
+        o, d = pixel_rays(camera, torch.stack([idx % W, idx // W], -1), device=dev)
         r = render_rays(field, grid, o, d, warp_table, None, cfg, bg)
         rgb[i:j] = r.rgb
         depth[i:j] = r.depth

@@ -44,7 +44,11 @@ class SubjectRays:
     default 4 GiB, about 650 subjects at 128²): a dataset of any size then costs at most that, plus a re-read
     of an evicted subject's PNGs when it comes round again. Both ways give the same
     tensors, bit for bit (the same loader, resize and rays). Subjects with equal cameras
-    (a light-stage rig) share one copy of ``rays_o`` and ``rays_d``: treat them as read-only."""
+    (a light-stage rig) share one copy of ``rays_o`` and ``rays_d``: treat them as read-only.
+
+    Every tensor (rays, colours, masks, the warp table, batches) lives on ``device`` (a
+    torch.device or a string that torch.device takes; callers resolve the user's choice
+    with pnerf_fast._device.resolve_device); ``batch`` needs a generator on that device."""
 
     def __init__(self, subject: Subject, mean_face: np.ndarray | None, coordinates: str = "canonical",
                  scale: float = 1.0, device="cpu"):
@@ -150,21 +154,22 @@ class SubjectRays:
         if not views:
             raise ValueError(f"subject {self.name}: no views to sample from")
         P = self.hw[0] * self.hw[1]
-        v = torch.tensor(views)[torch.randint(0, len(views), (n,), generator=generator)]
-        p = torch.randint(0, P, (n,), generator=generator)
+        dev = self._device
+        v = torch.tensor(views, device=dev)[torch.randint(0, len(views), (n,), generator=generator, device=dev)]
+        p = torch.randint(0, P, (n,), generator=generator, device=dev)
         return self._gather(v, p, generator, random_bg, bg)
 
     def view_batch(self, view: int, bg: float = 1.0) -> RayBatch:
         """Every ray of one view, on a constant background."""
         P = self.hw[0] * self.hw[1]
-        v = torch.full((P,), view, dtype=torch.long)
-        return self._gather(v, torch.arange(P), None, False, bg)
+        v = torch.full((P,), view, dtype=torch.long, device=self._device)
+        return self._gather(v, torch.arange(P, device=self._device), None, False, bg)
 
     def _gather(self, v, p, generator, random_bg, bg) -> RayBatch:
         rays_o, rays_d, rgb, alpha = self._tensors()
         o, d, c, a = rays_o[v, p], rays_d[v, p], rgb[v, p], alpha[v, p]
         if random_bg and self.has_mask:
-            b = torch.rand(v.shape[0], 3, generator=generator).to(c)
+            b = torch.rand(v.shape[0], 3, generator=generator, device=c.device).to(c)
         else:
             b = torch.full((v.shape[0], 3), float(bg), device=c.device)
         target = c * a[:, None] + b * (1 - a[:, None])

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._device import resolve_device
 from ..data.format import Subject, load_subject
 from ..face.landmarks import TEMPLATE, mirror_matrix
 from ..face.procrustes import canonical_transform
@@ -100,6 +101,7 @@ def finetune(
     res: int | None = None,
     views: list[int] | None = None,
     mirror: float | None = None,
+    device="auto",
 ) -> PortraitField:
     """Finetune a prior on the frontal view of ``source`` (subject folder, photo path,
     image array or Subject). ``init``: a checkpoint path, a PortraitModel, or None for
@@ -131,7 +133,10 @@ def finetune(
     to fit (default: its input view; the multi-view oracle passes all of them, and the
     grid is then covered by their visual hull). ``callback(step, elapsed_s,
     field)`` runs after every step (for learning curves); time spent inside it is not
-    counted in ``elapsed_s`` nor in the ``seconds`` budget.
+    counted in ``elapsed_s`` nor in the ``seconds`` budget. ``device`` ("auto": CUDA when
+    available and compiled, else the CPU; "cpu", "cuda", "cuda:N"): where every tensor of
+    the fit lives (rays, images, warp table, grid, generator, field); a PortraitModel
+    ``init`` is moved there, and so is the returned portrait.
 
     A step whose loss or gradient is NaN or infinite is skipped with a RuntimeWarning (no
     update; it counts as a step); MAX_BAD_STEPS (5) in a row raise NonFiniteLossError (a
@@ -139,10 +144,11 @@ def finetune(
     returns (so never saves) a NaN."""
     from tqdm import tqdm
 
+    dev = resolve_device(device)
     if isinstance(init, PortraitModel):
-        model = init
+        model = init.to(dev)
     else:
-        model = PortraitModel.load(prior_path(init))
+        model = PortraitModel.load(prior_path(init), dev)
     if model.mean_face is None and model.cfg.coordinates == "canonical":
         raise ValueError("the init checkpoint has no mean face, which canonical coordinates need")
     if mirror is not None:
@@ -171,7 +177,7 @@ def finetune(
     opt_kind = optimizer or fc.optimizer
     n = rays_per_step or fc.rays_per_step
     subject = as_subject(source, res=res or PHOTO_RES)
-    sr = SubjectRays(subject, model.mean_face, model.cfg.coordinates)
+    sr = SubjectRays(subject, model.mean_face, model.cfg.coordinates, device=dev)
     if default_steps and fc.steps_res > 0:  # more pixels to fit: more steps
         steps = int(round(steps * min(4.0, max(1.0, max(sr.hw) / fc.steps_res))))
     if views is not None:
@@ -186,7 +192,7 @@ def finetune(
         if new_cells.numel() == 0 or fc.empty_reg <= 0:
             new_cells = None
     field.train()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=dev).manual_seed(seed)
     random_bg = sr.has_mask
     bg = 1.0
     if steps is not None and seconds is None:
@@ -200,7 +206,7 @@ def finetune(
     clock = _Clock()
     psnr = float("nan")
 
-    mirrorer = _mirror_of(subject, fc.mirror, fc.mirror_radius) if views is None else None
+    mirrorer = _mirror_of(subject, fc.mirror, fc.mirror_radius, dev) if views is None else None
     mirroring = True
     keeper = None  # the code stage's depth of the input view (finetune.depth_keep), from stage 2 on
 
@@ -215,14 +221,14 @@ def finetune(
             b, m, keep = mirrorer.batch(b, m, keep)
         values = keeper.sample_values(keep) if keep is not None and fc.depth_keep_mode != "mean" else None
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
-                          torch.rand(n, generator=gen), sample_values=values)
+                          torch.rand(n, generator=gen, device=dev), sample_values=values)
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
         if keep is not None:
             mse_loss = mse_loss + fc.depth_keep * keeper.loss(out, keep, m, fc.depth_keep_mode)
         if new_cells is None:
             return mse, mse_loss
-        pick = new_cells[torch.randint(0, new_cells.numel(), (n,), generator=gen)]
-        x = cell_positions(model.grid.geometry, pick, torch.rand(n, 3, generator=gen))
+        pick = new_cells[torch.randint(0, new_cells.numel(), (n,), generator=gen, device=dev)]
+        x = cell_positions(model.grid.geometry, pick, torch.rand(n, 3, generator=gen, device=dev), device=dev)
         opacity = 1 - torch.exp(-field.density(x) * model.render_cfg.step)
         return mse, mse_loss + fc.empty_reg * opacity.mean()
 
@@ -324,14 +330,14 @@ class _Mirror:
     """The world-space reflection x -> A x + b across a subject's face's plane of symmetry,
     and the ball (world centre, radius) that rays must pass through to be mirrored."""
 
-    def __init__(self, subject: Subject, radius: float):
-        m = torch.as_tensor(mirror_matrix(subject.landmarks), dtype=torch.float32)
+    def __init__(self, subject: Subject, radius: float, device):
+        m = torch.as_tensor(mirror_matrix(subject.landmarks), dtype=torch.float32, device=device)
         self.a, self.b = m[:3, :3], m[:3, 3]
         self.radius = None
         if radius > 0:
             to_template = canonical_transform(subject.landmarks, TEMPLATE)
             back = to_template.inverse()
-            self.centre = torch.as_tensor(back.apply(HEAD_CENTRE), dtype=torch.float32)
+            self.centre = torch.as_tensor(back.apply(HEAD_CENTRE), dtype=torch.float32, device=device)
             self.radius = radius * back.scale
 
     def batch(self, b: RayBatch, count: int, extra=None):
@@ -380,8 +386,9 @@ class _DepthKeeper:
 
     def batch(self, n: int, gen: torch.Generator, random_bg: bool, bg: float):
         """-> (n random rays of the input view, (their kept depths, weights, mask))"""
-        p = torch.randint(0, self.depth.shape[0], (n,), generator=gen)
-        b = self.sr._gather(torch.full((n,), self.view, dtype=torch.long), p, gen, random_bg, bg)
+        dev = self.depth.device
+        p = torch.randint(0, self.depth.shape[0], (n,), generator=gen, device=dev)
+        b = self.sr._gather(torch.full((n,), self.view, dtype=torch.long, device=dev), p, gen, random_bg, bg)
         return b, (self.depth[p], self.weight[p], self.mask[p])
 
     def sample_values(self, keep):
@@ -413,7 +420,7 @@ class _DepthKeeper:
         return torch.mean(w[skip:] * off * off)
 
 
-def _mirror_of(subject: Subject, fraction: float, radius: float = 0.0):
+def _mirror_of(subject: Subject, fraction: float, radius: float = 0.0, device="cpu"):
     """The subject's _Mirror, or None when ``fraction`` is 0 or it has no landmarks."""
     if not fraction > 0 or subject.landmarks is None:
         return None
@@ -421,7 +428,7 @@ def _mirror_of(subject: Subject, fraction: float, radius: float = 0.0):
         raise ValueError(f"finetune.mirror must be a fraction in [0, 1) (some rays stay real), got {fraction}")
     if not radius >= 0:
         raise ValueError(f"finetune.mirror_radius must be >= 0, got {radius}")
-    return _Mirror(subject, float(radius))
+    return _Mirror(subject, float(radius), device)
 
 
 def _photo_loss(out, batch, mirrored: int, rgb_weight: float):

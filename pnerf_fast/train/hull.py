@@ -17,11 +17,13 @@ from .data import SubjectRays
 
 @torch.no_grad()
 def subject_hull(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None) -> torch.Tensor:
-    """bool [n_cells]: cells inside this subject's visual hull (level 0 cells; coarser
-    levels are left allowed)."""
+    """bool [n_cells] on the CPU: cells inside this subject's visual hull (level 0 cells;
+    coarser levels are left allowed). The cell centres are projected through the numpy
+    cameras on the host, once per subject; callers move the result to the grid's device."""
     g = grid.geometry
     n0 = g.res ** 3
-    centres = cell_positions(g, torch.arange(n0)).double().numpy()
+    dev = grid.bits.device
+    centres = cell_positions(g, torch.arange(n0, device=dev), device=dev).double().cpu().numpy()
     world = sr.transform.inverse().apply(centres)
     H, W = sr.hw
     inside = torch.ones(n0, dtype=torch.bool)

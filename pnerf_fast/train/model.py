@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._device import module_device, resolve_device
 from .._io import public_mode_, short_repr
 from ..face.landmarks import CANONICAL_AABB
 from ..face.procrustes import SimilarityTransform
@@ -66,8 +67,14 @@ class PortraitModel(nn.Module):
                                   threshold=g.threshold / self.render_cfg.step)
         self.mean_face = None if mean_face is None else np.asarray(mean_face, dtype=np.float64)
         # Latent priors: the training subjects' codes [n, latent_dim] (their mean and
-        # spread guide the code fit at finetune); None otherwise.
-        self.codes: torch.Tensor | None = None
+        # spread guide the code fit at finetune); None otherwise. A buffer, so that
+        # .to(device) moves it with the field and grid (not in state_dict: state() writes it).
+        self.register_buffer("codes", None, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the field, grid and codes live."""
+        return module_device(self)
 
     def density_fn(self, field=None):
         f = field if field is not None else self.field
@@ -102,7 +109,10 @@ class PortraitModel(nn.Module):
         save_atomic(self.state(extra, half), path)
 
     @classmethod
-    def from_state(cls, st: dict, source: str = "<checkpoint>") -> "PortraitModel":
+    def from_state(cls, st: dict, source: str = "<checkpoint>", device="auto") -> "PortraitModel":
+        """The model of a checkpoint's state (read on the CPU: checkpoints hold no device),
+        moved to ``device`` ("auto" | "cpu" | "cuda" | "cuda:N")."""
+        dev = resolve_device(device)
         check_checkpoint(st, source)
         try:
             cfg = config_from_dict(st["train_config"])
@@ -148,11 +158,13 @@ class PortraitModel(nn.Module):
             if not isinstance(codes, torch.Tensor) or codes.ndim != 2 or codes.shape[1] != model.field.latent_dim:
                 raise ValueError(f"{source}: latent_codes must be a [n, {model.field.latent_dim}] tensor")
             model.codes = codes.float()
-        return model
+        return model.to(dev)
 
     @classmethod
-    def load(cls, path) -> "PortraitModel":
-        return cls.from_state(load_checkpoint(path), str(path))
+    def load(cls, path, device="auto") -> "PortraitModel":
+        """A prior or portrait's model from ``path``, on ``device`` (see from_state)."""
+        dev = resolve_device(device)  # a bad device fails before the file is read
+        return cls.from_state(load_checkpoint(path), str(path), dev)
 
 
 def check_checkpoint(st, source: str) -> None:
@@ -242,12 +254,37 @@ class PortraitField:
         self.info = info or {}
 
     @property
+    def device(self) -> torch.device:
+        """Where the portrait's field and grid live (where it renders)."""
+        return self.model.device
+
+    def to(self, device) -> "PortraitField":
+        """Move the portrait to ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"), in place."""
+        self.model.to(resolve_device(device))
+        return self
+
+    @property
     def warp_table(self) -> torch.Tensor:
-        return torch.as_tensor(self.transform.to_warp_row(), dtype=torch.float32)[None]
+        """[1, 12] float32 world -> canonical, on the portrait's device."""
+        return torch.as_tensor(self.transform.to_warp_row(), dtype=torch.float32, device=self.device)[None]
 
     @torch.no_grad()
-    def render(self, camera: Camera, chunk: int = 1 << 14, cfg: RenderConfig | None = None, progress=None):
-        """-> dict(rgb [H,W,3], depth [H,W] world distance, opacity [H,W]) as float tensors."""
+    def render(self, camera: Camera, chunk: int = 1 << 14, cfg: RenderConfig | None = None, progress=None,
+               device=None):
+        """Render ``camera``'s every pixel.
+
+        Args:
+            camera: a world-space Camera.
+            chunk: rays per batch (memory).
+            cfg: the RenderConfig (default: the model's).
+            progress: a tqdm-like bar, updated by rays.
+            device: where to render ("auto" | "cpu" | "cuda" | "cuda:N"); the portrait
+                moves there and stays. None (the default): where it is.
+        Returns:
+            dict(rgb [H, W, 3], depth [H, W] world distance, opacity [H, W]): float32
+            tensors on the portrait's device (``.cpu()`` before ``.numpy()``)."""
+        if device is not None:
+            self.to(device)
         self.model.field.eval()
         rgb, depth, opa = render_image(self.model.field, self.model.grid, camera, self.warp_table,
                                        cfg or self.model.render_cfg, self.background, chunk, progress)
@@ -267,9 +304,11 @@ class PortraitField:
         save_atomic(st, path)
 
     @classmethod
-    def load(cls, path) -> "PortraitField":
+    def load(cls, path, device="auto") -> "PortraitField":
+        """A finetuned portrait from ``path``, on ``device`` ("auto" | "cpu" | "cuda" | "cuda:N")."""
+        dev = resolve_device(device)
         st = load_checkpoint(path)
-        model = PortraitModel.from_state(st, str(path))
+        model = PortraitModel.from_state(st, str(path), dev)
         p = (st.get("extra") or {}).get("portrait")
         if p is None:
             raise ValueError(f"{path}: this is a pretrained prior, not a finetuned portrait (run `pnerf finetune` first)")

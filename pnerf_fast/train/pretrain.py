@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import glob
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._device import resolve_device
 from ..data.format import load_dataset
 from ..face.procrustes import generalized_procrustes
 from ..render.renderer import render_rays
@@ -137,7 +139,7 @@ def _bg_mode(cfg: TrainConfig):
 def ray_loss(model: PortraitModel, field, sr: SubjectRays, views, n, gen, cfg: TrainConfig):
     random_bg, bg = _bg_mode(cfg)
     b = sr.batch(views, n, gen, random_bg=random_bg, bg=bg)
-    jitter = torch.rand(n, generator=gen)
+    jitter = torch.rand(n, generator=gen, device=gen.device)
     out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg, jitter)
     return torch.mean((out.rgb - b.target) ** 2)
 
@@ -150,7 +152,7 @@ def ray_loss_share(model: PortraitModel, field, sr: SubjectRays, views, n, gen, 
         return ray_loss(model, field, sr, views, n, gen, cfg)
     random_bg, bg = _bg_mode(cfg)
     b = sr.batch(views, n, gen, random_bg=random_bg, bg=bg)
-    jitter = torch.rand(n, generator=gen)
+    jitter = torch.rand(n, generator=gen, device=gen.device)
     lo, hi = comm.bounds(n)
     out = render_rays(field, model.grid, b.rays_o[lo:hi], b.rays_d[lo:hi], sr.warp_table, None, model.render_cfg,
                       b.bg[lo:hi], jitter[lo:hi])
@@ -173,14 +175,15 @@ def data_parallel_step(comm, params, sparse, compute, guard: StepGuard, step) ->
     else:
         # [has-grad flags..., not-ok, mse] + dense grads + sparse rows, summed in one go
         head = torch.tensor([0.0 if p.grad is None else 1.0 for p in params]
-                            + [0.0 if local_ok else 1.0, float(mse.detach()) if local_ok else 0.0])
+                            + [0.0 if local_ok else 1.0, float(mse.detach()) if local_ok else 0.0],
+                            device=params[0].device)
         # a row-sparse table gradient (pnerf_fast/train/optim.py) is summed densely here
         dense = [p.grad.to_dense() if p.grad is not None and p.grad.is_sparse else
                  p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         rows = []
         for p, idx in sparse:
             if p.grad is None:
-                rows.append(torch.zeros(len(idx), p.shape[1], dtype=p.dtype))
+                rows.append(torch.zeros(len(idx), p.shape[1], dtype=p.dtype, device=p.device))
             else:
                 g = p.grad.coalesce()
                 if not torch.equal(g.indices()[0], idx):
@@ -325,11 +328,11 @@ def meta_batch_step(model: PortraitModel, fast, rays, subjects: list[int], cfg: 
     mean of their query updates (all-reduced). -> the mean query loss."""
     prior = list(model.field.parameters())
     b = len(subjects)
-    seeds = torch.randint(0, 2 ** 62, (b,), generator=gen).tolist()
+    seeds = torch.randint(0, 2 ** 62, (b,), generator=gen, device=gen.device).tolist()
     deltas = [torch.zeros_like(p) for p in prior]
     failed, q_sum, q_n = 0.0, 0.0, 0.0
     for j in range(comm.rank, b, comm.world):
-        g = torch.Generator().manual_seed(int(seeds[j]))
+        g = torch.Generator(device=gen.device).manual_seed(int(seeds[j]))
         try:
             losses = meta_subject_step(model, fast, rays[subjects[j]], cfg, g, names, into=deltas, guard=guard,
                                        step=step)
@@ -339,7 +342,8 @@ def meta_batch_step(model: PortraitModel, fast, rays, subjects: list[int], cfg: 
         if math.isfinite(losses["query"]):
             q_sum += losses["query"]
             q_n += 1
-    head = torch.tensor([failed, q_sum, q_n], dtype=deltas[0].dtype if deltas else torch.float32)
+    head = torch.tensor([failed, q_sum, q_n], dtype=deltas[0].dtype if deltas else torch.float32,
+                        device=gen.device)
     comm.all_reduce_sum_([head, *deltas])
     if float(head[0]) > 0:
         raise NonFiniteLossError(f"pretrain: the loss or its gradient was NaN or infinite in {guard.limit} steps in "
@@ -362,7 +366,8 @@ class PretrainResult:
     last_query_psnr: float | None
 
 
-def load_training_subjects(data_root, cfg: TrainConfig, split: str = "train", progress: bool = False):
+def load_training_subjects(data_root, cfg: TrainConfig, split: str = "train", progress: bool = False,
+                           device="cpu"):
     ds = load_dataset(data_root)
     names = ds.subjects(split)
     if not names:
@@ -371,25 +376,33 @@ def load_training_subjects(data_root, cfg: TrainConfig, split: str = "train", pr
     # memory follows the cache and the rays per step, not the number of subjects
     subjects = [ds.subject(n, load_images=False) for n in names]
     mean_face = generalized_procrustes(np.stack([s.landmarks for s in subjects]))
-    rays = [SubjectRays(s, mean_face, cfg.coordinates, scale=cfg.image_scale) for s in subjects]
+    rays = [SubjectRays(s, mean_face, cfg.coordinates, scale=cfg.image_scale, device=device) for s in subjects]
     return rays, mean_face
 
 
 def pretrain(data_root, out_path, cfg: TrainConfig, resume: bool = True, progress: bool = True,
              max_seconds: float | None = None, log=print, max_visits: int | None = None,
-             init=None, comm=None) -> PretrainResult:
+             init=None, comm=None, device="auto") -> PretrainResult:
     """Pretrain a prior (cfg.method) on the train split of ``data_root`` and write it to
     ``out_path``, checkpointing every ``cfg.checkpoint_every_s`` seconds (atomically)
     so a killed run resumes where it stopped, losing at most one interval.
 
     Under torchrun (WORLD_SIZE > 1 in the environment) every rank calls this; it joins
-    the process group (gloo; ``comm``: an existing distributed.Comm instead) and rank 0
-    alone logs and writes files."""
+    the process group (gloo on the CPU, nccl on GPUs; ``comm``: an existing
+    distributed.Comm instead) and rank 0 alone logs and writes files.
+
+    ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"): where the rays, the model, the grid,
+    the codes and the random generator live; under torchrun "cuda" means each rank's
+    LOCAL_RANK GPU. The written prior is device-free (saved from the CPU); a resume file
+    carries the generator's state, which resumes only on the same device type."""
     from . import distributed
 
+    dev = resolve_device(device)
     if comm is None:
-        comm = distributed.setup("cpu")  # one process: Comm(), collectives are no-ops
-    return _pretrain(data_root, Path(out_path), cfg, resume, progress, max_seconds, log, max_visits, init, comm)
+        if dev.type == "cuda" and distributed.world_size_from_env() > 1:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per rank
+        comm = distributed.setup(dev)  # one process: Comm(), collectives are no-ops
+    return _pretrain(data_root, Path(out_path), cfg, resume, progress, max_seconds, log, max_visits, init, comm, dev)
 
 
 def _remove_stale_temporaries(path: Path) -> None:
@@ -402,7 +415,7 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 
 def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max_seconds, log, max_visits, init,
-              comm) -> PretrainResult:
+              comm, dev) -> PretrainResult:
     from tqdm import tqdm
 
     if not comm.is_main:
@@ -415,11 +428,11 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
         if cfg.method in ("joint", "latent") and cfg.rays_per_step < comm.world:
             raise ValueError(f"config: rays_per_step: {cfg.rays_per_step} rays cannot be split over {comm.world} ranks")
     torch.manual_seed(cfg.seed)
-    rays, mean_face = load_training_subjects(data_root, cfg)
-    model = PortraitModel(cfg, mean_face)
+    rays, mean_face = load_training_subjects(data_root, cfg, device=dev)
+    model = PortraitModel(cfg, mean_face).to(dev)  # initialised on the CPU: the same weights on every device
     if init is not None:
         # Continue from an earlier prior: its weights (and grid); this run's mean face.
-        src = PortraitModel.load(init)
+        src = PortraitModel.load(init, dev)
         try:
             # A latent field may start from a plain one: its code layers start fresh.
             missing, unexpected = model.field.load_state_dict(src.field.state_dict(), strict=False)
@@ -438,13 +451,13 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
                                         min_fraction=cfg.grid.hull_min_fraction))
         log(f"occupancy grid restricted to the training subjects' visual hull: {model.grid.occupancy:.1%} of cells")
     state = {"visits": 0, "epoch": 0, "pos": 0, "order": None, "seconds": 0.0, "done": False}
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     opt_state = code_opt_state = None
     codes = None
     if cfg.method == "latent":
         if not model.field.latent_dim:
             raise ValueError("config: method 'latent' needs a field with latent_dim > 0 (for example field: fast_latent)")
-        codes = torch.nn.Embedding(len(rays), model.field.latent_dim, sparse=True)
+        codes = torch.nn.Embedding(len(rays), model.field.latent_dim, sparse=True, device=dev)
         with torch.no_grad():
             codes.weight.normal_(0.0, cfg.latent.code_init_std, generator=gen)
             if init is not None and src.codes is not None:
@@ -471,8 +484,12 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
             same = False
         if not same:
             raise ValueError(f"{resume_path}: was written with another config; delete it or pass --no-resume")
-        model = PortraitModel.from_state(st, str(resume_path))
+        model = PortraitModel.from_state(st, str(resume_path), dev)
         state = st["extra"]["progress"]
+        rng_device = st["extra"].get("rng_device", "cpu")
+        if rng_device != dev.type:
+            raise ValueError(f"{resume_path}: was written by a run on {rng_device}, and its random state does not "
+                             f"carry over to {dev.type}; resume with --device {rng_device}, or pass --no-resume")
         gen.set_state(st["extra"]["rng"])
         opt_state = st["extra"].get("optimizer")
         if codes is not None:
@@ -498,7 +515,8 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
             return
         check_finite_weights(weights(), f"pretrain: {resume_path}")
         state["seconds"] = time.perf_counter() - t_start
-        extra = {"progress": state, "rng": gen.get_state(), "optimizer": None if opt is None else opt.state_dict()}
+        extra = {"progress": state, "rng": gen.get_state(), "rng_device": dev.type,
+                 "optimizer": None if opt is None else opt.state_dict()}
         if codes is not None:
             extra["codes"] = codes.weight.detach().clone()
             extra["code_optimizer"] = None if copt is None else copt.state_dict()
@@ -532,7 +550,7 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
         bar = tqdm(total=total, initial=state["visits"], desc="meta-pretrain", unit="subject", disable=not progress)
         while state["epoch"] < cfg.meta.epochs and not budget_hit():
             if state["order"] is None:
-                state["order"] = torch.randperm(n_subj, generator=gen).tolist()
+                state["order"] = torch.randperm(n_subj, generator=gen, device=dev).tolist()
             while state["pos"] < n_subj and not budget_hit():
                 before = state["visits"]
                 if batched:
@@ -566,7 +584,7 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
         model.field.train()
         params = list(model.field.parameters())
         while state["visits"] < jc.steps and not budget_hit():
-            sr = rays[int(torch.randint(0, n_subj, (1,), generator=gen))]
+            sr = rays[int(torch.randint(0, n_subj, (1,), generator=gen, device=dev))]
             opt.zero_grad(set_to_none=True)
 
             def compute(sr=sr):
@@ -599,7 +617,7 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
         model.field.train()
         params = list(model.field.parameters())
         while state["visits"] < lc.steps and not budget_hit():
-            i = int(torch.randint(0, n_subj, (1,), generator=gen))
+            i = int(torch.randint(0, n_subj, (1,), generator=gen, device=dev))
             sr = rays[i]
             f = decay ** state["visits"]
             for g in opt.param_groups:
@@ -611,14 +629,14 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
             zs = []
 
             def compute(sr=sr, i=i):
-                z = codes(torch.tensor([i]))[0]
+                z = codes(torch.tensor([i], device=dev))[0]
                 zs.append(z)
                 with model.field.code(z):
                     mse = ray_loss_share(model, model.field, sr, list(range(sr.num_views)), cfg.rays_per_step, gen,
                                          cfg, comm)
                 # the code penalty is counted once (by rank 0), like the 1-process loss
                 return (mse + lc.code_reg * torch.mean(z * z) if comm.is_main else mse), mse
-            mse = data_parallel_step(comm, params, [(codes.weight, torch.tensor([i]))], compute, guard,
+            mse = data_parallel_step(comm, params, [(codes.weight, torch.tensor([i], device=dev))], compute, guard,
                                      state["visits"] + 1)
             if mse is not None:
                 opt.step()

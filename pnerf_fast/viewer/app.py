@@ -385,8 +385,8 @@ class Viewer:
             h = self._depth_half_range
             return depth_to_rgb(out["depth"], out["opacity"], near=max(1e-3, d - h), far=d + h)
         if mode == "Opacity":
-            return np.repeat((out["opacity"].numpy()[..., None] * 255 + 0.5).astype(np.uint8), 3, axis=2)
-        return (out["rgb"].numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+            return np.repeat((out["opacity"].cpu().numpy()[..., None] * 255 + 0.5).astype(np.uint8), 3, axis=2)
+        return (out["rgb"].cpu().numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
 
 
 def _next_free(pattern: Path) -> Path:
