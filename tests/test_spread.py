@@ -109,6 +109,11 @@ def test_spread_only_for_single_view_fits(latent_prior, tiny, monkeypatch):  # n
     ft.finetune(subj, init=model, steps=2, code_steps=1, rays_per_step=64, progress=False)
     assert calls == [False, True, True]  # stage 2 only
     calls.clear()
+    model.cfg.finetune.spread_stop = 0.5
+    ft.finetune(subj, init=model, steps=4, code_steps=1, rays_per_step=64, progress=False)
+    assert calls == [False, True, True, False, False]  # its first spread_stop only
+    model.cfg.finetune.spread_stop = 1.0
+    calls.clear()
     ft.finetune(subj, init=model, steps=2, code_steps=1, rays_per_step=64, views=[0, 1], progress=False)
     assert calls == [False, False, False]  # the multi-view oracle sees depth from its views
     calls.clear()

@@ -105,6 +105,7 @@ class FinetuneConfig:
     # the mask. One view can be matched by colour spread over several depths, which shows
     # as ghost layers from any other angle; single-view fits only; 0: off
     spread: float = 0.0
+    spread_stop: float = 1.0    # stage 2 penalises the spread only in this first fraction of its steps (or seconds)
 
 
 @dataclass

@@ -281,7 +281,6 @@ def finetune(
             for p in frozen:
                 p.requires_grad_(True)
     # Stage 2: all weights.
-    spreading = fc.spread > 0 and views is None
     opt = make_optimizer(field, opt_kind, lr)
     prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
     params = list(field.parameters())
@@ -293,9 +292,11 @@ def finetune(
         if seconds is not None and clock.elapsed() >= seconds:
             break
         if steps is not None:
-            mirroring = k < fc.mirror_stop * steps
-        else:  # the first mirror_stop of stage 2's share of the budget
-            mirroring = clock.elapsed() - t_stage2 < fc.mirror_stop * (seconds - t_stage2)
+            done = k / max(steps, 1)
+        else:  # stage 2's share of the budget
+            done = (clock.elapsed() - t_stage2) / max(seconds - t_stage2, 1e-9)
+        mirroring = done < fc.mirror_stop
+        spreading = fc.spread > 0 and views is None and done < fc.spread_stop
         mse, loss = render_loss()
         opt.zero_grad(set_to_none=True)
         if backward_ok(loss, params):
