@@ -285,10 +285,10 @@ def _prior(prior):
     model = copy.deepcopy(prior)
     fc = model.cfg.finetune
     # exercise every tensor-making path of a fit: the code stage on few rays, mirrored
-    # rays, the opacity penalty on the cells the cover adds, the kept depth of the code
-    # stage (per sample), a grid refresh (every 32 steps)
+    # rays, the opacity penalty on the cells the cover adds, the depth spread (per-sample
+    # values), a grid refresh (every 32 steps)
     fc.code_rays, fc.empty_reg, fc.mirror_radius = 32, 0.1, 1.35
-    fc.depth_keep, fc.depth_keep_mode = 0.1, "samples"
+    fc.spread = 0.1
     return model
 
 

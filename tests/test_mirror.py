@@ -152,7 +152,7 @@ def test_only_rays_through_the_head_are_mirrored():
     d = torch.nn.functional.normalize(torch.as_tensor(np.stack(targets) - cam, dtype=torch.float32), dim=1)
     colours = torch.arange(12, dtype=torch.float32).reshape(4, 3)
     b = RayBatch(o, d, colours, torch.zeros(4, 3), torch.ones(4))
-    out, k, _ = mirror.batch(b, 3)
+    out, k = mirror.batch(b, 3)
     assert k == 2  # only two rays pass through the head's ball
     assert torch.equal(out.target[:2], colours[[0, 2]]) and torch.equal(out.target[2:], colours[[1, 3]])
     assert torch.allclose(out.rays_o[:2], o[:2] @ mirror.a.T + mirror.b)

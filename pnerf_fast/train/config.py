@@ -100,17 +100,12 @@ class FinetuneConfig:
     # template units, ex-ex = 0.9: the skull and hair, not the neck and shoulders, whose
     # pose is not symmetric); 0: any ray
     mirror_radius: float = 0.0
-    # keep the code stage's geometry in stage 2: the weight of the squared difference
-    # between a ray's depth (canonical units) and the depth the field had after the code
-    # stage, per ray weighted by that stage's opacity times the input mask; stage 2 may
-    # then sharpen colour without moving the surface where one view cannot tell depth;
-    # single-view fits only; 0: off
-    depth_keep: float = 0.0
-    # "mean": the offset of the ray's expected depth; "samples": every sample's weighted
-    # squared offset (also penalises weight spread along the ray, the ghost layers that one
-    # view cannot see); "spread": only that spread (the weighted variance of where the ray
-    # ends, times its opacity: one surface per ray, wherever it lies), weighted by the mask
-    depth_keep_mode: str = "mean"
+    # one surface per input ray: the weight, in stage 2, of each ray's depth spread (the
+    # weighted variance of where it ends, times its opacity, in canonical units^2) inside
+    # the mask. One view can be matched by colour spread over several depths, which shows
+    # as ghost layers from any other angle; single-view fits only; 0: off
+    spread: float = 0.0
+    spread_stop: float = 1.0    # stage 2 penalises the spread only in this first fraction of its steps (or seconds)
 
 
 @dataclass

@@ -117,10 +117,10 @@ def finetune(
     first ``mirror_stop`` of stage 2 are the input's rays reflected across the face's plane
     of symmetry (from its landmarks): a virtual view from the mirrored camera, scored on
     its silhouette plus ``mirror_rgb`` times its colour; single-view fits only.
-    With ``depth_keep`` w > 0, stage 2 adds w times the squared offset (canonical units) of
-    each input ray's depth from the depth it had after the code stage, weighted by that
-    stage's opacity inside the mask: the colour sharpens, the surface stays; single-view
-    fits only.
+    With ``spread`` w > 0, stage 2 adds w times each input ray's depth spread (the weighted
+    variance of where it ends times its opacity, canonical units^2) inside the mask: one
+    surface per ray, no ghost layers that only the input view cannot see; single-view fits
+    only.
     With ``cover``, the occupancy grid is first united with the visual cone of the input
     mask, so no part of the subject is clipped; with ``update_grid`` it is refreshed from
     the field every 32 steps of stage 2 (never outside that union).
@@ -156,10 +156,8 @@ def finetune(
             raise ValueError(f"finetune: argument 'mirror' must be a fraction in [0, 1), got {mirror!r}")
         model.cfg.finetune.mirror = float(mirror)
     fc = model.cfg.finetune
-    if not (fc.depth_keep >= 0 and np.isfinite(fc.depth_keep)):
-        raise ValueError(f"finetune.depth_keep must be a finite weight >= 0, got {fc.depth_keep!r}")
-    if fc.depth_keep_mode not in ("mean", "samples", "spread"):
-        raise ValueError(f"finetune.depth_keep_mode must be 'mean', 'samples' or 'spread', got {fc.depth_keep_mode!r}")
+    if not (fc.spread >= 0 and np.isfinite(fc.spread)):
+        raise ValueError(f"finetune.spread must be a finite weight >= 0, got {fc.spread!r}")
     default_steps = steps is None and seconds is None
     if default_steps:
         steps = fc.steps
@@ -208,23 +206,20 @@ def finetune(
 
     mirrorer = _mirror_of(subject, fc.mirror, fc.mirror_radius, dev) if views is None else None
     mirroring = True
-    keeper = None  # the code stage's depth of the input view (finetune.depth_keep), from stage 2 on
+    spreading = False  # stage 2 of a single-view fit with finetune.spread
 
     def render_loss(n=n):
         """-> (the photometric MSE, the loss to minimise)"""
-        if keeper is None:
-            b, keep = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg), None
-        else:
-            b, keep = keeper.batch(n, gen, random_bg, bg)
+        b = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg)
         m = int(round(n * fc.mirror)) if mirrorer is not None and mirroring else 0
         if m:
-            b, m, keep = mirrorer.batch(b, m, keep)
-        values = keeper.sample_values(keep) if keep is not None and fc.depth_keep_mode != "mean" else None
+            b, m = mirrorer.batch(b, m)
+        values = _spread_values(b.rays_o, b.rays_d, sr) if spreading else None
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen, device=dev), sample_values=values)
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
-        if keep is not None:
-            mse_loss = mse_loss + fc.depth_keep * keeper.loss(out, keep, m, fc.depth_keep_mode)
+        if spreading:
+            mse_loss = mse_loss + fc.spread * _spread_loss(out, b.alpha, m)
         if new_cells is None:
             return mse, mse_loss
         pick = new_cells[torch.randint(0, new_cells.numel(), (n,), generator=gen, device=dev)]
@@ -286,8 +281,6 @@ def finetune(
             for p in frozen:
                 p.requires_grad_(True)
     # Stage 2: all weights.
-    if fc.depth_keep > 0 and views is None:
-        keeper = _DepthKeeper(field, model, sr, fit_views[0])
     opt = make_optimizer(field, opt_kind, lr)
     prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
     params = list(field.parameters())
@@ -299,9 +292,11 @@ def finetune(
         if seconds is not None and clock.elapsed() >= seconds:
             break
         if steps is not None:
-            mirroring = k < fc.mirror_stop * steps
-        else:  # the first mirror_stop of stage 2's share of the budget
-            mirroring = clock.elapsed() - t_stage2 < fc.mirror_stop * (seconds - t_stage2)
+            done = k / max(steps, 1)
+        else:  # stage 2's share of the budget
+            done = (clock.elapsed() - t_stage2) / max(seconds - t_stage2, 1e-9)
+        mirroring = done < fc.mirror_stop
+        spreading = fc.spread > 0 and views is None and done < fc.spread_stop
         mse, loss = render_loss()
         opt.zero_grad(set_to_none=True)
         if backward_ok(loss, params):
@@ -340,10 +335,9 @@ class _Mirror:
             self.centre = torch.as_tensor(back.apply(HEAD_CENTRE), dtype=torch.float32, device=device)
             self.radius = radius * back.scale
 
-    def batch(self, b: RayBatch, count: int, extra=None):
-        """-> (the batch with its first k rays mirrored, k, ``extra`` in the batch's new
-        order): k = ``count``, or fewer when fewer rays pass through the head's ball (those
-        are put first). ``extra``: None or a tuple of per-ray tensors that follow the rays."""
+    def batch(self, b: RayBatch, count: int) -> tuple[RayBatch, int]:
+        """-> (the batch with its first k rays mirrored, k): k = ``count``, or fewer when
+        fewer rays pass through the head's ball (those are put first)."""
         if self.radius is not None:
             to_c = self.centre - b.rays_o
             along = (to_c * b.rays_d).sum(1, keepdim=True) / (b.rays_d * b.rays_d).sum(1, keepdim=True)
@@ -351,73 +345,33 @@ class _Mirror:
             order = torch.cat([torch.nonzero(near)[:, 0], torch.nonzero(~near)[:, 0]])
             count = min(count, int(near.sum()))
             b = RayBatch(*(t[order] for t in (b.rays_o, b.rays_d, b.target, b.bg, b.alpha)))
-            if extra is not None:
-                extra = tuple(t[order] for t in extra)
         o, d = _mirror_rays(b.rays_o, b.rays_d, self.a, self.b, count)
-        return RayBatch(o, d, b.target, b.bg, b.alpha), count, extra
+        return RayBatch(o, d, b.target, b.bg, b.alpha), count
 
 
-class _DepthKeeper:
-    """The input view's depth and opacity as the field renders them now (after the code
-    stage), so that stage 2 can keep the surface where it is (``finetune.depth_keep``):
-    one view shows colour exactly but depth only weakly, and the code stage's head from
-    the prior's manifold is the better guess of where the surface lies."""
+def _spread_values(rays_o, rays_d, sr: SubjectRays):
+    """-> render_rays' ``sample_values`` for the spread: each sample's canonical distance
+    from its ray's point nearest the head's centre, squared (channel 0) and plain
+    (channel 1). Any per-ray centre gives the same variance; a near one keeps float32 exact."""
+    scale = float(sr.transform.scale)  # world -> canonical lengths
+    centre = torch.as_tensor(sr.transform.inverse().apply(np.zeros(3)), dtype=rays_o.dtype, device=rays_o.device)
+    c = ((centre - rays_o) * rays_d).sum(1) / (rays_d * rays_d).sum(1)
 
-    def __init__(self, field, model, sr: SubjectRays, view: int, chunk: int = 8192):
-        self.sr, self.view = sr, view
-        self.scale = float(sr.transform.scale)  # world -> canonical lengths
-        b = sr.view_batch(view)
-        was_training = field.training
-        field.eval()
-        depth, opacity = [], []
-        with torch.no_grad():
-            for i in range(0, b.rays_o.shape[0], chunk):
-                r = render_rays(field, model.grid, b.rays_o[i:i + chunk], b.rays_d[i:i + chunk], sr.warp_table,
-                                None, model.render_cfg, 1.0)
-                depth.append(r.depth)
-                opacity.append(r.opacity)
-        field.train(was_training)
-        opacity = torch.cat(opacity)
-        # the expected depth of the rays that end on the subject; the weight: how sure
-        # the code stage was that the ray ends there, inside the input mask
-        self.depth = torch.cat(depth) / opacity.clamp_min(1e-6)
-        self.weight = opacity.clamp(0, 1) * b.alpha
-        self.mask = b.alpha
+    def values(ray, t):
+        off = scale * (t - c[ray])
+        return torch.stack([off * off, off, torch.zeros_like(t)], 1)
 
-    def batch(self, n: int, gen: torch.Generator, random_bg: bool, bg: float):
-        """-> (n random rays of the input view, (their kept depths, weights, mask))"""
-        dev = self.depth.device
-        p = torch.randint(0, self.depth.shape[0], (n,), generator=gen, device=dev)
-        b = self.sr._gather(torch.full((n,), self.view, dtype=torch.long, device=dev), p, gen, random_bg, bg)
-        return b, (self.depth[p], self.weight[p], self.mask[p])
+    return values
 
-    def sample_values(self, keep):
-        """-> render_rays' ``sample_values``: each sample's canonical offset from its
-        ray's kept depth, squared (channel 0) and plain (channel 1)."""
-        d0 = keep[0]
 
-        def values(ray, t):
-            off = self.scale * (t - d0[ray])
-            return torch.stack([off * off, off, torch.zeros_like(t)], 1)
-
-        return values
-
-    def loss(self, out, keep, skip: int = 0, mode: str = "mean"):
-        """mean over the rays (after the first ``skip``, mirrored ones) of:
-        - "mean": weight * the squared canonical offset of the ray's depth, taken
-          unnormalised (sum of w * t), so a ray fading out is not divided by its opacity;
-        - "samples": weight * the sum over its samples of w * offset^2 (``out.extra``);
-        - "spread": mask * sum of w * (t - the ray's own mean depth)^2, the variance of
-          where the ray ends times its opacity, from the same sums."""
-        d0, w, mask = keep
-        if mode == "samples":
-            return torch.mean(w[skip:] * out.extra[skip:, 0])
-        if mode == "spread":
-            e = out.extra[skip:]
-            spread = e[:, 0] - e[:, 1] ** 2 / out.opacity[skip:].clamp_min(1e-6)
-            return torch.mean(mask[skip:] * spread.clamp_min(0))
-        off = self.scale * (out.depth[skip:] - out.opacity[skip:] * d0[skip:])
-        return torch.mean(w[skip:] * off * off)
+def _spread_loss(out, mask, skip: int = 0):
+    """mean over the rays (after the first ``skip``, mirrored ones) of mask * the ray's
+    sum of w * (t - its mean depth)^2 (the variance of where it ends times its opacity),
+    from ``out.extra``'s per-ray sums of w * off^2 and w * off: sum w off^2 - (sum w
+    off)^2 / opacity."""
+    e = out.extra[skip:]
+    spread = e[:, 0] - e[:, 1] ** 2 / out.opacity[skip:].clamp_min(1e-6)
+    return torch.mean(mask[skip:] * spread.clamp_min(0))
 
 
 def _mirror_of(subject: Subject, fraction: float, radius: float = 0.0, device="cpu"):
