@@ -34,6 +34,10 @@ class GridConfig:
     hull: bool = True          # restrict the grid to the union of the subjects' visual hulls (needs masks)
     hull_dilate: int = 2       # cells of margin around the hull
     hull_min_fraction: float = 0.25  # a cell is in the union when inside this fraction of the hulls
+    # the grid's box lowered by this much (canonical units) below the field's: the hash grid
+    # gives points below its box the features of its floor, so the field goes on down as the
+    # neck's cross-section there; set by finetune's grid_down, stored with the portrait
+    floor_drop: float = 0.0
 
 
 @dataclass
@@ -106,6 +110,10 @@ class FinetuneConfig:
     # as ghost layers from any other angle; single-view fits only; 0: off
     spread: float = 0.0
     spread_stop: float = 1.0    # stage 2 penalises the spread only in this first fraction of its steps (or seconds)
+    # lower the occupancy grid's floor by this much (canonical units; the box is +-1.5, the
+    # chin at y = -0.85) before the fit: a light-stage view from below sees the neck go on
+    # past the box, which clipped it; the field there is its floor's cross-section; 0: off
+    grid_down: float = 0.0
 
 
 @dataclass
@@ -179,6 +187,7 @@ class TrainConfig:
                          ("grid.warmup_updates", g.warmup_updates, g.warmup_updates >= 0),
                          ("grid.hull_dilate", g.hull_dilate, g.hull_dilate >= 0),
                          ("grid.hull_min_fraction", g.hull_min_fraction, 0 <= g.hull_min_fraction <= 1),
+                         ("grid.floor_drop", g.floor_drop, 0 <= g.floor_drop < float("inf")),
                          ("checkpoint_every_s", self.checkpoint_every_s, 0 <= self.checkpoint_every_s < float("inf")),
                          ("latent.lr_final", self.latent.lr_final, self.latent.lr_final <= 1)):
             if not ok:

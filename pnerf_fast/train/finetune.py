@@ -156,6 +156,8 @@ def finetune(
             raise ValueError(f"finetune: argument 'mirror' must be a fraction in [0, 1), got {mirror!r}")
         model.cfg.finetune.mirror = float(mirror)
     fc = model.cfg.finetune
+    if not (fc.grid_down >= 0 and np.isfinite(fc.grid_down)):
+        raise ValueError(f"finetune.grid_down must be a finite length >= 0, got {fc.grid_down!r}")
     if not (fc.spread >= 0 and np.isfinite(fc.spread)):
         raise ValueError(f"finetune.spread must be a finite weight >= 0, got {fc.spread!r}")
     default_steps = steps is None and seconds is None
@@ -184,6 +186,7 @@ def finetune(
             raise ValueError(f"finetune: argument 'views' must list views of {subject.name} "
                              f"(0..{sr.num_views - 1}), got {views}")
     fit_views = views if views is not None else sr.support
+    model.lower_grid_floor_(fc.grid_down)  # the neck goes on below the canonical box
     new_cells = None  # cells the cover added, which the prior never learned
     if fc.cover and sr.has_mask:
         new_cells = cover_subject_(model.grid, sr, views=fit_views)

@@ -16,7 +16,7 @@ from .._device import module_device, resolve_device
 from .._io import public_mode_, short_repr
 from ..face.landmarks import CANONICAL_AABB
 from ..face.procrustes import SimilarityTransform
-from ..ops.occgrid import OccupancyGrid
+from ..ops.occgrid import OccupancyGrid, cell_positions
 from ..render.cameras import Camera
 from ..render.renderer import RenderConfig, render_image, render_rays
 from .config import TrainConfig, config_from_dict
@@ -52,6 +52,13 @@ def _field_cfg_dict(field) -> dict:
     return d
 
 
+def grid_box(floor_drop: float = 0.0) -> tuple:
+    """The occupancy grid's box: the canonical box with its floor (y) lowered by ``floor_drop``."""
+    a = list(CANONICAL_AABB)
+    a[1] -= float(floor_drop)
+    return tuple(a)
+
+
 class PortraitModel(nn.Module):
     """What pretraining produces and finetuning starts from."""
 
@@ -63,13 +70,39 @@ class PortraitModel(nn.Module):
         self.render_cfg = cfg.render_config()
         # grid.threshold is an opacity per render step (nerfacc's convention): a cell is
         # occupied when sigma * step > threshold.
-        self.grid = OccupancyGrid(CANONICAL_AABB, levels=g.levels, res=g.res, decay=g.decay,
+        self.grid = OccupancyGrid(grid_box(g.floor_drop), levels=g.levels, res=g.res, decay=g.decay,
                                   threshold=g.threshold / self.render_cfg.step)
         self.mean_face = None if mean_face is None else np.asarray(mean_face, dtype=np.float64)
         # Latent priors: the training subjects' codes [n, latent_dim] (their mean and
         # spread guide the code fit at finetune); None otherwise. A buffer, so that
         # .to(device) moves it with the field and grid (not in state_dict: state() writes it).
         self.register_buffer("codes", None, persistent=False)
+
+    @torch.no_grad()
+    def lower_grid_floor_(self, drop: float) -> None:
+        """Lower the grid's floor by ``drop`` more canonical units (same cells per axis, so
+        they grow along y). Every new cell takes the state (occupied, allowed, density) of
+        the old cell at its centre, clamped into the old box, as the field does: below the
+        old floor the grid goes on as the floor's cross-section."""
+        if not drop > 0:
+            return
+        old = self.grid
+        g = self.cfg.grid
+        if old.geometry.levels != 1:
+            raise ValueError("lowering the grid's floor needs a one-level grid (grid.levels: 1)")
+        dev = old.bits.device
+        new = OccupancyGrid(grid_box(g.floor_drop + drop), levels=1, res=old.geometry.res, decay=old.decay,
+                            threshold=old.threshold).to(dev)
+        r = old.geometry.res
+        lo, hi = old.geometry.aabb[1], old.geometry.aabb[4]
+        y = cell_positions(new.geometry, None, None, device=dev)[:, 1]
+        iy = ((y - lo) / (hi - lo) * r).floor().clamp(0, r - 1).long()
+        idx = torch.arange(new.geometry.n_cells, device=dev)
+        src = (idx // (r * r)) * r * r + iy * r + idx % r  # same x and z, the old row at that height
+        for name in ("density", "bits", "allowed"):
+            getattr(new, name).copy_(getattr(old, name)[src])
+        self.grid = new
+        g.floor_drop += float(drop)
 
     @property
     def device(self) -> torch.device:
