@@ -76,7 +76,7 @@ def _input_spread(pf, subj):
     b = sr.view_batch(sr.frontal_index)
     with torch.no_grad():
         out = ft.render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg,
-                             1.0, None, sample_values=ft._spread_values(b.rays_o, b.rays_d, sr))
+                             1.0, None, sample_values=ft._spread_values(b.rays_o, b.rays_d, *ft._spread_frame(sr, "cpu")))
     return float(ft._spread_loss(out, b.alpha))
 
 

@@ -210,6 +210,7 @@ def finetune(
     mirrorer = _mirror_of(subject, fc.mirror, fc.mirror_radius, dev) if views is None else None
     mirroring = True
     spreading = False  # stage 2 of a single-view fit with finetune.spread
+    spread_frame = _spread_frame(sr, dev) if fc.spread > 0 and views is None else None
 
     def render_loss(n=n):
         """-> (the photometric MSE, the loss to minimise)"""
@@ -217,7 +218,7 @@ def finetune(
         m = int(round(n * fc.mirror)) if mirrorer is not None and mirroring else 0
         if m:
             b, m = mirrorer.batch(b, m)
-        values = _spread_values(b.rays_o, b.rays_d, sr) if spreading else None
+        values = _spread_values(b.rays_o, b.rays_d, *spread_frame) if spreading else None
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen, device=dev), sample_values=values)
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
@@ -299,7 +300,7 @@ def finetune(
         else:  # stage 2's share of the budget
             done = (clock.elapsed() - t_stage2) / max(seconds - t_stage2, 1e-9)
         mirroring = done < fc.mirror_stop
-        spreading = fc.spread > 0 and views is None and done < fc.spread_stop
+        spreading = spread_frame is not None and done < fc.spread_stop
         mse, loss = render_loss()
         opt.zero_grad(set_to_none=True)
         if backward_ok(loss, params):
@@ -342,9 +343,8 @@ class _Mirror:
         """-> (the batch with its first k rays mirrored, k): k = ``count``, or fewer when
         fewer rays pass through the head's ball (those are put first)."""
         if self.radius is not None:
-            to_c = self.centre - b.rays_o
-            along = (to_c * b.rays_d).sum(1, keepdim=True) / (b.rays_d * b.rays_d).sum(1, keepdim=True)
-            near = (to_c - along * b.rays_d).norm(dim=1) < self.radius
+            along = _nearest_t(b.rays_o, b.rays_d, self.centre)[:, None]
+            near = (self.centre - b.rays_o - along * b.rays_d).norm(dim=1) < self.radius
             order = torch.cat([torch.nonzero(near)[:, 0], torch.nonzero(~near)[:, 0]])
             count = min(count, int(near.sum()))
             b = RayBatch(*(t[order] for t in (b.rays_o, b.rays_d, b.target, b.bg, b.alpha)))
@@ -352,13 +352,24 @@ class _Mirror:
         return RayBatch(o, d, b.target, b.bg, b.alpha), count
 
 
-def _spread_values(rays_o, rays_d, sr: SubjectRays):
+def _nearest_t(rays_o, rays_d, point):
+    """[n]: the ray parameter t at which each ray o + t d passes nearest ``point`` [3]."""
+    return ((point - rays_o) * rays_d).sum(1) / (rays_d * rays_d).sum(1)
+
+
+def _spread_frame(sr: SubjectRays, device) -> tuple[float, torch.Tensor]:
+    """(world -> canonical length scale, the canonical origin in world [3]): what
+    _spread_values needs of a subject, made once per fit."""
+    centre = torch.as_tensor(sr.transform.inverse().apply(np.zeros(3)), dtype=torch.float32, device=device)
+    return float(sr.transform.scale), centre
+
+
+def _spread_values(rays_o, rays_d, scale: float, centre: torch.Tensor):
     """-> render_rays' ``sample_values`` for the spread: each sample's canonical distance
-    from its ray's point nearest the head's centre, squared (channel 0) and plain
-    (channel 1). Any per-ray centre gives the same variance; a near one keeps float32 exact."""
-    scale = float(sr.transform.scale)  # world -> canonical lengths
-    centre = torch.as_tensor(sr.transform.inverse().apply(np.zeros(3)), dtype=rays_o.dtype, device=rays_o.device)
-    c = ((centre - rays_o) * rays_d).sum(1) / (rays_d * rays_d).sum(1)
+    from its ray's point nearest the head's centre (``_spread_frame``), squared (channel
+    0) and plain (channel 1). Any per-ray centre gives the same variance; a near one keeps
+    float32 exact."""
+    c = _nearest_t(rays_o, rays_d, centre.to(rays_o.dtype))
 
     def values(ray, t):
         off = scale * (t - c[ray])
