@@ -114,6 +114,9 @@ class FinetuneConfig:
     # chin at y = -0.85) before the fit: a light-stage view from below sees the neck go on
     # past the box, which clipped it; the field there is its floor's cross-section; 0: off
     grid_down: float = 0.0
+    # stage 2's learning rates decay exponentially to this fraction of ``lr`` by its last
+    # step (or second); 1: constant
+    lr_final: float = 1.0
 
 
 @dataclass
@@ -189,7 +192,8 @@ class TrainConfig:
                          ("grid.hull_min_fraction", g.hull_min_fraction, 0 <= g.hull_min_fraction <= 1),
                          ("grid.floor_drop", g.floor_drop, 0 <= g.floor_drop < float("inf")),
                          ("checkpoint_every_s", self.checkpoint_every_s, 0 <= self.checkpoint_every_s < float("inf")),
-                         ("latent.lr_final", self.latent.lr_final, self.latent.lr_final <= 1)):
+                         ("latent.lr_final", self.latent.lr_final, self.latent.lr_final <= 1),
+                         ("finetune.lr_final", self.finetune.lr_final, 0 < self.finetune.lr_final <= 1)):
             if not ok:
                 bad(k, f"out of range, got {v}")
         self.render_config()
