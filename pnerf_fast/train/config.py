@@ -117,6 +117,13 @@ class FinetuneConfig:
     # stage 2's learning rates decay exponentially to this fraction of ``lr`` by its last
     # step (or second); 1: constant
     lr_final: float = 1.0
+    # an input ray that the code stage's head leaves transparent (hair or shoulders beyond
+    # the prior's head) has no depth cue: stage 2 would put its surface at the front of the
+    # grid, a sheet that swings in front of the face from the side. This weight pulls its
+    # mean depth (times its opacity, canonical units^2, inside the mask, times how
+    # transparent the code stage left it) to its point nearest the head's centre, where a
+    # round head's rim lies; single-view fits only; 0: off
+    rim: float = 0.0
 
 
 @dataclass

@@ -31,6 +31,7 @@ class RayBatch:
     target: torch.Tensor   # [n, 3] composited over bg
     bg: torch.Tensor       # [n, 3]
     alpha: torch.Tensor    # [n]
+    pixel: torch.Tensor | None = None  # [n] each ray's pixel in its view (row-major), where known
 
 
 class SubjectRays:
@@ -173,7 +174,7 @@ class SubjectRays:
         else:
             b = torch.full((v.shape[0], 3), float(bg), device=c.device)
         target = c * a[:, None] + b * (1 - a[:, None])
-        return RayBatch(o, d, target, b, a)
+        return RayBatch(o, d, target, b, a, p)
 
     def view_image(self, view: int, bg: float = 1.0) -> torch.Tensor:
         H, W = self.hw

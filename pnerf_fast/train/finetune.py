@@ -160,6 +160,8 @@ def finetune(
         raise ValueError(f"finetune.grid_down must be a finite length >= 0, got {fc.grid_down!r}")
     if not (fc.spread >= 0 and np.isfinite(fc.spread)):
         raise ValueError(f"finetune.spread must be a finite weight >= 0, got {fc.spread!r}")
+    if not (fc.rim >= 0 and np.isfinite(fc.rim)):
+        raise ValueError(f"finetune.rim must be a finite weight >= 0, got {fc.rim!r}")
     if not 0 < fc.lr_final <= 1:
         raise ValueError(f"finetune.lr_final must be a fraction in (0, 1], got {fc.lr_final!r}")
     default_steps = steps is None and seconds is None
@@ -212,7 +214,8 @@ def finetune(
     mirrorer = _mirror_of(subject, fc.mirror, fc.mirror_radius, dev) if views is None else None
     mirroring = True
     spreading = False  # stage 2 of a single-view fit with finetune.spread
-    spread_frame = _spread_frame(sr, dev) if fc.spread > 0 and views is None else None
+    spread_frame = _spread_frame(sr, dev) if (fc.spread > 0 or fc.rim > 0) and views is None else None
+    rim_free = None  # [pixels]: how transparent the code stage left each input ray (finetune.rim)
 
     def render_loss(n=n):
         """-> (the photometric MSE, the loss to minimise)"""
@@ -220,12 +223,14 @@ def finetune(
         m = int(round(n * fc.mirror)) if mirrorer is not None and mirroring else 0
         if m:
             b, m = mirrorer.batch(b, m)
-        values = _spread_values(b.rays_o, b.rays_d, *spread_frame) if spreading else None
+        values = _spread_values(b.rays_o, b.rays_d, *spread_frame) if spreading or rim_free is not None else None
         out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
                           torch.rand(n, generator=gen, device=dev), sample_values=values)
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
         if spreading:
             mse_loss = mse_loss + fc.spread * _spread_loss(out, b.alpha, m)
+        if rim_free is not None:
+            mse_loss = mse_loss + fc.rim * _rim_loss(out, b.alpha * rim_free[b.pixel], m)
         if new_cells is None:
             return mse, mse_loss
         pick = new_cells[torch.randint(0, new_cells.numel(), (n,), generator=gen, device=dev)]
@@ -286,6 +291,8 @@ def finetune(
         finally:
             for p in frozen:
                 p.requires_grad_(True)
+    if spread_frame is not None and fc.rim > 0:
+        rim_free = _transparency(field, model, sr, fit_views[0])
     # Stage 2: all weights.
     opt = make_optimizer(field, opt_kind, lr)
     base_lr = [g["lr"] for g in opt.param_groups]
@@ -353,9 +360,9 @@ class _Mirror:
             near = (self.centre - b.rays_o - along * b.rays_d).norm(dim=1) < self.radius
             order = torch.cat([torch.nonzero(near)[:, 0], torch.nonzero(~near)[:, 0]])
             count = min(count, int(near.sum()))
-            b = RayBatch(*(t[order] for t in (b.rays_o, b.rays_d, b.target, b.bg, b.alpha)))
+            b = RayBatch(*(None if t is None else t[order] for t in (b.rays_o, b.rays_d, b.target, b.bg, b.alpha, b.pixel)))
         o, d = _mirror_rays(b.rays_o, b.rays_d, self.a, self.b, count)
-        return RayBatch(o, d, b.target, b.bg, b.alpha), count
+        return RayBatch(o, d, b.target, b.bg, b.alpha, b.pixel), count
 
 
 def _nearest_t(rays_o, rays_d, point):
@@ -392,6 +399,26 @@ def _spread_loss(out, mask, skip: int = 0):
     e = out.extra[skip:]
     spread = e[:, 0] - e[:, 1] ** 2 / out.opacity[skip:].clamp_min(1e-6)
     return torch.mean(mask[skip:] * spread.clamp_min(0))
+
+
+def _rim_loss(out, weight, skip: int = 0):
+    """mean over the rays (after the first ``skip``, mirrored ones) of weight * opacity *
+    the squared canonical distance of the ray's mean depth from its point nearest the
+    head's centre (``out.extra``'s channel 1 is the sum of w * that signed distance)."""
+    e = out.extra[skip:, 1]
+    return torch.mean(weight[skip:] * e * e / out.opacity[skip:].clamp_min(1e-6))
+
+
+@torch.no_grad()
+def _transparency(field, model, sr: SubjectRays, view: int, chunk: int = 16384) -> torch.Tensor:
+    """[pixels]: 1 - the opacity of each ray of ``view`` as ``field`` renders it now."""
+    b = sr.view_batch(view)
+    free = torch.empty(b.rays_o.shape[0], device=b.rays_o.device)
+    for i in range(0, free.shape[0], chunk):
+        out = render_rays(field, model.grid, b.rays_o[i:i + chunk], b.rays_d[i:i + chunk], sr.warp_table, None,
+                          model.render_cfg, 1.0)
+        free[i:i + chunk] = (1 - out.opacity).clamp(0, 1)
+    return free
 
 
 def _mirror_of(subject: Subject, fraction: float, radius: float = 0.0, device="cpu"):
