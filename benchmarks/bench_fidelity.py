@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     ap.add_argument("--out", default=None, help="also write the object (with per-view detail) here")
-    ap.add_argument("--init", default=None, help="prior checkpoint (default: the shipped prior)")
+    ap.add_argument("--init", default=None, help="prior checkpoint or shipped name (default: the shipped prior for the data, latent or for --style portrait portrait; the astronaut gets the photo prior, portrait)")
     ap.add_argument("--data", default="data/bench_fidelity", help="where the light-stage subjects are rendered")
     ap.add_argument("--split", default="test", choices=["val", "test"], help="val for tuning, test to report")
     ap.add_argument("--style", default=DEFAULT_STYLE, choices=["portrait", "classic"],
@@ -119,9 +119,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from pnerf_fast.train.finetune import prior_path
+    from pnerf_fast.train.finetune import DEFAULT_PRIOR, PHOTO_PRIOR, prior_path
 
-    init = str(prior_path(args.init))
+    # the shipped prior for the data (the portrait light stage's for --style portrait) and the photo's
+    init = str(prior_path(args.init or (PHOTO_PRIOR if args.style == "portrait" else DEFAULT_PRIOR)))
+    photo_init = str(prior_path(args.init or PHOTO_PRIOR))
     progress = not args.json
     t0 = time.perf_counter()
     root = ensure_lightstage(Path(args.data), args.split, progress, args.style)
@@ -137,6 +139,7 @@ def main(argv=None) -> int:
     m = res["mean"]
     obj = {
         "init": str(init),
+        "photo_init": None if args.no_photo else photo_init,
         "data": f"pnerf lightstage --subjects {LS_SUBJECTS} --seed {LS_SEED} --res {LS_RES} --style {args.style}, {args.split} split "
                 f"({len(res['subjects'])} subjects)",
         "input_view_psnr_fg": m["input"]["psnr_fg"],
@@ -156,7 +159,7 @@ def main(argv=None) -> int:
                       "finetune_s": r["finetune_s"]} for r in res["subjects"]],
     }
     if not args.no_photo:
-        ph = photo_input_psnr(init, progress=progress, pictures=rows if args.pictures else None)
+        ph = photo_input_psnr(photo_init, progress=progress, pictures=rows if args.pictures else None)
         obj["photo_input_psnr_fg"] = ph["psnr_fg"]
         obj["photo"] = ph
     if args.pictures and rows:

@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print only the JSON object (no progress)")
     ap.add_argument("--out", default=None, metavar="DIR",
                     help="write DIR/photos.json (with per-view detail) and DIR/photos_landmarks.png")
-    ap.add_argument("--init", default=None, help="prior checkpoint or shipped name (default: the shipped prior)")
+    ap.add_argument("--init", default=None, help="prior checkpoint or shipped name (default: the shipped prior for photos, portrait)")
     ap.add_argument("--photos", nargs="+", default=list(DEFAULT_PHOTOS), metavar="NAME",
                     help=f"photos to check, of {', '.join(PHOTOS)} (default: {' '.join(DEFAULT_PHOTOS)})")
     ap.add_argument("--res", type=int, default=None, help="photo crop and render side (default: 256, the photo default)")
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
 
 def _check_args(args):
     from pnerf_fast._io import check_output
-    from pnerf_fast.train.finetune import PHOTO_RES, prior_path
+    from pnerf_fast.train.finetune import PHOTO_PRIOR, PHOTO_RES, prior_path
 
     bad = [p for p in args.photos if p not in PHOTOS]
     if bad:
@@ -241,7 +241,7 @@ def _check_args(args):
         raise ValueError(f"argument --res: must be in [64, 1024], got {res}")
     if args.threads < 1:
         raise ValueError(f"argument --threads: must be >= 1, got {args.threads}")
-    init = prior_path(args.init)
+    init = prior_path(args.init or PHOTO_PRIOR)  # default: the shipped prior for photos
     if not init.is_file():
         raise ValueError(f"argument --init: no prior checkpoint at {init}")
     out = None

@@ -22,8 +22,9 @@ def load(path, device="auto") -> PortraitField:
 
 
 def load_prior(path=None, device="auto") -> PortraitModel:
-    """Load a pretrained prior: a path, a shipped prior's name ("latent", the default, or
-    "meta", the paper's meta-learned initialisation), or None (the default), onto
+    """Load a pretrained prior: a path, a shipped prior's name ("portrait": the portrait
+    light stage's, which ``finetune`` starts photos from; "latent": the classic light
+    stage's; "meta": the paper's meta-learned initialisation), or None ("latent"), onto
     ``device`` ("auto" | "cpu" | "cuda" | "cuda:N")."""
     from .train.finetune import prior_path
 

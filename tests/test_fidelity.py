@@ -232,10 +232,55 @@ def test_shipped_priors_by_name():
     assert DEFAULT_PRIOR == "latent"
     assert prior_path(None) == SHIPPED_PRIORS["latent"]
     assert prior_path("meta") == SHIPPED_PRIORS["meta"]
+    assert prior_path("portrait") == SHIPPED_PRIORS["portrait"]
     assert str(prior_path("some/file.pt")) == "some/file.pt"
+    assert all(p.is_file() for p in SHIPPED_PRIORS.values())
 
 
-def test_shipped_default_prior_is_a_latent_prior_that_finetunes():
+def test_default_prior_follows_the_source():
+    """Photos (finetune's own alignment, or a folder `pnerf align` wrote) and the portrait
+    light stage's subjects start from the portrait prior; the classic stage's from latent;
+    a named prior always wins."""
+    from pathlib import Path
+
+    from pnerf_fast.data.format import load_subject
+    from pnerf_fast.train.finetune import SHIPPED_PRIORS, default_prior_name, prior_path
+
+    subj = load_subject(Path(__file__).resolve().parents[1] / "pnerf_fast" / "assets" / "demo_subject")
+    assert default_prior_name(subj) == "latent" and default_prior_name(None) == "latent"
+    for meta in ({"source": "photo", "photo": "me.jpg"}, {"photo": True}, {"style": "portrait"}):
+        subj.meta = meta
+        assert default_prior_name(subj) == "portrait", meta
+        assert prior_path(None, subj) == SHIPPED_PRIORS["portrait"]
+        assert prior_path("meta", subj) == SHIPPED_PRIORS["meta"]
+    subj.meta = {"style": "classic"}
+    assert default_prior_name(subj) == "latent"
+
+
+def test_finetune_of_a_photo_starts_from_the_portrait_prior(monkeypatch):
+    """finetune(init=None) loads the prior that suits the subject it was given."""
+    from pathlib import Path
+
+    from pnerf_fast.data.format import load_subject
+    from pnerf_fast.train import finetune as ft
+
+    loaded = []
+    real = ft.PortraitModel.load
+
+    def spy(path, *a, **kw):
+        loaded.append(Path(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(ft.PortraitModel, "load", spy)
+    subj = load_subject(Path(__file__).resolve().parents[1] / "pnerf_fast" / "assets" / "demo_subject")
+    ft.finetune(subj, steps=0, code_steps=0, progress=False)
+    subj.meta = {"source": "photo"}
+    ft.finetune(subj, steps=0, code_steps=0, progress=False)
+    assert loaded == [ft.SHIPPED_PRIORS["latent"], ft.SHIPPED_PRIORS["portrait"]]
+
+
+@pytest.mark.parametrize("name", ["latent", "portrait"])
+def test_shipped_latent_priors_finetune(name):
     """The package ships the latent prior with its training codes; a short finetune on the
     shipped demo subject runs both stages and moves the code off the mean."""
     from pathlib import Path
@@ -243,7 +288,7 @@ def test_shipped_default_prior_is_a_latent_prior_that_finetunes():
     from pnerf_fast.api import load_prior
     from pnerf_fast.data.format import load_subject
 
-    prior = load_prior()
+    prior = load_prior(name)
     assert prior.cfg.method == "latent" and prior.field.latent_dim > 0
     assert prior.codes is not None and prior.codes.shape[0] >= 100
     assert prior.cfg.finetune.cover and prior.cfg.finetune.code_steps > 0

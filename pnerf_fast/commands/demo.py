@@ -75,7 +75,7 @@ def run(args):
     assets = Path(__file__).resolve().parents[1] / "assets"
     t_all = time.perf_counter()
     prior = load_prior(device=device)
-    log(f"prior: {default_prior_path()} ({prior.cfg.method}, {prior.cfg.coordinates} coordinates)")
+    log(f"prior for the light-stage subject: {default_prior_path()} ({prior.cfg.method}, {prior.cfg.coordinates} coordinates)")
     report = {}
 
     # 1. Held-out synthetic subject with ground truth.
@@ -117,8 +117,8 @@ def run(args):
     log("[2/2] photo: aligning (offline MediaPipe), finetuning on it")
     t0 = time.perf_counter()
     psubj = as_subject(photo)
-    pf2 = finetune(psubj, init=load_prior(device=device), steps=args.steps, seconds=args.seconds,
-                   progress=not args.quiet, device=device)
+    log(f"  prior for photos: {default_prior_path(psubj)}")
+    pf2 = finetune(psubj, steps=args.steps, seconds=args.seconds, progress=not args.quiet, device=device)
     ft2 = time.perf_counter() - t0
     front2 = pf2.render(psubj.cameras[0])["rgb"].cpu()
     gt2 = torch.as_tensor(psubj.composite(1.0)[0])

@@ -8,7 +8,9 @@ HELP = "Finetune a prior on each held-out subject's frontal view and score all o
 def add_arguments(p):
     p.add_argument("--data", required=True, help="dataset root with splits.json")
     p.add_argument("--init", default=None,
-                   help="prior checkpoint, or a shipped prior by name: latent (the default) or meta (the paper's init)")
+                   help="prior checkpoint, or a shipped prior by name: latent (the classic light stage), portrait "
+                        "(the portrait light stage) or meta (the paper's init); default: the one for the data's "
+                        "light stage (portrait for --style portrait data, else latent)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--steps", type=int, default=None, help="finetune steps (default: the prior's)")
     p.add_argument("--seconds", type=float, default=None, help="finetune time budget per subject")
@@ -35,7 +37,7 @@ def run(args):
     for name, v in (("--seconds", args.seconds), ("--oracle", args.oracle)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise ValueError(f"argument {name}: must be a positive number of seconds, got {v}")
-    init = prior_path(args.init)
+    init = prior_path(args.init, _first_subject(args.data, args.split) if args.init is None else None)
     from .._io import check_output
 
     if args.steps is not None and args.steps < 0:
@@ -79,3 +81,15 @@ def format_report(res: dict) -> str:
     n = len(res["subjects"])
     return f"{n} subjects (PSNR in dB; input = the frontal view re-rendered; novel = the other views):\n" \
         + "\n".join(lines)
+
+
+def _first_subject(data, split: str):
+    """The first subject of ``split`` (its meta says which light stage made it), or None."""
+    from ..data.format import load_dataset
+
+    try:
+        ds = load_dataset(data)
+        names = ds.subjects(split)
+        return ds.subject(names[0], load_images=False) if names else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # evaluate_prior reports what is wrong with the data

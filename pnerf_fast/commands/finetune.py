@@ -8,7 +8,9 @@ HELP = "Finetune the prior on one frontal image: a subject folder or a photo (al
 def add_arguments(p):
     p.add_argument("source", help="subject folder (its frontal frame is used) or a photo")
     p.add_argument("--init", default=None,
-                   help="prior checkpoint, or a shipped prior by name: latent (the default) or meta (the paper's init)")
+                   help="prior checkpoint, or a shipped prior by name: portrait (the portrait light stage; the default "
+                        "for photos), latent (the classic light stage; the default for its subjects) or meta "
+                        "(the paper's init)")
     p.add_argument("--out", required=True, help="output portrait checkpoint (.pt)")
     p.add_argument("--steps", type=int, default=None,
                    help="steps on all weights, after the code fit (default: the prior's)")
@@ -45,7 +47,9 @@ def run(args):
 
     if not args.source.strip():
         raise ValueError("argument source: must not be empty")
-    init = args.init if args.init not in (None, "latent", "meta") else None
+    from ..train.finetune import SHIPPED_PRIORS
+
+    init = args.init if args.init is not None and args.init not in SHIPPED_PRIORS else None
     check_output(args.out, "--out", [args.source, init])
     check_output(args.preview, "--preview", [args.source, init, args.out])
     if args.preview and not args.preview.lower().endswith(".png"):

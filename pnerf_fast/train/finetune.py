@@ -35,23 +35,36 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
 
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-# The priors that ship with the package, by name: ``--init latent`` / ``--init meta``.
+# The priors that ship with the package, by name: ``--init latent`` / ``portrait`` / ``meta``.
 SHIPPED_PRIORS = {
-    "latent": ASSETS / "prior_latent_fast.pt",  # the default: auto-decoder with per-subject codes
-    "meta": ASSETS / "prior_meta_fast.pt",      # the paper's meta-learned initialisation
+    "latent": ASSETS / "prior_latent_fast.pt",      # auto-decoder, the classic light stage's heads
+    "portrait": ASSETS / "prior_portrait_fast.pt",  # the same, the portrait light stage (people-like)
+    "meta": ASSETS / "prior_meta_fast.pt",          # the paper's meta-learned initialisation
 }
-DEFAULT_PRIOR = "latent"
+DEFAULT_PRIOR = "latent"    # the default for the classic light stage's subjects
+PHOTO_PRIOR = "portrait"    # the default for photos and the portrait light stage's subjects
 
 
-def default_prior_path() -> Path:
-    return SHIPPED_PRIORS[DEFAULT_PRIOR]
+def default_prior_name(subject: Subject | None = None) -> str:
+    """The shipped prior a fit of ``subject`` starts from when none is named: for a photo
+    (finetune's own alignment, or a folder that `pnerf align` wrote) or a subject of the
+    portrait light stage, the prior trained on the portrait light stage (real
+    proportions, hair, shoulders); for anything else (the classic light stage's heads),
+    the classic one."""
+    meta = subject.meta if subject is not None else {}
+    people = meta.get("source") == "photo" or meta.get("photo") is True or meta.get("style") == "portrait"
+    return PHOTO_PRIOR if people else DEFAULT_PRIOR
 
 
-def prior_path(init) -> Path:
-    """A prior checkpoint from a path, a shipped prior's name ("latent", "meta"), or None
-    (the default shipped prior)."""
+def default_prior_path(subject: Subject | None = None) -> Path:
+    return SHIPPED_PRIORS[default_prior_name(subject)]
+
+
+def prior_path(init, subject: Subject | None = None) -> Path:
+    """A prior checkpoint from a path, a shipped prior's name ("latent", "portrait",
+    "meta"), or None (the shipped prior for ``subject``: ``default_prior_name``)."""
     if init is None:
-        return default_prior_path()
+        return default_prior_path(subject)
     if isinstance(init, str) and init in SHIPPED_PRIORS:
         return SHIPPED_PRIORS[init]
     return Path(init)
@@ -83,7 +96,7 @@ def _photo_subject(photo, name: str, res: int) -> Subject:
     return Subject(name=name, path=str(photo) if isinstance(photo, str) else "<array>", cameras=[a.camera],
                    images=img, masks=masks, file_paths=["images/frontal.png"], frontal_index=0,
                    landmarks=np.asarray(a.landmarks_world, dtype=np.float64),
-                   landmarks_2d={"images/frontal.png": np.asarray(a.landmarks_2d)}, meta={"photo": True})
+                   landmarks_2d={"images/frontal.png": np.asarray(a.landmarks_2d)}, meta={"source": "photo", "photo": True})
 
 
 def finetune(
@@ -104,8 +117,10 @@ def finetune(
     device="auto",
 ) -> PortraitField:
     """Finetune a prior on the frontal view of ``source`` (subject folder, photo path,
-    image array or Subject). ``init``: a checkpoint path, a PortraitModel, or None for
-    the shipped prior.
+    image array or Subject). ``init``: a checkpoint path, a shipped prior's name, a
+    PortraitModel, or None for the shipped prior that suits the source: a photo (or a
+    folder that `pnerf align` wrote) starts from the portrait light stage's prior, a
+    light-stage subject from the classic one's (``default_prior_path``).
 
     Two stages, from the prior's ``finetune`` config:
     1. (latent priors) ``code_steps`` Adam steps on the subject's code alone, from the
@@ -145,10 +160,11 @@ def finetune(
     from tqdm import tqdm
 
     dev = resolve_device(device)
+    subject = as_subject(source, res=res or PHOTO_RES)
     if isinstance(init, PortraitModel):
         model = init.to(dev)
     else:
-        model = PortraitModel.load(prior_path(init), dev)
+        model = PortraitModel.load(prior_path(init, subject), dev)
     if model.mean_face is None and model.cfg.coordinates == "canonical":
         raise ValueError("the init checkpoint has no mean face, which canonical coordinates need")
     if mirror is not None:
@@ -180,7 +196,6 @@ def finetune(
     lr = lr or fc.lr or model.cfg.meta.alpha
     opt_kind = optimizer or fc.optimizer
     n = rays_per_step or fc.rays_per_step
-    subject = as_subject(source, res=res or PHOTO_RES)
     sr = SubjectRays(subject, model.mean_face, model.cfg.coordinates, device=dev)
     if default_steps and fc.steps_res > 0:  # more pixels to fit: more steps
         steps = int(round(steps * min(4.0, max(1.0, max(sr.hw) / fc.steps_res))))
