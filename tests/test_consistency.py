@@ -5,7 +5,7 @@ import pytest
 
 from pnerf_fast.face import TEMPLATE
 from pnerf_fast.face import consistency as fc
-from pnerf_fast.render.cameras import Camera
+from pnerf_fast.geometry.cameras import Camera
 from pnerf_fast.render.paths import camera_on_sphere
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 pytest.importorskip("mediapipe")
 skimage_data = pytest.importorskip("skimage.data")
 
-from pnerf_fast.data import rig  # noqa: E402
+from pnerf_fast.geometry import rig  # noqa: E402
 from pnerf_fast.data.format import load_subject  # noqa: E402
 from pnerf_fast.face import landmarks as lm  # noqa: E402
 from pnerf_fast.face.align import (  # noqa: E402

@@ -30,7 +30,7 @@ import numpy as np
 
 from .._io import atomic_path, short_repr, write_text_atomic
 from ..face import landmarks as lm
-from ..render.cameras import Camera
+from ..geometry.cameras import Camera
 
 TRANSFORMS_FILE = "transforms.json"
 FACE_FILE = "face.json"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import short_repr
-from ..face.landmarks import CANONICAL_AABB
+from ..geometry.box import CANONICAL_AABB
 
 PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

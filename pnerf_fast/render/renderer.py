@@ -22,10 +22,10 @@ from typing import NamedTuple
 import torch
 
 from ..field.infer import evaluator
+from ..geometry.cameras import pixel_rays
 from ..ops.composite import composite
 from ..ops.occgrid import OccupancyGrid
 from ..ops.raymarch import MarchConfig, PackedSamples, march_rays, ray_scale
-from .cameras import pixel_rays
 
 
 @dataclass(frozen=True)

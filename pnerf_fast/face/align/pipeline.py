@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 
-from ...data import rig
+from ...geometry import rig
 from ..mediapipe_map import MEDIAPIPE_TO_PNERF24
 from .detect import MAX_NUM_FACES, detect_landmarks
 from .framing import frame_landmarks, lift_landmarks

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from ...render.cameras import Camera
+from ...geometry.cameras import Camera
 from .. import landmarks as lm
 from ..procrustes import SimilarityTransform, alignment_residual, canonical_transform
 
