@@ -59,10 +59,6 @@ LAYERS = {
 
 #: Edges that break a rule today: (importer, imported) -> why. Shrink me.
 ALLOWED = {
-    # data and face import each other: the format and the light stage use face.landmarks,
-    # photo alignment writes subjects with data.format.
-    ("data", "face"): "data.format, data.lightstage.sdf use face.landmarks",
-    ("face", "data"): "face.align.result writes with data.format",
     # `python -m pnerf_fast.train.pretrain` (what torchrun runs on each rank) is
     # `pnerf pretrain`: the entry point belongs with the commands
     ("train", "cli"): "train.pretrain.main calls cli.main",
