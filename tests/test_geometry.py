@@ -67,7 +67,7 @@ def test_a_checkpoint_keeps_its_box(tmp_path):
     assert torch.equal(back.grid.bits, m.grid.bits)
 
 
-@pytest.mark.parametrize("name", ["latent", "meta"])
+@pytest.mark.parametrize("name", ["latent", "portrait", "meta"])
 def test_shipped_priors_keep_the_canonical_box(name):
     """The shipped priors store the default box: their grid is where it always was, so
     they render as before (checked pixel for pixel against main when the box moved)."""

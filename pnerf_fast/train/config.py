@@ -111,8 +111,9 @@ class FinetuneConfig:
     spread: float = 0.0
     spread_stop: float = 1.0    # stage 2 penalises the spread only in this first fraction of its steps (or seconds)
     # lower the occupancy grid's floor by this much (canonical units; the default box,
-    # geometry.CANONICAL_AABB, is +-1.5, the chin at y = -0.85) before the fit: a light-stage view from below sees the neck go on
-    # past the box, which clipped it; the field there is its floor's cross-section; 0: off
+    # geometry.CANONICAL_AABB, is +-1.5, the chin at y = -0.85) before the fit: a
+    # light-stage view from below sees the neck go on past the box, which clipped it; the
+    # field there is its floor's cross-section; 0: off
     grid_down: float = 0.0
     # stage 2's learning rates decay exponentially to this fraction of ``lr`` by its last
     # step (or second); 1: constant
