@@ -150,8 +150,10 @@ class Viewer:
         self._thread: threading.Thread | None = None
         self.server = None
         self.s_per_ray = self._calibrate()
-        # Depth colours over a fixed range around the head, so they do not flicker.
-        self._depth_half_range = half_extent(portrait.model.field.cfg.aabb) / float(getattr(portrait.transform, "scale", 1.0) or 1.0)
+        # Depth colours over a fixed range around the head (half the field's box, in world
+        # units), so they do not flicker.
+        scale = float(getattr(portrait.transform, "scale", 1.0) or 1.0)
+        self._depth_half_range = half_extent(portrait.model.field.cfg.aabb) / scale
 
     # -- set-up ----------------------------------------------------------------------
 
