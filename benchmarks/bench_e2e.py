@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pnerf_fast.data.rig import camera_at  # noqa: E402
+from pnerf_fast.geometry.rig import camera_at  # noqa: E402
 from pnerf_fast.train.finetune import finetune  # noqa: E402
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pnerf_fast", "assets", "demo_subject")

@@ -32,9 +32,15 @@ from pnerf_fast.field import RadianceField  # noqa: E402
 from pnerf_fast.field.backends import CPU_AUTO, resolve_backend  # noqa: E402
 from pnerf_fast.field.encoding import SHEncoding  # noqa: E402
 from pnerf_fast.field.mlp import MLP  # noqa: E402
+from pnerf_fast.geometry import CANONICAL_AABB as AABB  # noqa: E402
 from pnerf_fast.ops.hashgrid import hash_encode, level_layout, level_resolutions  # noqa: E402
 
-AABB = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
+
+def _in_box(u):  # [n, 3] in [0, 1) -> points spread over the canonical box
+    lo, hi = torch.tensor(AABB[:3]), torch.tensor(AABB[3:])
+    return lo + u * (hi - lo)
+
+
 RECORD_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlp_backend.json")
 
 
@@ -42,7 +48,7 @@ def bench_hash(n=262144, repeats=5, device="cpu"):
     res = level_resolutions(16, 16, 1024)
     g = torch.Generator().manual_seed(0)
     params = (torch.randn(level_layout(res, 17)[0][-1], 2, generator=g) * 1e-2).to(device).requires_grad_()
-    x = (torch.rand(n, 3, generator=g) * 3 - 1.5).to(device)
+    x = _in_box(torch.rand(n, 3, generator=g)).to(device)
     gy = torch.randn(n, 32, generator=g).to(device)
 
     def run(impl):
@@ -118,7 +124,7 @@ def bench_field_render(n=65536, repeats=5):
     torch.manual_seed(0)
     f = RadianceField("fast").eval()
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(n, 3, generator=g) * 3 - 1.5
+    x = _in_box(torch.rand(n, 3, generator=g))
     d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
     ev, every = FieldEvaluator(f), torch.arange(n)
 
@@ -155,7 +161,7 @@ def bench_field(preset, n, repeats=5, device="cpu"):
     torch.manual_seed(0)
     f = RadianceField(preset).to(device)
     g = torch.Generator().manual_seed(1)
-    x = (torch.rand(n, 3, generator=g) * 3 - 1.5).to(device)
+    x = _in_box(torch.rand(n, 3, generator=g)).to(device)
     d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1).to(device)
     gs, gc = torch.randn(n, generator=g).to(device), torch.randn(n, 3, generator=g).to(device)
 

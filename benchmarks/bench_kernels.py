@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _timing import row, time_ms  # noqa: E402
 
-from pnerf_fast.data.rig import camera_at  # noqa: E402
+from pnerf_fast.geometry import CANONICAL_AABB  # noqa: E402
+from pnerf_fast.geometry.rig import camera_at  # noqa: E402
 from pnerf_fast.ops.composite import composite  # noqa: E402
 from pnerf_fast.ops.occgrid import OccupancyGrid  # noqa: E402
 from pnerf_fast.ops.raymarch import MarchConfig, march_rays  # noqa: E402
@@ -36,7 +37,7 @@ def make_scene(n_rays: int, seed: int = 0, device="cpu"):
     cam = camera_at(20.0, 10.0, res)
     o, d = cam.rays()
     o, d = o[:n_rays].contiguous(), d[:n_rays].contiguous()
-    grid = OccupancyGrid((-1.5,) * 3 + (1.5,) * 3, levels=1, res=64)
+    grid = OccupancyGrid(CANONICAL_AABB, levels=1, res=64)
     axes = torch.tensor([0.85, 1.1, 0.95])
     grid.mark_from_density(lambda p: ((p / axes).norm(dim=-1) < 1.0).float(), threshold=0.5)
     ang = torch.tensor(0.1)

@@ -71,7 +71,7 @@ def procrustes(a: np.ndarray, b: np.ndarray) -> float:
 
 def synthetic(style: str, n: int, res: int, seed: int) -> dict:
     from pnerf_fast.data import lightstage as ls
-    from pnerf_fast.data import rig
+    from pnerf_fast.geometry import rig
 
     cam = rig.frontal_camera(res)
     rows, lays, skull = [], [], []

@@ -40,7 +40,7 @@ def main(argv=None):
     import torch
 
     from pnerf_fast.api import load
-    from pnerf_fast.render.cameras import look_at
+    from pnerf_fast.geometry.cameras import look_at
     from pnerf_fast.viewer.app import Viewer, ViewerConfig
     from pnerf_fast.viewer.camera import viser_pose
     from pnerf_fast.viewer.headless import HeadlessChromium, head_visible

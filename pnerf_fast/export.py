@@ -394,7 +394,7 @@ def mesh_preview(mesh, camera, shaded_only: bool = False, supersample: int = 2) 
 
     Args:
         mesh: a ``trimesh.Trimesh`` in world space.
-        camera: a :class:`~pnerf_fast.render.cameras.Camera` (world space, OpenGL axes).
+        camera: a :class:`~pnerf_fast.geometry.cameras.Camera` (world space, OpenGL axes).
     """
     from PIL import Image, ImageDraw
 

@@ -5,7 +5,7 @@ import pytest
 
 from pnerf_fast.face import TEMPLATE
 from pnerf_fast.face import consistency as fc
-from pnerf_fast.render.cameras import Camera
+from pnerf_fast.geometry.cameras import Camera
 from pnerf_fast.render.paths import camera_on_sphere
 
 
@@ -128,7 +128,7 @@ def test_real_crop_detects_its_own_projected_landmarks():
 
     from pnerf_fast.face.align import align_photo
 
-    a = align_photo(astronaut(), None, res=128, segment=False)
+    a = align_photo(astronaut(), res=128, segment=False)
     proj = fc.project_landmarks(a.landmarks_world, a.camera)
     np.testing.assert_allclose(proj, a.landmarks_2d, atol=1e-6)
     cands = fc.detect_points24(a.image)

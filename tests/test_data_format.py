@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pnerf_fast.data import format as F
-from pnerf_fast.data import rig
+from pnerf_fast.geometry import rig
 from pnerf_fast.face import landmarks as lm
-from pnerf_fast.render.cameras import pixel_rays
+from pnerf_fast.geometry.cameras import pixel_rays
 
 RES = 12
 

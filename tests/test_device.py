@@ -32,7 +32,7 @@ from pnerf_fast import _device
 from pnerf_fast.cli import main as pnerf
 from pnerf_fast.data.format import load_subject
 from pnerf_fast.render import renderer as renderer_mod
-from pnerf_fast.render.cameras import Camera, look_at, pixel_rays
+from pnerf_fast.geometry.cameras import Camera, look_at, pixel_rays
 from pnerf_fast.render.renderer import RenderOutput, render_image
 from pnerf_fast.train.finetune import ASSETS, default_prior_path, finetune
 from pnerf_fast.train.model import PortraitField, PortraitModel

@@ -285,7 +285,7 @@ def test_render_saves_and_plays_camera_paths(tiny_portrait, tmp_path, capsys):
 
 def test_cameras_hold_plain_floats_for_checkpoints():
     # rig cameras have numpy focal lengths; a checkpoint (weights_only load) refuses numpy scalars
-    from pnerf_fast.data import rig
+    from pnerf_fast.geometry import rig
     from pnerf_fast.train.model import _cam_dict
 
     d = _cam_dict(rig.frontal_camera(64))

@@ -14,8 +14,8 @@ from PIL import Image
 pytest.importorskip("mediapipe")
 skimage_data = pytest.importorskip("skimage.data")
 
-from pnerf_fast.data import rig  # noqa: E402
 from pnerf_fast.data.format import load_subject  # noqa: E402
+from pnerf_fast.data.photo import photo_subject, write_photo_subject  # noqa: E402
 from pnerf_fast.face import landmarks as lm  # noqa: E402
 from pnerf_fast.face.align import (  # noqa: E402
     FaceAlignmentError,
@@ -27,6 +27,7 @@ from pnerf_fast.face.align import (  # noqa: E402
     segment_foreground,
 )
 from pnerf_fast.face.mediapipe_map import MAPPING, MEDIAPIPE_TO_PNERF24  # noqa: E402
+from pnerf_fast.geometry import rig  # noqa: E402
 
 I = lm.INDEX
 
@@ -124,7 +125,7 @@ def test_astronaut_canonical_transform_is_sane(aligned):
 
 
 def test_astronaut_subject_folder_roundtrip(aligned, tmp_path):
-    out = aligned.save(tmp_path / "astro")
+    out = write_photo_subject(aligned, tmp_path / "astro")
     s = load_subject(out)
     assert s.num_views == 1 and s.frontal_index == 0
     np.testing.assert_allclose(s.masks[0], aligned.alpha, atol=1 / 255)
@@ -143,7 +144,7 @@ def test_astronaut_subject_folder_roundtrip(aligned, tmp_path):
     other.mkdir()
     (other / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not a subject folder"):
-        aligned.save(other)
+        write_photo_subject(aligned, other)
     assert (other / "keep.txt").read_text() == "mine"
 
 
@@ -167,6 +168,45 @@ def test_cli_align_writes_a_valid_subject(astronaut_png, tmp_path, capsys):
     assert (tmp_path / "prev.png").is_file()
     face = json.loads((out / "face.json").read_text())
     assert face["meta"]["photo"] == str(astronaut_png)
+
+
+def _same_subject(folder, mem):
+    """A subject folder (8-bit PNG) and an in-memory Subject hold the same view."""
+    assert (folder.name, folder.file_paths, folder.frontal_index) == (mem.name, mem.file_paths, mem.frontal_index)
+    assert len(folder.cameras) == len(mem.cameras) == 1
+    a, b = folder.cameras[0], mem.cameras[0]
+    assert (a.fx, a.fy, a.cx, a.cy, a.width, a.height) == (b.fx, b.fy, b.cx, b.cy, b.width, b.height)
+    np.testing.assert_array_equal(a.c2w, b.c2w)
+    np.testing.assert_allclose(folder.images, mem.images, atol=0.5 / 255 + 1e-6)
+    assert (folder.masks is None) == (mem.masks is None)
+    if mem.masks is not None:
+        np.testing.assert_allclose(folder.masks, mem.masks, atol=0.5 / 255 + 1e-6)
+    np.testing.assert_array_equal(folder.landmarks, mem.landmarks)
+    assert folder.landmarks_2d.keys() == mem.landmarks_2d.keys()
+    for k in mem.landmarks_2d:
+        np.testing.assert_array_equal(folder.landmarks_2d[k], mem.landmarks_2d[k])
+    assert folder.meta == json.loads(json.dumps(mem.meta))
+
+
+def test_cli_align_and_the_api_make_the_same_subject(astronaut_png, tmp_path, capsys):
+    """One photo -> Subject path: `pnerf align` then load_subject, and what finetune fits
+    (as_subject on the photo, the API's and `pnerf finetune`'s way in), agree."""
+    from pnerf_fast.cli import main
+    from pnerf_fast.train.finetune import as_subject
+
+    out = tmp_path / astronaut_png.stem
+    assert main(["align", str(astronaut_png), "--out", str(out), "--res", "64"]) == 0
+    capsys.readouterr()
+    folder, mem = load_subject(out), as_subject(str(astronaut_png), res=64)
+    assert mem.path == str(astronaut_png) and mem.meta["photo"] == str(astronaut_png)
+    _same_subject(folder, mem)
+    assert as_subject(out).meta == folder.meta  # a folder is loaded as it is
+
+
+def test_photo_subject_round_trips_through_a_folder(aligned, tmp_path):
+    mem = photo_subject(aligned, name="astro")
+    assert mem.images.shape == (1, 128, 128, 3) and mem.masks.shape == (1, 128, 128)
+    _same_subject(load_subject(write_photo_subject(aligned, tmp_path / "astro")), mem)
 
 
 def test_cli_no_segment_writes_no_mask(astronaut_png, tmp_path, capsys):
@@ -290,7 +330,8 @@ def test_rgba_photo_keeps_alpha_as_mask(astronaut, tmp_path):
     alpha[:70] = 0              # the top of the photo (hair, above the crop box top at y~42) is transparent
     p = tmp_path / "cutout.png"
     Image.fromarray(np.dstack([astronaut, alpha]), "RGBA").save(p)
-    r = align_photo(p, tmp_path / "subj")
+    r = align_photo(p)
+    write_photo_subject(r, tmp_path / "subj")
     assert r.alpha is not None and r.alpha.shape == (128, 128)
     assert r.alpha.max() == pytest.approx(1.0) and r.alpha.min() < 0.5
     s = load_subject(tmp_path / "subj")

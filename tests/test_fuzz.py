@@ -1081,7 +1081,7 @@ def test_atomic_outputs_get_ordinary_permissions(tmp_path):
         for name in ("c.pt", "a.png"):
             assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
         from pnerf_fast.data.format import load_subject, write_splits, write_subject
-        from pnerf_fast.render.cameras import Camera
+        from pnerf_fast.geometry.cameras import Camera
 
         cam = Camera(fx=20.0, fy=20.0, cx=8.0, cy=8.0, width=16, height=16, c2w=np.eye(4))
         lms = np.random.default_rng(0).normal(size=(24, 3))

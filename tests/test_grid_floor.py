@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pnerf_fast.data.format import load_dataset
-from pnerf_fast.face.landmarks import CANONICAL_AABB
+from pnerf_fast.geometry import CANONICAL_AABB
 from pnerf_fast.train import finetune as ft
 from pnerf_fast.train.model import PortraitField, PortraitModel
 

@@ -59,18 +59,6 @@ LAYERS = {
 
 #: Edges that break a rule today: (importer, imported) -> why. Shrink me.
 ALLOWED = {
-    # data and render import each other: the subject format and the light stage take
-    # Camera / pixel_rays / look_at from render.cameras, the renderer takes the rig's
-    # constants from data.rig. Both belong in a geometry layer below them.
-    ("data", "render"): "data.format, data.rig, data.lightstage.render use render.cameras",
-    ("render", "data"): "render.paths uses data.rig (the rig's distance, field of view and ranges)",
-    # data and face import each other: the format and the light stage use face.landmarks,
-    # photo alignment uses the rig and writes subjects with data.format.
-    ("data", "face"): "data.format, data.lightstage.sdf use face.landmarks",
-    ("face", "data"): "face.align.framing, face.align.pipeline use data.rig; face.align.result writes with data.format",
-    # the field takes the canonical box from face.landmarks (CANONICAL_AABB): a constant
-    # for the geometry layer (and the grid's box should come from the field's config)
-    ("field", "face"): "field.config, field.encoding import face.landmarks.CANONICAL_AABB",
     # `python -m pnerf_fast.train.pretrain` (what torchrun runs on each rank) is
     # `pnerf pretrain`: the entry point belongs with the commands
     ("train", "cli"): "train.pretrain.main calls cli.main",

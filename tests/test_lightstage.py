@@ -10,7 +10,7 @@ import torch
 from pnerf_fast import cli
 from pnerf_fast.data import format as F
 from pnerf_fast.data import lightstage as L
-from pnerf_fast.data import rig
+from pnerf_fast.geometry import rig
 from pnerf_fast.face import landmarks as lm
 
 I = lm.INDEX

@@ -10,7 +10,7 @@ from pnerf_fast.data.format import Dataset, load_dataset
 from pnerf_fast.data.lightstage import generate_lightstage
 from pnerf_fast.face.procrustes import generalized_procrustes
 from pnerf_fast.ops.occgrid import OccupancyGrid
-from pnerf_fast.render.cameras import Camera, look_at
+from pnerf_fast.geometry.cameras import Camera, look_at
 from pnerf_fast.render.renderer import RenderConfig, render_image, render_rays
 from pnerf_fast.train import data as data_mod
 from pnerf_fast.train.config import config_from_dict

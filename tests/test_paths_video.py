@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pnerf_fast.data.rig import DISTANCE, frontal_camera
+from pnerf_fast.geometry.rig import DISTANCE, frontal_camera
 from pnerf_fast.render import paths
 from pnerf_fast.render.video import depth_to_rgb, make_grid_image, save_png, to_uint8, write_video
 

@@ -11,7 +11,7 @@ import yaml
 from pnerf_fast.cli import main as pnerf
 from pnerf_fast.data.lightstage import generate_lightstage
 from pnerf_fast.ops.occgrid import OccupancyGrid
-from pnerf_fast.render.cameras import Camera, look_at
+from pnerf_fast.geometry.cameras import Camera, look_at
 from pnerf_fast.render.renderer import RenderConfig, render_rays
 
 from test_train import TINY_FIELD

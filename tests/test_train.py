@@ -225,7 +225,7 @@ def test_clear_errors(tiny, tmp_path):
         finetune(tmp_path / "nothing_here", init=good, progress=False)
     with pytest.raises(ValueError, match="meta.n_query"):
         config_from_dict({"meta": {"n_query": 0}})
-    with pytest.raises(ValueError, match="unknown key meta.alpah"):
+    with pytest.raises(ValueError, match="meta.alpah: unknown key"):
         config_from_dict({"meta": {"alpah": {}}})
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_train_config(tmp_path / "none.yaml")

@@ -19,9 +19,9 @@ def run(args):
     import logging
     import warnings
 
-    from ..face.align import align_photo, draw_landmarks, draw_mask
-
     from .._io import check_output
+    from ..data.photo import write_photo_subject
+    from ..face.align import align_photo, draw_landmarks, draw_mask
 
     if not 16 <= args.res <= 4096:
         raise ValueError(f"argument --res: must be in [16, 4096], got {args.res}")
@@ -35,12 +35,10 @@ def run(args):
     logging.getLogger("pnerf_fast.face.align").setLevel(logging.ERROR)  # warnings are printed below instead
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        aligned = align_photo(
-            args.photo, None, res=args.res, refine_landmarks=args.refine_landmarks, segment=not args.no_segment
-        )
+        aligned = align_photo(args.photo, res=args.res, refine_landmarks=args.refine_landmarks, segment=not args.no_segment)
     for w in caught:
         print(f"warning: {w.message}")
-    out = aligned.save(args.out)
+    out = write_photo_subject(aligned, args.out)
 
     w, h = aligned.photo_size
     x0, y0, x1, y1 = aligned.crop_box

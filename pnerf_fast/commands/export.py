@@ -103,7 +103,7 @@ def write_preview(mesh, path, res: int = 320):
     from PIL import Image
 
     from .._io import atomic_path
-    from ..data.rig import DISTANCE
+    from ..geometry.rig import DISTANCE
     from ..export import mesh_preview
     from ..render import paths
 

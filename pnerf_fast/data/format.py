@@ -30,7 +30,7 @@ import numpy as np
 
 from .._io import atomic_path, short_repr, write_text_atomic
 from ..face import landmarks as lm
-from ..render.cameras import Camera
+from ..geometry.cameras import Camera
 
 TRANSFORMS_FILE = "transforms.json"
 FACE_FILE = "face.json"
@@ -531,6 +531,30 @@ def write_subject(
             json.dump(transforms, f, indent=2)
         with open(tmp / FACE_FILE, "w", encoding="utf-8") as f:
             json.dump(face, f, indent=2)
+
+
+def save_subject(subject: Subject, path, *, overwrite: bool = True) -> Path:
+    """Write ``subject`` as a folder that ``load_subject`` reads back (its masks become the
+    images' alpha channel) and return the folder's path. An existing folder is replaced
+    only when ``overwrite`` and it is empty or already a subject folder (has
+    transforms.json): never someone's other files (FileExistsError)."""
+    out = Path(path)
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"output path {out} exists and is not a folder")
+        if not overwrite:
+            raise FileExistsError(f"output folder {out} already exists")
+        if any(out.iterdir()) and not (out / TRANSFORMS_FILE).is_file():
+            raise FileExistsError(f"output folder {out} exists and is not a subject folder (no {TRANSFORMS_FILE}); "
+                                  "refusing to replace it, choose another --out")
+    if subject.images is None:
+        raise ValueError(f"save_subject: subject {subject.name!r} was loaded with load_images=False; it has no images to write")
+    images = subject.images if subject.masks is None else np.concatenate([subject.images, subject.masks[..., None]], -1)
+    prefix = f"{IMAGES_DIR}/"
+    names = [fp[len(prefix):] if fp.startswith(prefix) else fp for fp in subject.file_paths]
+    write_subject(out, cameras=subject.cameras, images=images, file_names=names, frontal_index=subject.frontal_index,
+                  landmarks=subject.landmarks, landmarks_2d=subject.landmarks_2d, meta=subject.meta)
+    return out
 
 
 # --------------------------------------------------------------------------- datasets

@@ -4,7 +4,7 @@
 alignment names (``align_photo``, ``detect_landmarks``, ...) are loaded on first use:
 they pull in OpenCV/PIL, and MediaPipe itself is imported only when a photo is aligned.
 """
-from .landmarks import CANONICAL_AABB, LANDMARKS, NAMES, NUM_LANDMARKS, TEMPLATE
+from .landmarks import LANDMARKS, NAMES, NUM_LANDMARKS, TEMPLATE
 from .procrustes import SimilarityTransform, canonical_transform, generalized_procrustes, umeyama
 
 _LAZY = {
@@ -19,7 +19,6 @@ _LAZY = {
 }
 
 __all__ = [
-    "CANONICAL_AABB",
     "LANDMARKS",
     "NAMES",
     "NUM_LANDMARKS",

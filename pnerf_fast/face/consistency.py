@@ -52,7 +52,7 @@ def project_landmarks(landmarks_world, camera) -> np.ndarray:
 
     Args:
         landmarks_world: [n, 3] world points (e.g. ``Subject.landmarks``).
-        camera: a :class:`~pnerf_fast.render.cameras.Camera` (OpenGL axes).
+        camera: a :class:`~pnerf_fast.geometry.cameras.Camera` (OpenGL axes).
     Returns:
         [n, 2] float64 pixel (u, v), u right, v down, pixel centres at integer + 0.5
         (MediaPipe's and ``Camera.project``'s convention).

@@ -80,10 +80,6 @@ TEMPLATE = np.array(
 )
 TEMPLATE.setflags(write=False)
 
-#: Canonical-space box that holds a whole template-sized head with hair and a bit of
-#: neck: (xmin, ymin, zmin, xmax, ymax, zmax).
-CANONICAL_AABB = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
-
 #: Pairs that swap under a left-right mirror, as storage indices.
 MIRROR_PAIRS: tuple[tuple[int, int], ...] = tuple(
     (INDEX[a], INDEX[a.replace("right", "left")])

@@ -12,10 +12,10 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from .._config import build_config
 from .._io import short_repr
-from ..face.landmarks import CANONICAL_AABB
+from ..geometry.box import CANONICAL_AABB
 
 PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -99,16 +99,6 @@ def _int(key, v, lo, hi=None):
     return v
 
 
-def _build(cls, data: Any, prefix: str):
-    if not isinstance(data, dict):
-        _fail(prefix, f"must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in names:
-            _fail(f"{prefix}.{k}" if prefix else str(k), f"unknown key (allowed: {', '.join(sorted(names))})")
-    return cls(**data)
-
-
 def validate(cfg: FieldConfig) -> FieldConfig:
     """Check every value; raise ValueError naming the first bad key."""
     from .backends import BACKENDS
@@ -175,20 +165,13 @@ def _check_type_keys(raw: dict, section: str, table: dict, default_type: str):
 
 
 def field_config_from_dict(raw: dict) -> FieldConfig:
+    """A validated FieldConfig from a mapping (a preset's, a checkpoint's); a bad key or
+    value is a ValueError naming it (``field config: encoding.log2_table: ...``)."""
     if not isinstance(raw, dict):
         raise ValueError(f"field config: must be a mapping, got {type(raw).__name__}")
-    top = {f.name: f for f in dataclasses.fields(FieldConfig)}
-    for k in raw:
-        if k not in top:
-            _fail(str(k), f"unknown key (allowed: {', '.join(sorted(top))})")
     _check_type_keys(raw, "encoding", _ENC_KEYS, "hashgrid")
     _check_type_keys(raw, "dir_encoding", _DIR_KEYS, "sh")
-    kwargs = {}
-    nested = {"encoding": PosEncodingConfig, "dir_encoding": DirEncodingConfig, "density_mlp": DensityMLPConfig,
-              "color_mlp": ColorMLPConfig, "density": DensityConfig}
-    for k, v in raw.items():
-        kwargs[k] = _build(nested[k], v, k) if k in nested else v
-    return validate(FieldConfig(**kwargs))
+    return validate(build_config(FieldConfig, raw, "field config"))
 
 
 def config_path(name_or_path: str | Path) -> Path:

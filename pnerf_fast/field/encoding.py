@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..face.landmarks import CANONICAL_AABB
+from ..geometry.box import CANONICAL_AABB
 from ..ops.encoding import frequency_encode, sh_encode
 from ..ops.hashgrid import SparseGradBuffer, hash_encode, level_layout, level_resolutions
 

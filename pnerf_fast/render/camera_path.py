@@ -11,7 +11,7 @@ ignored on reading):
      "camera_path": [{"camera_to_world": [16 floats, row-major 4x4], "fov": 30.0, "aspect": 1.0}, ...]}
 
 ``camera_to_world`` uses OpenGL camera axes (x right, y up, looking down -z), the same
-as :class:`~pnerf_fast.render.cameras.Camera.c2w`, so matrices are copied as they are.
+as :class:`~pnerf_fast.geometry.cameras.Camera.c2w`, so matrices are copied as they are.
 ``fov`` is the vertical field of view in degrees: ``fy = (H / 2) / tan(fov / 2)``, with
 square pixels (fx = fy) and the principal point at the image centre, as in nerfstudio.
 Positions are in this project's world units (the rig's: the head near the origin, the
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import short_repr, write_text_atomic
-from .cameras import Camera
+from ..geometry.cameras import Camera
 
 __all__ = ["cameras_to_camera_path", "cameras_from_camera_path", "read_camera_path", "write_camera_path",
            "MAX_CAMERAS", "MAX_SIDE"]

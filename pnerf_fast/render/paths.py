@@ -1,7 +1,7 @@
 """Camera paths for videos and contact sheets. Every function returns ``list[Camera]``
 with square images of ``res`` pixels, cameras looking at ``target`` with world y up.
 
-Angles follow the rig (pnerf_fast.data.rig): yaw > 0 moves the camera towards +x (the
+Angles follow the rig (pnerf_fast.geometry.rig): yaw > 0 moves the camera towards +x (the
 subject's left), pitch > 0 moves it up; (0, 0) is the frontal camera on +z.
 
 A single-image model only knows the front of the head, and the prior was trained on
@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..data.rig import DISTANCE, FOV_Y_DEG, PITCH_RANGE_DEG, YAW_RANGE_DEG
-from .cameras import Camera, focal_from_fov, look_at
+from ..geometry.cameras import Camera, focal_from_fov, look_at
+from ..geometry.rig import DISTANCE, FOV_Y_DEG, PITCH_RANGE_DEG, YAW_RANGE_DEG
 
 __all__ = ["camera_on_sphere", "orbit", "dolly_zoom", "dolly", "grid", "spiral", "DOLLY_NEAR", "DOLLY_FAR"]
 

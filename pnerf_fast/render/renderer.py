@@ -16,16 +16,18 @@ this skips nearly everything behind the skin.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
+from .._config import build_config
 from ..field.infer import evaluator
+from ..geometry.cameras import pixel_rays
 from ..ops.composite import composite
 from ..ops.occgrid import OccupancyGrid
 from ..ops.raymarch import MarchConfig, PackedSamples, march_rays, ray_scale
-from .cameras import pixel_rays
 
 
 @dataclass(frozen=True)
@@ -53,29 +55,22 @@ class RenderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RenderConfig":
+        """A checked RenderConfig from a mapping (a config's ``render`` section)."""
         import math
 
-        if not isinstance(d, dict):
-            raise ValueError(f"render config: must be a mapping, got {type(d).__name__}")
-        known = set(cls.__dataclass_fields__)
-        bad = set(map(str, d)) - known
-        if bad:
-            raise ValueError(f"render config: unknown key(s) {sorted(bad)}; known: {sorted(known)}")
-        defaults = cls()
-        for k, v in d.items():
-            dv = getattr(defaults, k)
-            if isinstance(dv, bool):
-                if not isinstance(v, bool):
-                    raise ValueError(f"render config: {k}: must be true or false, got {v!r:.60}")
-            elif isinstance(dv, int):
-                lo = 1 if k == "segment" else 0
-                if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                    raise ValueError(f"render config: {k}: must be an integer >= {lo}, got {v!r:.60}")
-            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
-                    or (k == "step" and v <= 0):
-                raise ValueError(f"render config: {k}: must be a finite number {'> 0' if k == 'step' else '>= 0'}, "
-                                 f"got {v!r:.60}")
-        return cls(**d)
+        cfg = build_config(cls, d, "render config")
+        for f in dataclasses.fields(cls):
+            v = getattr(cfg, f.name)
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, int):
+                lo = 1 if f.name == "segment" else 0
+                if v < lo:
+                    raise ValueError(f"render config: {f.name}: must be an integer >= {lo}, got {v}")
+            elif not math.isfinite(v) or v < 0 or (f.name == "step" and v <= 0):
+                raise ValueError(f"render config: {f.name}: must be a finite number "
+                                 f"{'> 0' if f.name == 'step' else '>= 0'}, got {v}")
+        return cfg
 
 
 class RenderOutput(NamedTuple):

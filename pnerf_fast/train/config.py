@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .._io import safe_yaml_load, short_repr
+from .._config import build_config
+from .._io import safe_yaml_load
 from ..render.renderer import RenderConfig
 
 METHODS = ("meta", "joint", "latent", "random")
@@ -110,9 +110,10 @@ class FinetuneConfig:
     # as ghost layers from any other angle; single-view fits only; 0: off
     spread: float = 0.0
     spread_stop: float = 1.0    # stage 2 penalises the spread only in this first fraction of its steps (or seconds)
-    # lower the occupancy grid's floor by this much (canonical units; the box is +-1.5, the
-    # chin at y = -0.85) before the fit: a light-stage view from below sees the neck go on
-    # past the box, which clipped it; the field there is its floor's cross-section; 0: off
+    # lower the occupancy grid's floor by this much (canonical units; the default box,
+    # geometry.CANONICAL_AABB, is +-1.5, the chin at y = -0.85) before the fit: a
+    # light-stage view from below sees the neck go on past the box, which clipped it; the
+    # field there is its floor's cross-section; 0: off
     grid_down: float = 0.0
     # stage 2's learning rates decay exponentially to this fraction of ``lr`` by its last
     # step (or second); 1: constant
@@ -210,50 +211,10 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls, data: Any, key: str):
-    if not dataclasses.is_dataclass(cls):
-        return data
-    if data is None:
-        return None
-    if not isinstance(data, dict):
-        raise ValueError(f"config: {key or 'top level'}: must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(map(str, data)) - set(fields))
-    if unknown:
-        where = f"{key}." if key else ""
-        raise ValueError(f"config: unknown key {where}{unknown[0]} (known: {sorted(fields)})")
-    kwargs = {}
-    hints = {"GroupLR": GroupLR, "GroupLR | None": GroupLR, "GridConfig": GridConfig, "MetaConfig": MetaConfig,
-             "JointConfig": JointConfig, "FinetuneConfig": FinetuneConfig, "LatentConfig": LatentConfig}
-    for name, value in data.items():
-        sub = f"{key}.{name}" if key else name
-        ftype = fields[name].type if isinstance(fields[name].type, str) else fields[name].type.__name__
-        if ftype in hints:
-            kwargs[name] = _build(hints[ftype], value, sub)
-        else:
-            default = getattr(cls(), name)
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ValueError(f"config: {sub}: must be true or false, got {short_repr(value)}")
-            elif isinstance(default, int):
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"config: {sub}: must be an integer, got {short_repr(value)}")
-            elif isinstance(default, float):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ValueError(f"config: {sub}: must be a number, got {short_repr(value)}")
-                value = float(value)
-            elif isinstance(default, str) and not isinstance(value, str):
-                raise ValueError(f"config: {sub}: must be a string, got {short_repr(value)}")
-            elif isinstance(default, dict) and not isinstance(value, dict):
-                raise ValueError(f"config: {sub}: must be a mapping, got {short_repr(value)}")
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
 def config_from_dict(d: dict) -> TrainConfig:
-    return _build(TrainConfig, d or {}, "").validate()
+    """A validated TrainConfig from a mapping (a recipe file's, a checkpoint's); a bad key
+    or value is a ValueError naming it (``config: meta.alpha.grid: ...``)."""
+    return build_config(TrainConfig, d or {}, "config").validate()
 
 
 def load_train_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:

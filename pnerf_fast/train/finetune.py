@@ -87,16 +87,10 @@ def as_subject(source, res: int = PHOTO_RES) -> Subject:
 
 
 def _photo_subject(photo, name: str, res: int) -> Subject:
+    from ..data.photo import photo_subject
     from ..face.align import align_photo
 
-    a = align_photo(photo, None, res=res)
-    img = np.asarray(a.image, dtype=np.float32)[None]
-    alpha = getattr(a, "alpha", None)
-    masks = None if alpha is None else np.asarray(alpha, dtype=np.float32)[None]
-    return Subject(name=name, path=str(photo) if isinstance(photo, str) else "<array>", cameras=[a.camera],
-                   images=img, masks=masks, file_paths=["images/frontal.png"], frontal_index=0,
-                   landmarks=np.asarray(a.landmarks_world, dtype=np.float64),
-                   landmarks_2d={"images/frontal.png": np.asarray(a.landmarks_2d)}, meta={"source": "photo", "photo": True})
+    return photo_subject(align_photo(photo, res=res), name)
 
 
 def finetune(

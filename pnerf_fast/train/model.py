@@ -14,10 +14,10 @@ from torch import nn
 
 from .._device import module_device, resolve_device
 from .._io import public_mode_, short_repr
-from ..face.landmarks import CANONICAL_AABB
 from ..face.procrustes import SimilarityTransform
+from ..geometry.box import grid_box
+from ..geometry.cameras import Camera
 from ..ops.occgrid import OccupancyGrid, cell_positions
-from ..render.cameras import Camera
 from ..render.renderer import RenderConfig, render_image, render_rays
 from .config import TrainConfig, config_from_dict
 
@@ -52,13 +52,6 @@ def _field_cfg_dict(field) -> dict:
     return d
 
 
-def grid_box(floor_drop: float = 0.0) -> tuple:
-    """The occupancy grid's box: the canonical box with its floor (y) lowered by ``floor_drop``."""
-    a = list(CANONICAL_AABB)
-    a[1] -= float(floor_drop)
-    return tuple(a)
-
-
 class PortraitModel(nn.Module):
     """What pretraining produces and finetuning starts from."""
 
@@ -70,7 +63,9 @@ class PortraitModel(nn.Module):
         self.render_cfg = cfg.render_config()
         # grid.threshold is an opacity per render step (nerfacc's convention): a cell is
         # occupied when sigma * step > threshold.
-        self.grid = OccupancyGrid(grid_box(g.floor_drop), levels=g.levels, res=g.res, decay=g.decay,
+        # The grid covers the field's own box (its config's aabb), its floor lowered by
+        # grid.floor_drop: the visual cone, the hull and the render bounds follow from it.
+        self.grid = OccupancyGrid(self.grid_box(), levels=g.levels, res=g.res, decay=g.decay,
                                   threshold=g.threshold / self.render_cfg.step)
         self.mean_face = None if mean_face is None else np.asarray(mean_face, dtype=np.float64)
         # Latent priors: the training subjects' codes [n, latent_dim] (their mean and
@@ -91,7 +86,7 @@ class PortraitModel(nn.Module):
         if old.geometry.levels != 1:
             raise ValueError("lowering the grid's floor needs a one-level grid (grid.levels: 1)")
         dev = old.bits.device
-        new = OccupancyGrid(grid_box(g.floor_drop + drop), levels=1, res=old.geometry.res, decay=old.decay,
+        new = OccupancyGrid(self.grid_box(g.floor_drop + drop), levels=1, res=old.geometry.res, decay=old.decay,
                             threshold=old.threshold).to(dev)
         r = old.geometry.res
         lo, hi = old.geometry.aabb[1], old.geometry.aabb[4]
@@ -103,6 +98,11 @@ class PortraitModel(nn.Module):
             getattr(new, name).copy_(getattr(old, name)[src])
         self.grid = new
         g.floor_drop += float(drop)
+
+    def grid_box(self, floor_drop: float | None = None) -> tuple:
+        """The occupancy grid's box: the field's box (``field.cfg.aabb``) with its floor
+        (y) lowered by ``floor_drop`` (default: the config's ``grid.floor_drop``)."""
+        return grid_box(self.field.cfg.aabb, self.cfg.grid.floor_drop if floor_drop is None else floor_drop)
 
     @property
     def device(self) -> torch.device:

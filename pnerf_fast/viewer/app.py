@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.rig import DISTANCE
+from ..geometry.box import half_extent
+from ..geometry.cameras import Camera
+from ..geometry.rig import DISTANCE
 from ..render import paths
-from ..render.cameras import Camera
 from ..render.video import depth_to_rgb
 from .camera import camera_from_viser, viser_pose
 from .keyframes import KeyframeRecorder, save_png
@@ -149,8 +150,10 @@ class Viewer:
         self._thread: threading.Thread | None = None
         self.server = None
         self.s_per_ray = self._calibrate()
-        # Depth colours over a fixed range around the head, so they do not flicker.
-        self._depth_half_range = 1.5 / float(getattr(portrait.transform, "scale", 1.0) or 1.0)
+        # Depth colours over a fixed range around the head (half the field's box, in world
+        # units), so they do not flicker.
+        scale = float(getattr(portrait.transform, "scale", 1.0) or 1.0)
+        self._depth_half_range = half_extent(portrait.model.field.cfg.aabb) / scale
 
     # -- set-up ----------------------------------------------------------------------
 

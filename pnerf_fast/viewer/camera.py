@@ -1,4 +1,4 @@
-"""viser's client camera <-> our :class:`~pnerf_fast.render.cameras.Camera`.
+"""viser's client camera <-> our :class:`~pnerf_fast.geometry.cameras.Camera`.
 
 viser reports a client's camera as ``wxyz`` (the rotation R in ``P_world = R p_camera +
 t``, with OpenCV camera axes: x right, y down, looking down +z), ``position`` (t), the
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..render.cameras import Camera
+from ..geometry.cameras import Camera
 
 __all__ = ["ViserPose", "camera_from_viser", "viser_pose", "image_size", "GL_FROM_CV"]
 

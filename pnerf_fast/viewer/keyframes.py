@@ -10,7 +10,7 @@ import numpy as np
 
 from .._io import atomic_path
 from ..render.camera_path import MAX_CAMERAS, _fov_deg, write_camera_path
-from ..render.cameras import Camera
+from ..geometry.cameras import Camera
 
 __all__ = ["KeyframeRecorder", "interpolate", "save_png"]
 

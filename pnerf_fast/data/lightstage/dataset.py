@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ...geometry import rig
 from .. import format as fmt
-from .. import rig
 from .params import STYLES, subject_params
 from .render import BACKGROUND, _subpixel_offsets, render_subject
 

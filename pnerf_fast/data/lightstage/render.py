@@ -6,8 +6,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ...render.cameras import Camera, pixel_rays
-from .. import rig
+from ...geometry import rig
+from ...geometry.cameras import Camera, pixel_rays
 from .params import HeadParams, HeadPose
 from .sdf import HeadGeometry
 from .shading import shade

@@ -1,4 +1,4 @@
-"""One real photo -> a subject folder framed like the rig's frontal camera.
+"""One real photo -> an ``AlignedPhoto`` framed like the rig's frontal camera.
 
 Steps (docs/FACE.md has the details and the reasons):
 
@@ -20,8 +20,10 @@ Steps (docs/FACE.md has the details and the reasons):
 5. Mask: a photo without an alpha channel gets a foreground (person) mask from
    MediaPipe Selfie Segmentation, run on the crop box's neighbourhood in the photo and
    resampled with the crop (zero outside the photo). An RGBA photo keeps its own alpha.
-6. Write transforms.json, face.json and the image (RGBA when there is a mask) with
-   ``data.format.write_subject``.
+6. Turn it into a Subject (``pnerf_fast.data.photo.photo_subject``, the one conversion
+   that the API, ``pnerf finetune`` and ``pnerf align`` share), or write its folder:
+   transforms.json, face.json and the image, RGBA when there is a mask
+   (``pnerf_fast.data.photo.write_photo_subject``). The face layer never writes subjects.
 
 MediaPipe is imported lazily (it takes seconds); nothing is downloaded at run time,
 the tflite models ship inside the mediapipe wheel.
@@ -32,7 +34,7 @@ One module per job; this package re-exports their public names:
 - ``detect``: step 2, Face Mesh landmarks (``detect_landmarks``, ``FaceDetection``);
 - ``framing``: steps 3 and 4, the crop and the lifted landmarks (``frame_landmarks``, ``lift_landmarks``);
 - ``segment``: step 5, the foreground mask (``segment_foreground``);
-- ``result``: the ``AlignedPhoto`` and step 6, writing its subject folder (``AlignedPhoto.save``);
+- ``result``: the ``AlignedPhoto``, what steps 1-5 found;
 - ``pipeline``: ``align_photo``, all the steps in order;
 - ``preview``: ``draw_mask`` and ``draw_landmarks``;
 - ``errors``, ``resample`` and ``_mediapipe``: what the steps share.

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...data import rig
-from ...render.cameras import Camera
+from ...geometry import rig
+from ...geometry.cameras import Camera
 from .. import landmarks as lm
 from ..mediapipe_map import MEDIAPIPE_TO_PNERF24, NUM_MEDIAPIPE_POINTS
 from .errors import FaceAlignmentError

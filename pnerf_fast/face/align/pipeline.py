@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 
-from ...data import rig
+from ...geometry import rig
 from ..mediapipe_map import MEDIAPIPE_TO_PNERF24
 from .detect import MAX_NUM_FACES, detect_landmarks
 from .framing import frame_landmarks, lift_landmarks
@@ -21,15 +21,15 @@ DEFAULT_RES = 128
 
 def align_photo(
     photo: PhotoInput,
-    out_dir=None,
     *,
     res: int = DEFAULT_RES,
     refine_landmarks: bool = False,
     max_num_faces: int = MAX_NUM_FACES,
     segment: bool = True,
 ) -> AlignedPhoto:
-    """A photo (path or array) -> AlignedPhoto framed like ``rig.frontal_camera(res)``;
-    writes the subject folder to ``out_dir`` when given.
+    """A photo (path or array) -> AlignedPhoto framed like ``rig.frontal_camera(res)``.
+    ``pnerf_fast.data.photo`` turns it into a Subject (``photo_subject``) or writes its
+    subject folder (``write_photo_subject``).
 
     The view's mask (``alpha``): an RGBA photo's own alpha channel; otherwise, with
     ``segment`` (default), a person mask from MediaPipe Selfie Segmentation. When the
@@ -69,7 +69,7 @@ def align_photo(
     if size < res:
         log.info("%s: the face region (%.0f px) is upsampled to %d px", src, size, res)
 
-    result = AlignedPhoto(
+    return AlignedPhoto(
         image=image,
         alpha=alpha_c,
         camera=camera,
@@ -85,6 +85,3 @@ def align_photo(
         outside_fraction=max(0.0, outside),
         mask_source=mask_source,
     )
-    if out_dir is not None:
-        result.save(out_dir)
-    return result

@@ -1,13 +1,13 @@
-"""The aligned photo, and step 6: writing it as a subject folder."""
+"""The aligned photo: what the alignment found (step 6 turns it into a Subject:
+``pnerf_fast.data.photo``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from ...render.cameras import Camera
+from ...geometry.cameras import Camera
 from .. import landmarks as lm
 from ..procrustes import SimilarityTransform, alignment_residual, canonical_transform
 
@@ -72,33 +72,3 @@ class AlignedPhoto:
             "alpha_mask": self.alpha is not None,
             "mask_source": self.mask_source,
         }
-
-    def save(self, out_dir, *, overwrite: bool = True) -> Path:
-        """Write the subject folder (transforms.json, face.json, images/frontal.png) and
-        return its path. An existing folder is replaced only when ``overwrite`` and it is
-        empty or already a subject folder (has transforms.json): never someone's other files."""
-        from ...data.format import TRANSFORMS_FILE, write_subject
-
-        out = Path(out_dir)
-        if out.exists():
-            if not out.is_dir():
-                raise FileExistsError(f"output path {out} exists and is not a folder")
-            if not overwrite:
-                raise FileExistsError(f"output folder {out} already exists")
-            if any(out.iterdir()) and not (out / TRANSFORMS_FILE).is_file():
-                raise FileExistsError(
-                    f"output folder {out} exists and is not a subject folder (no {TRANSFORMS_FILE}); "
-                    "refusing to replace it, choose another --out"
-                )
-        image = self.image if self.alpha is None else np.concatenate([self.image, self.alpha[..., None]], -1)
-        write_subject(
-            out,
-            cameras=[self.camera],
-            images=image[None],
-            file_names=["frontal.png"],
-            frontal_index=0,
-            landmarks=self.landmarks_world,
-            landmarks_2d={0: self.landmarks_2d},
-            meta=self.meta(),
-        )
-        return out
