@@ -248,7 +248,7 @@ def test_default_prior_follows_the_source():
 
     subj = load_subject(Path(__file__).resolve().parents[1] / "pnerf_fast" / "assets" / "demo_subject")
     assert default_prior_name(subj) == "latent" and default_prior_name(None) == "latent"
-    for meta in ({"source": "photo", "photo": "me.jpg"}, {"photo": True}, {"style": "portrait"}):
+    for meta in ({"source": "photo", "photo": "me.jpg"}, {"style": "portrait"}):
         subj.meta = meta
         assert default_prior_name(subj) == "portrait", meta
         assert prior_path(None, subj) == SHIPPED_PRIORS["portrait"]

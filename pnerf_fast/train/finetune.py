@@ -52,7 +52,7 @@ def default_prior_name(subject: Subject | None = None) -> str:
     proportions, hair, shoulders); for anything else (the classic light stage's heads),
     the classic one."""
     meta = subject.meta if subject is not None else {}
-    people = meta.get("source") == "photo" or meta.get("photo") is True or meta.get("style") == "portrait"
+    people = meta.get("source") == "photo" or meta.get("style") == "portrait"
     return PHOTO_PRIOR if people else DEFAULT_PRIOR
 
 
