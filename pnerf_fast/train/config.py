@@ -115,9 +115,6 @@ class FinetuneConfig:
     # light-stage view from below sees the neck go on past the box, which clipped it; the
     # field there is its floor's cross-section; 0: off
     grid_down: float = 0.0
-    # stage 2's learning rates decay exponentially to this fraction of ``lr`` by its last
-    # step (or second); 1: constant
-    lr_final: float = 1.0
     # an input ray that the code stage's head leaves transparent (hair or shoulders beyond
     # the prior's head) has no depth cue: stage 2 would put its surface at the front of the
     # grid, a sheet that swings in front of the face from the side. This weight pulls its
@@ -200,8 +197,7 @@ class TrainConfig:
                          ("grid.hull_min_fraction", g.hull_min_fraction, 0 <= g.hull_min_fraction <= 1),
                          ("grid.floor_drop", g.floor_drop, 0 <= g.floor_drop < float("inf")),
                          ("checkpoint_every_s", self.checkpoint_every_s, 0 <= self.checkpoint_every_s < float("inf")),
-                         ("latent.lr_final", self.latent.lr_final, self.latent.lr_final <= 1),
-                         ("finetune.lr_final", self.finetune.lr_final, 0 < self.finetune.lr_final <= 1)):
+                         ("latent.lr_final", self.latent.lr_final, self.latent.lr_final <= 1)):
             if not ok:
                 bad(k, f"out of range, got {v}")
         self.render_config()

@@ -172,8 +172,6 @@ def finetune(
         raise ValueError(f"finetune.spread must be a finite weight >= 0, got {fc.spread!r}")
     if not (fc.rim >= 0 and np.isfinite(fc.rim)):
         raise ValueError(f"finetune.rim must be a finite weight >= 0, got {fc.rim!r}")
-    if not 0 < fc.lr_final <= 1:
-        raise ValueError(f"finetune.lr_final must be a fraction in (0, 1], got {fc.lr_final!r}")
     default_steps = steps is None and seconds is None
     if default_steps:
         steps = fc.steps
@@ -304,7 +302,6 @@ def finetune(
         rim_free = _transparency(field, model, sr, fit_views[0])
     # Stage 2: all weights.
     opt = make_optimizer(field, opt_kind, lr)
-    base_lr = [g["lr"] for g in opt.param_groups]
     prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
     params = list(field.parameters())
     t_stage2 = clock.elapsed()
@@ -320,9 +317,6 @@ def finetune(
             done = (clock.elapsed() - t_stage2) / max(seconds - t_stage2, 1e-9)
         mirroring = done < fc.mirror_stop
         spreading = spread_frame is not None and done < fc.spread_stop
-        if fc.lr_final != 1:
-            for g, base in zip(opt.param_groups, base_lr):
-                g["lr"] = base * fc.lr_final ** min(done, 1.0)
         mse, loss = render_loss()
         opt.zero_grad(set_to_none=True)
         if backward_ok(loss, params):
