@@ -126,8 +126,9 @@ class FinetuneConfig:
     # one input image, so each pixel keeps the depth where its ray last turned opaque (from
     # that step's own forward pass), and its next ray is marched only to there plus
     # ``stop_margin`` render steps; the samples behind carry zero weight and gradient. A ray
-    # still not opaque by then (the surface moved back) is marched again in full, in the same step
-    stop_cache: bool = False
+    # still not opaque by then (the surface moved back) is marched again in full, in the same
+    # step. On: the same fit in about half the time (benchmarks/README.md, "stop-depth cache")
+    stop_cache: bool = True
     stop_margin: float = 4.0    # render steps beyond the cached stop depth (covers the jitter: >= 1)
 
 
