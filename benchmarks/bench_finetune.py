@@ -21,6 +21,13 @@ C. Step time (--step-bench): ms per finetune step, before (dense table gradient,
    demo subject (its rays per step, Adam); (2) the fast preset fitted from random init
    (part B's 512 rays, Adam); (3) the meta prior's SGD finetune. Plus a profile of the
    new step.
+D. Stop-depth cache (--stop-cache-bench): ms and samples per step of the latent prior's
+   finetune stage 2 (as in C.1, dense tables) without and with ``finetune.stop_cache``,
+   interleaved step by step on the same batches, the cache warm (filled by a no-grad render
+   of the input view, then the warm-up steps), in two states of the occupancy grid: as the
+   cover leaves it (stage 2's first 32 steps, C.1's state) and after one refresh from the
+   field (what ``update_grid`` does every 32 steps; the rest of stage 2). Plus a whole
+   default finetune (both stages, cold cache) without and with it.
 
 The clock excludes the time spent evaluating (renders of the 24 views).
 """
@@ -272,6 +279,94 @@ def step_benchmark(steps: int = 12, profile_steps: int = 5, log=print) -> dict:
     return result
 
 
+def stop_cache_benchmark(steps: int = 12, margin: float | None = None, warmup: int = 3, whole: bool = True,
+                         log=print) -> dict:
+    """Part D (see the module docstring)."""
+    from pnerf_fast.render.renderer import render_rays
+    from pnerf_fast.train.data import SubjectRays
+    from pnerf_fast.train.finetune import _StopCache, as_subject
+    from pnerf_fast.train.hull import cover_subject_
+    from pnerf_fast.train.pretrain import grads_finite, make_optimizer
+
+    subj = as_subject(ROOT / "pnerf_fast" / "assets" / "demo_subject")
+    latent = PortraitModel.load(SHIPPED_PRIORS["latent"])
+    fc = latent.cfg.finetune
+    margin = fc.stop_margin if margin is None else margin
+    sr = SubjectRays(subj, latent.mean_face, latent.cfg.coordinates)
+    view, n = sr.support[0], fc.rays_per_step
+    result = {"margin_steps": margin, "rays_per_step": n, "pixels": sr.hw[0] * sr.hw[1]}
+    for state in ("covered", "refreshed"):
+        runs = {}
+        for name in ("before", "after"):
+            m = PortraitModel.load(SHIPPED_PRIORS["latent"])
+            cover_subject_(m.grid, sr, views=sr.support)
+            if state == "refreshed":
+                m.grid.update(m.density_fn(), fraction=1.0, generator=torch.Generator().manual_seed(0))
+            m.field.train()
+            cache = None
+            if name == "after":
+                cache = _StopCache(sr.hw[0] * sr.hw[1], margin * m.render_cfg.step, sr.warp_table, "cpu")
+                t0 = time.perf_counter()
+                cache.fill(m.field, m.grid, sr, view, m.render_cfg)
+                result.setdefault("fill_s", {})[state] = round(time.perf_counter() - t0, 2)
+            opt = make_optimizer(m.field, fc.optimizer, fc.lr or m.cfg.meta.alpha)
+            runs[name] = (m, opt, list(m.field.parameters()), torch.Generator().manual_seed(0), cache)
+
+        def one(name):
+            m, opt, params, gen, cache = runs[name]
+            b = sr.batch([view], n, gen, random_bg=sr.has_mask)
+            t0 = time.perf_counter()
+            jitter = torch.rand(n, generator=gen)
+            if cache is None:
+                out = render_rays(m.field, m.grid, b.rays_o, b.rays_d, sr.warp_table, None, m.render_cfg, b.bg, jitter)
+            else:  # as finetune does: limited to each pixel's stop depth, misses marched again
+                out = cache.render(m.field, m.grid, b, m.render_cfg, jitter)
+            loss = torch.mean((out.rgb - b.target) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grads_finite(params)
+            opt.step()
+            return time.perf_counter() - t0, out.n_samples, float(loss.detach())
+
+        times, samples, losses = ({k: [] for k in runs} for _ in range(3))
+        for i in range(warmup + steps):
+            for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
+                dt, ns, lo = one(name)
+                if i >= warmup:
+                    times[name].append(dt * 1000)
+                    samples[name].append(ns)
+                    losses[name].append(lo)
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        c = runs["after"][4].counts
+        r = {"before_ms": round(med["before"], 1), "after_ms": round(med["after"], 1),
+             "ratio": round(med["after"] / med["before"], 3), "steps": steps,
+             "samples_per_step": {k: int(np.mean(v)) for k, v in samples.items()},
+             "mean_loss": {k: float(np.mean(v)) for k, v in losses.items()},
+             "rays_limited": round(c["limited"] / max(c["rays"], 1), 3), "rays_marched_again": c["again"]}
+        result[state] = r
+        log(f"stage 2, grid {state}: without {r['before_ms']} ms/step ({r['samples_per_step']['before']} samples), "
+            f"with the cache {r['after_ms']} ms/step ({r['samples_per_step']['after']} samples), x{r['ratio']}; "
+            f"{100 * r['rays_limited']:.0f}% of rays limited, {r['rays_marched_again']} marched again")
+    if whole:
+        from pnerf_fast.train.finetune import finetune
+
+        rows = {}
+        for name in ("before", "after", "after", "before"):  # ABBA: the machine's drift cancels
+            m = PortraitModel.load(SHIPPED_PRIORS["latent"])
+            m.cfg.finetune.stop_cache = name == "after"
+            m.cfg.finetune.stop_margin = margin
+            t0 = time.perf_counter()
+            pf = finetune(subj, init=m, progress=False)
+            rows.setdefault(name, []).append(round(time.perf_counter() - t0, 2))
+            rows.setdefault(f"{name}_psnr", []).append(round(pf.info["frontal_psnr"], 3))
+            if "stop_cache" in pf.info:
+                rows["after_counts"] = pf.info["stop_cache"]
+        result["whole_finetune_s"] = rows
+        log(f"whole default finetune: without {rows['before']} s, with the cache {rows['after']} s; "
+            f"frontal PSNR {rows['before_psnr']} / {rows['after_psnr']}; {rows['after_counts']}")
+    return result
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="light-stage root (default: regenerate the 4 test subjects of "
@@ -285,7 +380,12 @@ def main(argv=None):
     ap.add_argument("--preset-budget", type=float, default=300.0, help="seconds per preset in part B")
     ap.add_argument("--skip-presets", action="store_true")
     ap.add_argument("--step-bench", action="store_true", help="only part C: ms/step before/after the sparse tables")
-    ap.add_argument("--step-count", type=int, default=12, help="measured steps per variant in part C")
+    ap.add_argument("--step-count", type=int, default=12, help="measured steps per variant in part C (and D)")
+    ap.add_argument("--stop-cache-bench", action="store_true",
+                    help="only part D: ms/step of finetune stage 2 without/with the stop-depth cache")
+    ap.add_argument("--stop-margin", type=float, default=None, help="part D's margin in render steps "
+                                                                     "(default: the prior's finetune.stop_margin)")
+    ap.add_argument("--no-whole", action="store_true", help="part D without the whole finetunes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--plot", default=None, help="write the curves as a PNG here (needs matplotlib)")
@@ -299,6 +399,12 @@ def main(argv=None):
         return 0
     torch.set_num_threads(args.threads)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    if args.stop_cache_bench:
+        result = stop_cache_benchmark(args.step_count, args.stop_margin, whole=not args.no_whole, log=log)
+        result["_meta"] = {"threads": torch.get_num_threads()}
+        if args.json:
+            print(json.dumps(result, indent=2))
+        return 0
     if args.step_bench:
         result = step_benchmark(args.step_count, log=log)
         result["_meta"] = {"threads": torch.get_num_threads()}

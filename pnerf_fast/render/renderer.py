@@ -80,6 +80,9 @@ class RenderOutput(NamedTuple):
     n_samples: int
     # [n, 3] each ray's sum of weight * sample_values(...) (render_rays' ``sample_values``)
     extra: torch.Tensor | None = None
+    # [n] (render_rays' ``stop_depth``) world distance at which each ray stopped: the t_end of
+    # its last sample before its transmittance fell below t_thresh; +inf where it never did
+    stop: torch.Tensor | None = None
 
 
 def _bg(bg, like: torch.Tensor, n: int) -> torch.Tensor:
@@ -87,7 +90,8 @@ def _bg(bg, like: torch.Tensor, n: int) -> torch.Tensor:
     return bg.expand(3) if bg.ndim == 0 else bg
 
 
-def _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, scale_ray, fn, max_segments=256):
+def _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, scale_ray, fn, max_segments=256,
+              t_max=None):
     """March alive rays ``cfg.segment`` samples at a time; ``fn(idx, samples, sigma_scale)``
     consumes a segment (``idx`` = the rays' indices) and returns the boolean "ray still
     transmits" per ray of ``idx``."""
@@ -101,7 +105,8 @@ def _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, sc
             break
         wi = None if warp_index is None else warp_index[alive]
         s = march_rays(rays_o[alive], rays_d[alive], grid.geometry, grid.bits, mc, warp_table=warp_table,
-                       warp_index=wi, jitter=None if jitter is None else jitter[alive], box=box, t_min=t_begin[alive])
+                       warp_index=wi, jitter=None if jitter is None else jitter[alive], box=box, t_min=t_begin[alive],
+                       t_max=None if t_max is None else t_max[alive])
         if s.n_samples == 0:
             break
         keep = fn(alive, s, scale_ray[alive][s.ray_indices])
@@ -123,15 +128,29 @@ def render_rays(
     bg: torch.Tensor | float = 1.0,          # [3] or [n, 3] or a grey level
     jitter: torch.Tensor | None = None,      # [n] in [0, 1) for stratified training samples
     sample_values=None,                      # (ray_indices [m], t_mid [m]) -> [m, 3]: composited into .extra
+    t_max: torch.Tensor | None = None,       # [n] world: march no farther (e.g. a per-pixel stop-depth cache)
+    stop_depth: bool = False,                # also return each ray's stop depth (.stop)
 ) -> RenderOutput:
+    """Render rays -> RenderOutput (rgb, depth, opacity, samples marched, extra, stop).
+
+    ``t_max`` [n] (world units, finite) ends each ray's march there: samples whose midpoint
+    lies beyond it are not marched (the samples before are the same as without it), which
+    changes nothing where the ray is already opaque by then (composite gives the samples
+    after that zero weight and zero gradient). ``stop_depth``: ``.stop`` [n] is where each
+    ray stopped (the t_end of its last sample before its transmittance fell below
+    ``cfg.t_thresh``), +inf where it did not become opaque within the march."""
     n = rays_o.shape[0]
     box = grid.occupied_box(cfg.box_margin)
     scale_ray = ray_scale(rays_d, warp_table, warp_index)
+    if t_max is not None:
+        if t_max.shape != (n,):
+            raise ValueError(f"render_rays: argument 't_max' must have shape [{n}], got {list(t_max.shape)}")
+        t_max = t_max.to(dtype=rays_o.dtype, device=rays_o.device)
     if cfg.prune and not torch.is_grad_enabled() and sample_values is None:
-        return _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter, box, scale_ray)
-    t_max = None
+        return _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter, box, scale_ray,
+                                 t_max, stop_depth)
     if cfg.prune and cfg.prune_train:
-        t_max = torch.full((n,), 1e10, dtype=rays_o.dtype, device=rays_o.device)
+        t_max = torch.full((n,), 1e10, dtype=rays_o.dtype, device=rays_o.device) if t_max is None else t_max.clone()
 
         def find_stop(idx, s, sc):
             with torch.no_grad():
@@ -158,16 +177,25 @@ def render_rays(
     if sample_values is not None:  # the same weights over per-sample values (for losses on the samples)
         vals = sample_values(s.ray_indices, 0.5 * (s.t_starts + s.t_ends)).to(rgb.dtype)
         extra = composite(s.packed_info, sigma, vals, s.t_starts, s.t_ends, cfg.t_thresh).rgb
-    return RenderOutput(color, out.depth, out.opacity, s.n_samples, extra)
+    stop = None
+    if stop_depth:
+        with torch.no_grad():
+            alive = out.trans > 0  # composite zeroes the transmittance from the first dead sample on
+            last = torch.zeros(n, dtype=s.t_ends.dtype, device=s.t_ends.device)
+            last = last.scatter_reduce(0, s.ray_indices[alive], s.t_ends[alive], "amax")
+            stop = torch.where(1 - out.opacity.detach() < cfg.t_thresh, last, torch.full_like(last, float("inf")))
+    return RenderOutput(color, out.depth, out.opacity, s.n_samples, extra, stop)
 
 
 @torch.no_grad()
-def _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter, box, scale_ray):
+def _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter, box, scale_ray,
+                      t_max=None, stop_depth=False):
     n = rays_o.shape[0]
     dt, dev = rays_o.dtype, rays_o.device
     rgb = torch.zeros(n, 3, dtype=dt, device=dev)
     depth = torch.zeros(n, dtype=dt, device=dev)
     T = torch.ones(n, dtype=dt, device=dev)
+    last = torch.zeros(n, dtype=dt, device=dev) if stop_depth else None  # t_end of each ray's last live sample
     total = [0]
     ev = evaluator(field) if cfg.fast_infer else None
 
@@ -192,16 +220,21 @@ def _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, 
                 kept = torch.zeros_like(r.opacity).index_add_(0, ray, w)
                 seg_rgb *= torch.where(kept > 0, r.opacity / kept.clamp_min(1e-30), 0.0)[:, None]
         T0 = T[idx]
+        if last is not None:  # live: the ray's transmittance before the sample (T0 times the segment's) >= t_thresh
+            live = (r.trans > 0) & (T0[s.ray_indices] * r.trans >= cfg.t_thresh)
+            seg_last = torch.zeros_like(T0).scatter_reduce_(0, s.ray_indices[live], s.t_ends[live], "amax")
+            last[idx] = torch.maximum(last[idx], seg_last)
         rgb[idx] += T0[:, None] * seg_rgb
         depth[idx] += T0 * r.depth
         T[idx] = T0 * (1 - r.opacity)
         total[0] += s.n_samples
         return T[idx] >= cfg.t_thresh
 
-    _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, scale_ray, seg)
+    _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, scale_ray, seg, t_max=t_max)
     opacity = 1 - T
     color = rgb + T[:, None] * _bg(bg, rgb, n)
-    return RenderOutput(color, depth, opacity, total[0])
+    stop = None if last is None else torch.where(T < cfg.t_thresh, last, torch.full_like(last, float("inf")))
+    return RenderOutput(color, depth, opacity, total[0], None, stop)
 
 
 @torch.no_grad()

@@ -122,6 +122,14 @@ class FinetuneConfig:
     # transparent the code stage left it) to its point nearest the head's centre, where a
     # round head's rim lies; single-view fits only; 0: off
     rim: float = 0.0
+    # per-pixel stop-depth cache (single-view fits only): every step's rays are pixels of the
+    # one input image, so each pixel keeps the depth where its ray last turned opaque (from
+    # that step's own forward pass), and its next ray is marched only to there plus
+    # ``stop_margin`` render steps; the samples behind carry zero weight and gradient. A ray
+    # still not opaque by then (the surface moved back) is marched again in full, in the same
+    # step. On: the same fit in about half the time (benchmarks/README.md, "stop-depth cache")
+    stop_cache: bool = True
+    stop_margin: float = 4.0    # render steps beyond the cached stop depth (covers the jitter: >= 1)
 
 
 @dataclass
@@ -187,6 +195,9 @@ class TrainConfig:
             bad("finetune.code_rays", f"must be an integer >= 0, got {self.finetune.code_rays!r}")
         if not isinstance(self.finetune.steps_res, int) or self.finetune.steps_res < 0:
             bad("finetune.steps_res", f"must be an integer >= 0, got {self.finetune.steps_res!r}")
+        if not 1 <= self.finetune.stop_margin < float("inf"):
+            bad("finetune.stop_margin", f"must be a finite number of render steps >= 1 (the jitter moves samples by "
+                                        f"up to one step), got {self.finetune.stop_margin}")
         if self.finetune.rays_per_step <= 0:
             bad("finetune.rays_per_step", f"must be > 0, got {self.finetune.rays_per_step}")
         g = self.grid

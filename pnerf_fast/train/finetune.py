@@ -23,7 +23,8 @@ from ..data.format import Subject, load_subject
 from ..face.landmarks import TEMPLATE, mirror_matrix
 from ..face.procrustes import canonical_transform
 from ..ops.occgrid import cell_positions
-from ..render.renderer import render_rays
+from ..ops.raymarch import ray_scale
+from ..render.renderer import RenderOutput, render_rays
 from .config import GroupLR
 from .data import RayBatch, SubjectRays
 from .hull import cover_subject_
@@ -146,6 +147,11 @@ def finetune(
     available and compiled, else the CPU; "cpu", "cuda", "cuda:N"): where every tensor of
     the fit lives (rays, images, warp table, grid, generator, field); a PortraitModel
     ``init`` is moved there, and so is the returned portrait.
+    With ``stop_cache`` (single-view fits only), each input pixel keeps the depth where its
+    ray last turned opaque, and its next ray in either stage is marched only that far plus
+    ``stop_margin`` render steps (mirrored rays are marched in full); a ray not opaque by
+    then is marched again in full in the same step, so every ray renders as without the
+    cache (``_StopCache``).
 
     A step whose loss or gradient is NaN or infinite is skipped with a RuntimeWarning (no
     update; it counts as a step); MAX_BAD_STEPS (5) in a row raise NonFiniteLossError (a
@@ -172,6 +178,10 @@ def finetune(
         raise ValueError(f"finetune.spread must be a finite weight >= 0, got {fc.spread!r}")
     if not (fc.rim >= 0 and np.isfinite(fc.rim)):
         raise ValueError(f"finetune.rim must be a finite weight >= 0, got {fc.rim!r}")
+    if not isinstance(fc.stop_cache, bool):
+        raise ValueError(f"finetune.stop_cache must be true or false, got {fc.stop_cache!r}")
+    if not (fc.stop_margin >= 1 and np.isfinite(fc.stop_margin)):
+        raise ValueError(f"finetune.stop_margin must be a finite number of render steps >= 1, got {fc.stop_margin!r}")
     default_steps = steps is None and seconds is None
     if default_steps:
         steps = fc.steps
@@ -223,6 +233,9 @@ def finetune(
     spreading = False  # stage 2 of a single-view fit with finetune.spread
     spread_frame = _spread_frame(sr, dev) if (fc.spread > 0 or fc.rim > 0) and views is None else None
     rim_free = None  # [pixels]: how transparent the code stage left each input ray (finetune.rim)
+    stops = None  # the input pixels' stop depths (finetune.stop_cache): single-view fits only
+    if fc.stop_cache and views is None and len(fit_views) == 1:
+        stops = _StopCache(sr.hw[0] * sr.hw[1], fc.stop_margin * model.render_cfg.step, sr.warp_table, dev)
 
     def render_loss(n=n):
         """-> (the photometric MSE, the loss to minimise)"""
@@ -231,8 +244,13 @@ def finetune(
         if m:
             b, m = mirrorer.batch(b, m)
         values = _spread_values(b.rays_o, b.rays_d, *spread_frame) if spreading or rim_free is not None else None
-        out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
-                          torch.rand(n, generator=gen, device=dev), sample_values=values)
+        jitter = torch.rand(n, generator=gen, device=dev)
+        if stops is None:
+            out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
+                              jitter, sample_values=values)
+        else:
+            values_of = None if values is None else (lambda o, d: _spread_values(o, d, *spread_frame))
+            out = stops.render(field, model.grid, b, model.render_cfg, jitter, values_of, m)
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
         if spreading:
             mse_loss = mse_loss + fc.spread * _spread_loss(out, b.alpha, m)
@@ -333,7 +351,88 @@ def finetune(
     check_finite_weights(list(field.parameters()), f"finetune: {subject.name}")
     info = {"steps": step, "code_steps": min(step, n_code), "seconds": clock.elapsed(), "frontal_psnr": psnr,
             "subject": subject.name}
+    if stops is not None:
+        info["stop_cache"] = stops.counts
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)
+
+
+class _StopCache:
+    """Per-pixel stop depths of a single-view fit (``finetune.stop_cache``).
+
+    Every step's rays are pixels of one image, so each pixel keeps the world depth where its
+    ray last stopped (``RenderOutput.stop``: the t_end of its last sample before the
+    transmittance fell below the renderer's threshold, from that step's own forward pass),
+    +inf until known. A ray is marched to its pixel's depth plus ``margin`` (canonical
+    units, a few render steps: the jitter moves samples by up to one step, and the field
+    moves a little between visits); the samples it skips are behind the opaque surface, with
+    zero weight and zero gradient. A limited ray that is not opaque by its limit (the surface
+    moved back) is marched again in full in the same step (``render``), so every ray renders
+    as it would without the cache. After the step each real ray's pixel takes its new stop
+    depth, or +inf where the ray did not become opaque (background: the occupancy grid skips
+    its empty space anyway)."""
+
+    def __init__(self, n_pixels: int, margin: float, warp_table, device):
+        self.depth = torch.full((n_pixels,), float("inf"), device=device)  # [pixels] world
+        self.margin = float(margin)
+        self.warp_table = warp_table
+        # real rays rendered, of those limited by a known depth, of those marched again in
+        # full (not opaque by the limit); kept on the device: no sync per step
+        self._counts = torch.zeros(3, dtype=torch.long, device=device)
+
+    @property
+    def counts(self) -> dict:
+        return dict(zip(("rays", "limited", "again"), self._counts.tolist()))
+
+    def render(self, field, grid, b: RayBatch, cfg, jitter, values_of=None, skip: int = 0):
+        """render_rays of batch ``b`` (its first ``skip`` rays mirrored: no limit, no update)
+        with each ray limited to its pixel's depth, then the rays not opaque by their limit
+        again in full; updates the cache. ``values_of(rays_o, rays_d)`` -> render_rays'
+        ``sample_values`` for those rays, or None. -> RenderOutput (n_samples: both passes)."""
+        t_max = self.t_max(b, skip)
+        vals = None if values_of is None else values_of(b.rays_o, b.rays_d)
+        out = render_rays(field, grid, b.rays_o, b.rays_d, self.warp_table, None, cfg, b.bg, jitter,
+                          sample_values=vals, t_max=t_max, stop_depth=True)
+        again = torch.nonzero((t_max < 1e10) & ~torch.isfinite(out.stop))[:, 0]
+        if again.numel():
+            o, d = b.rays_o[again], b.rays_d[again]
+            bg = b.bg[again] if torch.is_tensor(b.bg) and b.bg.ndim == 2 else b.bg
+            full = render_rays(field, grid, o, d, self.warp_table, None, cfg, bg, jitter[again],
+                               sample_values=None if values_of is None else values_of(o, d), stop_depth=True)
+            out = RenderOutput(*(None if x is None else x.index_put((again,), y)
+                                 for x, y in zip((out.rgb, out.depth, out.opacity), (full.rgb, full.depth, full.opacity))),
+                               out.n_samples + full.n_samples,
+                               None if out.extra is None else out.extra.index_put((again,), full.extra),
+                               out.stop.index_put((again,), full.stop))
+        self.update(b.pixel, out.stop, t_max, skip, again.numel())
+        return out
+
+    def t_max(self, b: RayBatch, skip: int = 0) -> torch.Tensor:
+        """[n] world: how far to march each ray of ``b``; its first ``skip`` rays (mirrored:
+        not their pixel's ray) without limit."""
+        t = self.depth[b.pixel] + self.margin / ray_scale(b.rays_d, self.warp_table, None)
+        if skip:
+            t[:skip] = float("inf")
+        return torch.where(torch.isfinite(t), t, torch.full_like(t, 1e10))
+
+    @torch.no_grad()
+    def fill(self, field, grid, sr: SubjectRays, view: int, cfg, chunk: int = 16384) -> None:
+        """Every pixel's stop depth as ``field`` renders ``view`` now (no gradients, no
+        jitter): a warm cache at once, for about the cost of rendering the view."""
+        b = sr.view_batch(view)
+        for i in range(0, self.depth.shape[0], chunk):
+            out = render_rays(field, grid, b.rays_o[i:i + chunk], b.rays_d[i:i + chunk], sr.warp_table, None, cfg,
+                              1.0, stop_depth=True)
+            self.depth[i:i + chunk] = out.stop
+
+    @torch.no_grad()
+    def update(self, pixel: torch.Tensor, stop: torch.Tensor, t_max: torch.Tensor, skip: int = 0,
+               again: int = 0) -> None:
+        """Store the stop depths [n] of a batch's real rays (after the first ``skip``)."""
+        pixel, stop, limited = pixel[skip:], stop[skip:], t_max[skip:] < 1e10
+        self.depth[pixel] = stop.to(self.depth.dtype)
+        self._counts[0] += pixel.numel()
+        self._counts[1] += limited.sum()
+        self._counts[2] += again
 
 
 #: The head's centre in landmark template units (``face.landmarks.TEMPLATE``: eye corners
