@@ -154,6 +154,35 @@ def test_grid_covers_a_head_larger_than_its_landmarks(tiny):  # noqa: F811
     assert bool(g.allowed.bool()[: g.geometry.res ** 3][hull_all].all())
 
 
+def test_carve_empties_what_the_input_view_sees_as_background(tiny):  # noqa: F811
+    """cover with carve: the head's cells stay (the cone, dilated), every cell whose
+    neighbourhood the input view sees only as background goes, and cells outside the
+    input frame are kept (nothing there was seen)."""
+    from pnerf_fast.train.hull import dilate_cells
+
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    model = PortraitModel(tiny_cfg(tiny), load_training_mean(tiny))
+    g = model.grid
+    n0 = g.geometry.res ** 3
+    g.bits.fill_(1)
+    g.allowed.fill_(1)
+    sr = SubjectRays(subj, model.mean_face, "canonical")
+    cone = subject_hull(g, sr, sr.support)[:n0]
+    seen = in_frame(g, sr, sr.frontal_index)
+    cover_subject_(g, sr, dilate=1, carve=True)
+    bits = g.bits.bool()[:n0]
+    assert bool(bits[cone].all())  # the subject is all there
+    background = seen & ~dilate_cells(g, torch.cat([cone | ~seen, torch.zeros(g.geometry.n_cells - n0, dtype=torch.bool)]), 1)[:n0]
+    assert background.sum() > 0.05 * n0, int(background.sum())  # the subject leaves much of the seen box empty
+    assert not bool(bits[background].any()) and not bool(g.allowed.bool()[:n0][background].any())
+    assert bool(bits[~seen].all())  # never seen: kept
+    g.bits.fill_(1)
+    g.allowed.fill_(1)
+    cover_subject_(g, sr)  # without carve nothing is removed
+    assert bool(g.bits.bool().all())
+
+
 def in_frame(grid, sr, view):
     from pnerf_fast.ops.occgrid import cell_positions
 

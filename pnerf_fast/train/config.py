@@ -77,6 +77,7 @@ class FinetuneConfig:
     rays_per_step: int = 2048
     update_grid: bool = False   # refresh the grid from the field every 32 steps
     cover: bool = False         # unite the grid with the input mask's visual cone (the whole subject)
+    carve: bool = False         # with cover: also empty the cells the input view sees as background
     # latent-conditioned priors: first fit only the code, then all weights
     code_steps: int = 0
     code_lr: float = 3e-2

@@ -210,7 +210,7 @@ def finetune(
     model.lower_grid_floor_(fc.grid_down)  # the neck goes on below the canonical box
     new_cells = None  # cells the cover added, which the prior never learned
     if fc.cover and sr.has_mask:
-        new_cells = cover_subject_(model.grid, sr, views=fit_views)
+        new_cells = cover_subject_(model.grid, sr, views=fit_views, carve=fc.carve)
         if new_cells.numel() == 0 or fc.empty_reg <= 0:
             new_cells = None
     field.train()

@@ -16,10 +16,13 @@ from .data import SubjectRays
 
 
 @torch.no_grad()
-def subject_hull(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None) -> torch.Tensor:
+def subject_hull(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None,
+                 unseen: bool = False) -> torch.Tensor:
     """bool [n_cells] on the CPU: cells inside this subject's visual hull (level 0 cells;
     coarser levels are left allowed). The cell centres are projected through the numpy
-    cameras on the host, once per subject; callers move the result to the grid's device."""
+    cameras on the host, once per subject; callers move the result to the grid's device.
+    With ``unseen``, cells that no view sees (outside every frame) count as inside too:
+    what no view shows as background."""
     g = grid.geometry
     n0 = g.res ** 3
     dev = grid.bits.device
@@ -40,7 +43,7 @@ def subject_hull(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None =
         inside &= ~in_frame | (a > 0.5)
         seen |= in_frame
     out = torch.ones(g.n_cells, dtype=torch.bool)
-    out[:n0] = inside & seen
+    out[:n0] = inside if unseen else inside & seen
     return out
 
 
@@ -72,17 +75,30 @@ def dilate_cells(grid: OccupancyGrid, cells: torch.Tensor, dilate: int) -> torch
 
 
 @torch.no_grad()
-def cover_subject_(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None, dilate: int = 2) -> torch.Tensor:
+def cover_subject_(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None, dilate: int = 2,
+                   carve: bool = False) -> torch.Tensor:
     """Unite ``grid`` (its occupied and allowed cells) with the visual cone of the
     subject's masks in ``views`` (default: the support set, the input view), dilated,
     so that the finetune can place the subject wherever its silhouette reaches, whatever
-    the size of its head or hair. Returns the indices [k] int64 of the cells it added."""
+    the size of its head or hair. With ``carve``, also remove every cell that those views
+    see as background (dilated the same way, so a mask's edge errors keep their cells;
+    cells outside every frame stay): matter there would show in the input view, and
+    without it a ray through the background crosses no cell at all. Returns the indices
+    [k] int64 of the cells it added."""
     g = grid.geometry
-    cone = subject_hull(grid, sr, views if views is not None else sr.support)
-    cone[g.res ** 3:] = False  # coarser levels: leave as they are
+    n0 = g.res ** 3
+    views = views if views is not None else sr.support
+    cone = subject_hull(grid, sr, views)
+    cone[n0:] = False  # coarser levels: leave as they are
     cone = dilate_cells(grid, cone, dilate)
     before = grid.bits.bool()
     new = cone.to(grid.bits.device) & ~before
-    grid.allowed.copy_((grid.allowed.bool() | cone.to(grid.allowed.device)).to(torch.uint8))
-    grid.bits.copy_((before | cone.to(grid.bits.device)).to(torch.uint8))
+    allowed = grid.allowed.bool() | cone.to(grid.allowed.device)
+    bits = before | cone.to(grid.bits.device)
+    if carve:
+        keep = dilate_cells(grid, subject_hull(grid, sr, views, unseen=True), dilate).to(grid.bits.device)
+        allowed &= keep.to(allowed.device)
+        bits &= keep
+    grid.allowed.copy_(allowed.to(torch.uint8))
+    grid.bits.copy_(bits.to(torch.uint8))
     return torch.nonzero(new).reshape(-1)
