@@ -35,3 +35,25 @@ def test_nested_sections_numbers_and_optional_sections():
     assert cfg.finetune.lr is None and cfg.render_config().step == 0.05
     assert build_config(FinetuneConfig, {"lr": {"mlp": 1}}, "x").lr == GroupLR(mlp=1.0)
     assert build_config(RenderConfig, {}, "render config") == RenderConfig()
+
+
+def test_a_config_file_can_start_from_a_base(tmp_path):
+    """``base: OTHER.yaml``: the other file first, then this one's keys over it, section by
+    section; a base that leads back to itself, or is no path, is refused by name."""
+    from pnerf_fast.train.config import load_train_config
+
+    (tmp_path / "a.yaml").write_text("method: latent\nfinetune:\n  steps: 7\n  lr: {grid: 0.5, mlp: 0.2}\n  spread: 0.3\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nfinetune:\n  lr: {grid: 0.1}\n  spread_stop: 0.5\n")
+    cfg = load_train_config(tmp_path / "b.yaml")
+    assert cfg.method == "latent"
+    assert (cfg.finetune.steps, cfg.finetune.spread, cfg.finetune.spread_stop) == (7, 0.3, 0.5)
+    assert (cfg.finetune.lr.grid, cfg.finetune.lr.mlp) == (0.1, 0.2)
+    (tmp_path / "c.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: base: c\.yaml leads back to itself"):
+        load_train_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: 3\n")
+    with pytest.raises(ValueError, match=r"d\.yaml: base: must be the path"):
+        load_train_config(tmp_path / "d.yaml")
+    (tmp_path / "e.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_train_config(tmp_path / "e.yaml")

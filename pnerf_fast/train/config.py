@@ -226,21 +226,36 @@ def config_from_dict(d: dict) -> TrainConfig:
 
 
 def load_train_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"config file not found: {p}")
-        if not p.is_file():
-            raise ValueError(f"config file {p}: is not a file")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"config file {p}: cannot be read ({e})") from None
-        data = safe_yaml_load(text, f"config file {p}") or {}
+    """A validated TrainConfig from a YAML file (or the defaults), then ``overrides``. A
+    file may start from another one: ``base: OTHER.yaml`` (relative to the file) is read
+    first and this file's keys are merged over it, section by section."""
+    data = _read_config_file(Path(path)) if path is not None else {}
     if overrides:
         data = _merge(data, overrides)
     return config_from_dict(data)
+
+
+def _read_config_file(p: Path, seen: tuple = ()) -> dict:
+    if not p.exists():
+        raise FileNotFoundError(f"config file not found: {p}")
+    if not p.is_file():
+        raise ValueError(f"config file {p}: is not a file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"config file {p}: cannot be read ({e})") from None
+    data = safe_yaml_load(text, f"config file {p}") or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {p}: must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(f"config file {p}: base: must be the path of another config file, got {base!r}")
+    bp = (p.parent / base).resolve()
+    if bp in seen or bp == p.resolve():
+        raise ValueError(f"config file {p}: base: {base} leads back to itself")
+    return _merge(_read_config_file(bp, seen + (p.resolve(),)), data)
 
 
 def _merge(a: dict, b: dict) -> dict:
