@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def _read(path: str, what: str) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise SystemExit(f"error: --row: {what} file {p} does not exist")
+        raise SystemExit(f"error: {what} file {p} does not exist")
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise SystemExit(f"error: --row: {p} is not JSON ({e})") from None
+        raise SystemExit(f"error: {what} file {p} is not JSON ({e})") from None
 
 
 def _f(v, nd=2):
@@ -35,11 +35,15 @@ def _f(v, nd=2):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--row", nargs=3, action="append", required=True, metavar=("NAME", "SYNTH_JSON", "PHOTOS_JSON"),
+    ap.add_argument("--row", nargs=3, action="append", default=[], metavar=("NAME", "SYNTH_JSON", "PHOTOS_JSON"),
                     help="one prior: its name, its bench_fidelity --out JSON and its bench_photos photos.json")
+    ap.add_argument("--keep", default=None, metavar="OUT_JSON",
+                    help="start from the rows of an earlier OUT.json (their runs are not repeated); --row adds rows")
     ap.add_argument("--out", required=True, help="output path without suffix (writes .md and .json)")
     args = ap.parse_args(argv)
-    rows = []
+    rows = list(_read(args.keep, "--keep")["rows"]) if args.keep else []
+    if not rows and not args.row:
+        ap.error("give at least one --row (or --keep an earlier table)")
     for name, synth, photos in args.row:
         s, p = _read(synth, "bench_fidelity"), _read(photos, "bench_photos")
         pm = p["mean"]
