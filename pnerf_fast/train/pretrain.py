@@ -682,17 +682,11 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
     return PretrainResult(out_path, state["seconds"], state["visits"], state.get("psnr"))
 
 
-def main(argv=None) -> int:
-    """``python -m pnerf_fast.train.pretrain ARGS`` (what torchrun runs on every rank):
-    ``pnerf pretrain ARGS``."""
-    import sys
-
-    from ..cli import main as cli_main
-
-    return cli_main(["pretrain", *(sys.argv[1:] if argv is None else argv)])
-
-
 if __name__ == "__main__":
+    # This module was torchrun's entry point; the ranks now run the CLI (a layer above
+    # training, which this module may not import): say where it went.
     import sys
 
-    sys.exit(main())
+    print("python -m pnerf_fast.train.pretrain: moved: run `pnerf pretrain ARGS`, or under torchrun "
+          "`torchrun ... -m pnerf_fast.cli pretrain ARGS`", file=sys.stderr)
+    sys.exit(2)
