@@ -106,6 +106,28 @@ def test_fast_inference_of_a_forward_only_field_is_exact():
     assert torch.equal(new.rgb, ref.rgb) and torch.equal(new.depth, ref.depth)
 
 
+def test_a_ray_bundle_checks_its_shapes_and_slices_per_ray():
+    """Rays: per-ray tensors must have one row per ray; rays[idx] picks those rows (the
+    warp table is shared), and a bundle rendered in slices is the bundle rendered whole
+    (within float rounding: the vectorised math rounds by batch)."""
+    o, d = rays()
+    n = o.shape[0]
+    table = torch.tensor([[1.1, 0, 0, 0, 1.1, 0, 0, 0, 1.1, 0.05, 0.0, -0.1]])
+    with pytest.raises(ValueError, match=r"Rays: t_max must have shape \[%d\]" % n):
+        Rays(o, d, t_max=torch.ones(n + 1))
+    with pytest.raises(ValueError, match="Rays: origins and directions"):
+        Rays(o, d[:, :2])
+    r = Rays(o, d, table, jitter=torch.rand(n), t_max=torch.full((n,), 9.0))
+    half = r[n // 2:]
+    assert len(half) == n - n // 2 and half.warp_table is table and torch.equal(half.jitter, r.jitter[n // 2:])
+    grid = OccupancyGrid((-1.5,) * 3 + (1.5,) * 3, res=32)
+    cfg = RenderConfig(step=0.01, segment=8)
+    with torch.no_grad():
+        whole = render_rays(Blob(), grid, r, cfg, bg=0.5)
+        parts = [render_rays(Blob(), grid, r[i:i + 7], cfg, bg=0.5) for i in range(0, n, 7)]
+    assert torch.allclose(whole.rgb, torch.cat([p.rgb for p in parts]), atol=1e-6)  # (float rounding per batch)
+
+
 @pytest.fixture(scope="module")
 def tiny_portrait(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
