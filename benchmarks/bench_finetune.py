@@ -123,6 +123,7 @@ def preset_fit(preset: str, subj, budget_s: float, target: float, eval_every_s: 
     """Fit a random-init field of ``preset`` to all views of ``subj`` with Adam (the joint
     pretraining rates, or ``lr`` = {"grid": .., "mlp": ..}); PSNR over every third view at
     checkpoints; the training seconds to reach ``target``."""
+    from pnerf_fast.render.rays import Rays
     from pnerf_fast.render.renderer import render_rays
     from pnerf_fast.train.config import config_from_dict
     from pnerf_fast.train.data import SubjectRays
@@ -155,8 +156,8 @@ def preset_fit(preset: str, subj, budget_s: float, target: float, eval_every_s: 
     while t_train < budget_s:
         t0 = time.perf_counter()
         b = sr.batch(views, rays, gen)
-        out = render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
-                          torch.rand(rays, generator=gen))
+        bundle = Rays(b.rays_o, b.rays_d, sr.warp_table, jitter=torch.rand(rays, generator=gen))
+        out = render_rays(model.field, model.grid, bundle, model.render_cfg, bg=b.bg)
         loss = torch.mean((out.rgb - b.target) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -177,6 +178,7 @@ def preset_fit(preset: str, subj, budget_s: float, target: float, eval_every_s: 
 def _step_pair(make_model, batch_fn, kind, lr, steps: int, warmup: int = 3):
     """ms/step of the same training step with dense tables + torch's optimizer
     ("before") and row-sparse tables + the fused step ("after"), interleaved."""
+    from pnerf_fast.render.rays import Rays
     from pnerf_fast.render.renderer import render_rays
     from pnerf_fast.train.pretrain import grads_finite, make_optimizer
 
@@ -194,8 +196,8 @@ def _step_pair(make_model, batch_fn, kind, lr, steps: int, warmup: int = 3):
         sr, views, n = batch_fn(model)
         b = sr.batch(views, n, gen, random_bg=sr.has_mask)
         t0 = time.perf_counter()
-        out = render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
-                          torch.rand(n, generator=gen))
+        rays = Rays(b.rays_o, b.rays_d, sr.warp_table, jitter=torch.rand(n, generator=gen))
+        out = render_rays(model.field, model.grid, rays, model.render_cfg, bg=b.bg)
         loss = torch.mean((out.rgb - b.target) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -282,6 +284,7 @@ def step_benchmark(steps: int = 12, profile_steps: int = 5, log=print) -> dict:
 def stop_cache_benchmark(steps: int = 12, margin: float | None = None, warmup: int = 3, whole: bool = True,
                          log=print) -> dict:
     """Part D (see the module docstring)."""
+    from pnerf_fast.render.rays import Rays
     from pnerf_fast.render.renderer import render_rays
     from pnerf_fast.train.data import SubjectRays
     from pnerf_fast.train.finetune import _StopCache, as_subject
@@ -318,7 +321,8 @@ def stop_cache_benchmark(steps: int = 12, margin: float | None = None, warmup: i
             t0 = time.perf_counter()
             jitter = torch.rand(n, generator=gen)
             if cache is None:
-                out = render_rays(m.field, m.grid, b.rays_o, b.rays_d, sr.warp_table, None, m.render_cfg, b.bg, jitter)
+                out = render_rays(m.field, m.grid, Rays(b.rays_o, b.rays_d, sr.warp_table, jitter=jitter), m.render_cfg,
+                                  bg=b.bg)
             else:  # as finetune does: limited to each pixel's stop depth, misses marched again
                 out = cache.render(m.field, m.grid, b, m.render_cfg, jitter)
             loss = torch.mean((out.rgb - b.target) ** 2)

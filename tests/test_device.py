@@ -383,8 +383,9 @@ def test_render_makes_rays_and_images_on_the_requested_device(monkeypatch, prior
     are all on that device (render_rays is replaced: the kernels do not run on meta)."""
     seen = []
 
-    def fake_render_rays(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter=None):
-        seen.append((rays_o.device, rays_d.device, warp_table.device, grid.bits.device,
+    def fake_render_rays(field, grid, rays, cfg, *, bg=1.0, **kw):
+        rays_o = rays.origins
+        seen.append((rays_o.device, rays.directions.device, rays.warp_table.device, grid.bits.device,
                      next(field.parameters()).device))
         n = rays_o.shape[0]
         z = torch.zeros(n, device=rays_o.device)
@@ -413,7 +414,8 @@ def test_pixel_rays_follow_the_device():
 
 
 def test_render_image_allocates_on_the_grid_device(monkeypatch):
-    def fake_render_rays(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter=None):
+    def fake_render_rays(field, grid, rays, cfg, *, bg=1.0, **kw):
+        rays_o = rays.origins
         n = rays_o.shape[0]
         return RenderOutput(torch.zeros(n, 3, device=rays_o.device), torch.zeros(n, device=rays_o.device),
                             torch.zeros(n, device=rays_o.device), 0)

@@ -193,3 +193,11 @@ def test_pnerf_pretrain_nproc_2(runs, tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote ") == 1
     assert_same_model(PortraitModel.load(root / "meta_1.pt"), PortraitModel.load(out))
+
+
+def test_the_old_torchrun_module_says_where_the_entry_point_went():
+    """``-m pnerf_fast.train.pretrain`` was torchrun's entry point; the ranks now run the CLI
+    (training may not import the layer above it): the old path fails loudly, not silently."""
+    proc = subprocess.run([sys.executable, "-m", "pnerf_fast.train.pretrain", "--data", "x", "--out", "y.pt"],
+                          env=one_thread_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "-m pnerf_fast.cli pretrain" in proc.stderr, proc.stderr[-2000:]

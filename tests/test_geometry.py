@@ -9,6 +9,7 @@ import torch
 import pnerf_fast
 from pnerf_fast.geometry import CANONICAL_AABB, grid_box, half_extent
 from pnerf_fast.ops.occgrid import cell_positions
+from pnerf_fast.render.rays import Rays
 from pnerf_fast.render.renderer import RenderConfig, render_rays
 from pnerf_fast.train.config import config_from_dict
 from pnerf_fast.train.model import PortraitModel, build_field
@@ -53,8 +54,8 @@ def test_a_render_reaches_the_taller_box():
         tall = tiny_model(bias=2.0)
         short = tiny_model(CANONICAL_AABB, bias=2.0)
         assert tall.grid.occupied_box() == TALL
-        hit = render_rays(tall.field, tall.grid, o, d, None, None, cfg)
-        miss = render_rays(short.field, short.grid, o, d, None, None, cfg)
+        hit = render_rays(tall.field, tall.grid, Rays(o, d), cfg)
+        miss = render_rays(short.field, short.grid, Rays(o, d), cfg)
     assert float(hit.opacity[0]) > 0.5 and float(miss.opacity[0]) == 0.0
 
 

@@ -11,6 +11,7 @@ from pnerf_fast.data.lightstage import generate_lightstage
 from pnerf_fast.face.procrustes import generalized_procrustes
 from pnerf_fast.ops.occgrid import OccupancyGrid
 from pnerf_fast.geometry.cameras import Camera, look_at
+from pnerf_fast.render.rays import Rays
 from pnerf_fast.render.renderer import RenderConfig, render_image, render_rays
 from pnerf_fast.train import data as data_mod
 from pnerf_fast.train.config import config_from_dict
@@ -55,7 +56,7 @@ CFG = RenderConfig(step=0.02, segment=8)
 def _old_render_image(field, grid, camera, chunk):
     """render_image as it was: every ray of the camera made up front, outputs concatenated."""
     o, d = camera.rays()
-    outs = [render_rays(field, grid, o[i:i + chunk], d[i:i + chunk], TABLE, None, CFG, 0.5)
+    outs = [render_rays(field, grid, Rays(o, d, TABLE)[i:i + chunk], CFG, bg=0.5)
             for i in range(0, o.shape[0], chunk)]
     H, W = camera.height, camera.width
     return (torch.cat([r.rgb for r in outs]).reshape(H, W, 3).clamp(0, 1),

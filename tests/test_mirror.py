@@ -86,10 +86,10 @@ def test_finetune_mirrors_a_fraction_of_the_rays_until_mirror_stop(latent_prior,
     c_mirrored = c @ m[:3, :3].T + m[:3, 3]
     assert float((c - c_mirrored).norm()) > 0.05  # the subject's yaw puts its camera off the plane
 
-    def spy(field, grid, rays_o, rays_d, *args, **kw):
+    def spy(field, grid, rays, *args, **kw):
         # pinhole rays start at the camera's centre; mirrored ones at its reflection
-        seen.append(float(((rays_o - c_mirrored).norm(dim=1) < 1e-4).float().mean()))
-        return real(field, grid, rays_o, rays_d, *args, **kw)
+        seen.append(float(((rays.origins - c_mirrored).norm(dim=1) < 1e-4).float().mean()))
+        return real(field, grid, rays, *args, **kw)
 
     monkeypatch.setattr(ft, "render_rays", spy)
     model = PortraitModel.load(latent_prior)

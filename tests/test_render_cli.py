@@ -12,6 +12,7 @@ from pnerf_fast.cli import main as pnerf
 from pnerf_fast.data.lightstage import generate_lightstage
 from pnerf_fast.ops.occgrid import OccupancyGrid
 from pnerf_fast.geometry.cameras import Camera, look_at
+from pnerf_fast.render.rays import Rays
 from pnerf_fast.render.renderer import RenderConfig, render_rays
 
 from test_train import TINY_FIELD
@@ -40,18 +41,18 @@ def test_segmented_rendering_matches_one_pass():
     o, d = rays()
     table = torch.tensor([[1.1, 0, 0, 0, 1.1, 0, 0, 0, 1.1, 0.05, 0.0, -0.1]])
     with torch.no_grad():
-        full = render_rays(field, grid, o, d, table, None, RenderConfig(step=0.01, prune=False, t_thresh=1e-6))
-        seg = render_rays(field, grid, o, d, table, None, RenderConfig(step=0.01, prune=True, segment=8, t_thresh=1e-6))
+        full = render_rays(field, grid, Rays(o, d, table), RenderConfig(step=0.01, prune=False, t_thresh=1e-6))
+        seg = render_rays(field, grid, Rays(o, d, table), RenderConfig(step=0.01, prune=True, segment=8, t_thresh=1e-6))
     assert seg.n_samples < full.n_samples  # rays stopped early
     torch.testing.assert_close(seg.rgb, full.rgb, atol=2e-3, rtol=0)
     torch.testing.assert_close(seg.opacity, full.opacity, atol=2e-3, rtol=0)
     # The training path (gradients on), with its pre-pass, stops rays at the same place;
     # without it (the default: cheaper on CPU) it marches every sample; same colours.
     cfg = RenderConfig(step=0.01, prune=True, prune_train=True, segment=8, t_thresh=1e-6)
-    train = render_rays(field, grid, o, d, table, None, cfg)
+    train = render_rays(field, grid, Rays(o, d, table), cfg)
     torch.testing.assert_close(train.rgb.detach(), full.rgb, atol=2e-3, rtol=0)
     assert train.n_samples < full.n_samples
-    plain = render_rays(field, grid, o, d, table, None, RenderConfig(step=0.01, prune=True, segment=8, t_thresh=1e-6))
+    plain = render_rays(field, grid, Rays(o, d, table), RenderConfig(step=0.01, prune=True, segment=8, t_thresh=1e-6))
     torch.testing.assert_close(plain.rgb.detach(), full.rgb, atol=2e-3, rtol=0)
     assert plain.n_samples == full.n_samples
 
@@ -82,9 +83,9 @@ def test_fast_inference_matches_the_reference(latent_dim, backend):
     table = torch.tensor([[1.1, 0, 0, 0, 1.1, 0, 0, 0, 1.1, 0.05, 0.0, -0.1]])
     base = RenderConfig(step=0.02, segment=8, t_thresh=1e-3)
     with torch.no_grad():
-        ref = render_rays(field, grid, o, d, table, None, replace(base, fast_infer=False), 0.5)
-        exact = render_rays(field, grid, o, d, table, None, replace(base, color_thresh=0.0), 0.5)
-        fast = render_rays(field, grid, o, d, table, None, replace(base, color_thresh=1e-4), 0.5)
+        ref = render_rays(field, grid, Rays(o, d, table), replace(base, fast_infer=False), bg=0.5)
+        exact = render_rays(field, grid, Rays(o, d, table), replace(base, color_thresh=0.0), bg=0.5)
+        fast = render_rays(field, grid, Rays(o, d, table), replace(base, color_thresh=1e-4), bg=0.5)
     assert 0.2 < float(ref.opacity.mean()) < 0.95 and ref.n_samples == fast.n_samples
     # The torch backend is the same addmm on the same rows; the fused kernel rounds differently.
     tol = 0 if backend == "torch" else 1e-5
@@ -100,9 +101,31 @@ def test_fast_inference_of_a_forward_only_field_is_exact():
     grid = OccupancyGrid((-1.5,) * 3 + (1.5,) * 3, res=32)
     o, d = rays()
     with torch.no_grad():
-        ref = render_rays(Blob(), grid, o, d, None, None, RenderConfig(step=0.01, segment=8, fast_infer=False))
-        new = render_rays(Blob(), grid, o, d, None, None, RenderConfig(step=0.01, segment=8, color_thresh=0.0))
+        ref = render_rays(Blob(), grid, Rays(o, d), RenderConfig(step=0.01, segment=8, fast_infer=False))
+        new = render_rays(Blob(), grid, Rays(o, d), RenderConfig(step=0.01, segment=8, color_thresh=0.0))
     assert torch.equal(new.rgb, ref.rgb) and torch.equal(new.depth, ref.depth)
+
+
+def test_a_ray_bundle_checks_its_shapes_and_slices_per_ray():
+    """Rays: per-ray tensors must have one row per ray; rays[idx] picks those rows (the
+    warp table is shared), and a bundle rendered in slices is the bundle rendered whole
+    (within float rounding: the vectorised math rounds by batch)."""
+    o, d = rays()
+    n = o.shape[0]
+    table = torch.tensor([[1.1, 0, 0, 0, 1.1, 0, 0, 0, 1.1, 0.05, 0.0, -0.1]])
+    with pytest.raises(ValueError, match=r"Rays: t_max must have shape \[%d\]" % n):
+        Rays(o, d, t_max=torch.ones(n + 1))
+    with pytest.raises(ValueError, match="Rays: origins and directions"):
+        Rays(o, d[:, :2])
+    r = Rays(o, d, table, jitter=torch.rand(n), t_max=torch.full((n,), 9.0))
+    half = r[n // 2:]
+    assert len(half) == n - n // 2 and half.warp_table is table and torch.equal(half.jitter, r.jitter[n // 2:])
+    grid = OccupancyGrid((-1.5,) * 3 + (1.5,) * 3, res=32)
+    cfg = RenderConfig(step=0.01, segment=8)
+    with torch.no_grad():
+        whole = render_rays(Blob(), grid, r, cfg, bg=0.5)
+        parts = [render_rays(Blob(), grid, r[i:i + 7], cfg, bg=0.5) for i in range(0, n, 7)]
+    assert torch.allclose(whole.rgb, torch.cat([p.rgb for p in parts]), atol=1e-6)  # (float rounding per batch)
 
 
 @pytest.fixture(scope="module")

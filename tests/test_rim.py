@@ -4,6 +4,7 @@ centre, instead of wherever stage 2 happens to grow it (the front of the grid)."
 import pytest
 import torch
 
+from pnerf_fast.render.rays import Rays
 from pnerf_fast.render.renderer import RenderOutput
 from pnerf_fast.train import finetune as ft
 from pnerf_fast.train.data import SubjectRays
@@ -33,8 +34,8 @@ def _offsets(pf, subj):
     sr = SubjectRays(subj, model.mean_face, model.cfg.coordinates)
     b = sr.view_batch(sr.frontal_index)
     with torch.no_grad():
-        out = ft.render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg,
-                             1.0, None, sample_values=ft._spread_values(b.rays_o, b.rays_d, *ft._spread_frame(sr, "cpu")))
+        out = ft.render_rays(model.field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table), model.render_cfg,
+                             sample_values=ft._spread_values(b.rays_o, b.rays_d, *ft._spread_frame(sr, "cpu")))
     off = out.extra[:, 1].abs()  # opacity * |mean offset|
     return float((b.alpha * off).sum() / (b.alpha * out.opacity).sum())
 

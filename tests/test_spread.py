@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pnerf_fast.data.format import load_dataset
+from pnerf_fast.render.rays import Rays
 from pnerf_fast.render.renderer import RenderOutput
 from pnerf_fast.train import finetune as ft
 from pnerf_fast.train.data import SubjectRays
@@ -57,15 +58,15 @@ def test_render_rays_composites_per_sample_values(latent_prior, tiny):  # noqa: 
         seen["rays"] = ray
         return torch.stack([t, torch.ones_like(t), ray.to(t.dtype)], 1)
 
-    out = ft.render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg,
-                         1.0, None, sample_values=values)
+    out = ft.render_rays(model.field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table), model.render_cfg,
+                         sample_values=values)
     assert float(out.opacity.detach().max()) > 0.05  # some samples carry weight
     assert torch.allclose(out.extra[:, 0], out.depth, atol=1e-5)
     assert torch.allclose(out.extra[:, 1], out.opacity, atol=1e-5)
     idx = torch.arange(out.opacity.shape[0], dtype=out.extra.dtype)
     assert torch.allclose(out.extra[:, 2], out.opacity * idx, rtol=1e-5, atol=1e-3)
     assert seen["rays"].numel() == out.n_samples
-    plain = ft.render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, 1.0)
+    plain = ft.render_rays(model.field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table), model.render_cfg)
     assert plain.extra is None and torch.allclose(plain.rgb, out.rgb, atol=1e-6)
 
 
@@ -75,8 +76,8 @@ def _input_spread(pf, subj):
     sr = SubjectRays(subj, model.mean_face, model.cfg.coordinates)
     b = sr.view_batch(sr.frontal_index)
     with torch.no_grad():
-        out = ft.render_rays(model.field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg,
-                             1.0, None, sample_values=ft._spread_values(b.rays_o, b.rays_d, *ft._spread_frame(sr, "cpu")))
+        out = ft.render_rays(model.field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table), model.render_cfg,
+                             sample_values=ft._spread_values(b.rays_o, b.rays_d, *ft._spread_frame(sr, "cpu")))
     return float(ft._spread_loss(out, b.alpha))
 
 

@@ -8,6 +8,7 @@ import torch
 
 from pnerf_fast.data.format import load_dataset
 from pnerf_fast.ops.occgrid import OccupancyGrid
+from pnerf_fast.render.rays import Rays
 from pnerf_fast.render.renderer import RenderConfig, render_rays
 from pnerf_fast.train import finetune as ft
 from pnerf_fast.train.config import config_from_dict
@@ -59,9 +60,9 @@ def test_stop_depth_is_where_each_ray_turns_opaque_in_both_render_paths():
     o, d = _rays()
     jitter = torch.rand(o.shape[0])
     with torch.enable_grad():
-        train = render_rays(field, grid, o, d, cfg=CFG, jitter=jitter, stop_depth=True)
+        train = render_rays(field, grid, Rays(o, d, jitter=jitter), CFG, stop_depth=True)
     with torch.no_grad():
-        infer = render_rays(field, grid, o, d, cfg=CFG, jitter=jitter, stop_depth=True)
+        infer = render_rays(field, grid, Rays(o, d, jitter=jitter), CFG, stop_depth=True)
     hit = (o[:, :2].norm(dim=1) < 0.7)  # well inside the ball's silhouette
     miss = (o[:, :2].norm(dim=1) > 0.85)
     assert hit.sum() > 10 and miss.sum() > 10
@@ -75,11 +76,11 @@ def test_stop_depth_is_where_each_ray_turns_opaque_in_both_render_paths():
     # apart from the single march's); without jitter the two march alike
     assert torch.allclose(train.stop[hit], infer.stop[hit], atol=CFG.step)
     with torch.no_grad():
-        a = render_rays(field, grid, o, d, cfg=CFG, stop_depth=True).stop
+        a = render_rays(field, grid, Rays(o, d), CFG, stop_depth=True).stop
     with torch.enable_grad():
-        b = render_rays(field, grid, o, d, cfg=CFG, stop_depth=True).stop
+        b = render_rays(field, grid, Rays(o, d), CFG, stop_depth=True).stop
     assert torch.allclose(a[hit], b[hit], atol=1e-5)
-    assert render_rays(field, grid, o, d, cfg=CFG, jitter=jitter).stop is None  # only when asked
+    assert render_rays(field, grid, Rays(o, d, jitter=jitter), CFG).stop is None  # only when asked
 
 
 def test_a_limit_past_the_stop_depth_changes_nothing_but_the_samples():
@@ -88,14 +89,14 @@ def test_a_limit_past_the_stop_depth_changes_nothing_but_the_samples():
     torch.manual_seed(1)
     field, grid = Ball(), _grid()
     o, d = _rays()
-    full0 = render_rays(field, grid, o, d, cfg=CFG, jitter=torch.rand(o.shape[0]), stop_depth=True)
+    full0 = render_rays(field, grid, Rays(o, d, jitter=torch.rand(o.shape[0])), CFG, stop_depth=True)
     stop = full0.stop
     jitter = torch.rand(o.shape[0])
     target = torch.rand(o.shape[0], 3)
 
     def run(t_max):
         field.zero_grad()
-        out = render_rays(field, grid, o, d, cfg=CFG, jitter=jitter, t_max=t_max)
+        out = render_rays(field, grid, Rays(o, d, jitter=jitter, t_max=t_max), CFG)
         loss = ((out.rgb - target) ** 2).mean() + out.opacity.mean()
         loss.backward()
         return out, [p.grad.clone() for p in field.parameters()]
@@ -135,8 +136,8 @@ def test_a_ray_not_opaque_by_its_limit_is_marched_again_and_reset():
 
     field.centre = torch.tensor([0.0, 0.0, -0.6])  # the surface 0.6 further back
     field.r = 0.8
-    plain = render_rays(field, grid, o, d, cfg=CFG, jitter=jitter, stop_depth=True)
-    limited = render_rays(field, grid, o, d, cfg=CFG, jitter=jitter, t_max=cache.t_max(b))
+    plain = render_rays(field, grid, Rays(o, d, jitter=jitter), CFG, stop_depth=True)
+    limited = render_rays(field, grid, Rays(o, d, jitter=jitter, t_max=cache.t_max(b)), CFG)
     assert (limited.rgb - plain.rgb).abs().max() > 0.1  # the bare limit would be wrong here
     out = cache.render(field, grid, b, CFG, jitter)
     assert torch.allclose(out.rgb, plain.rgb, atol=1e-6) and torch.allclose(out.opacity, plain.opacity, atol=1e-6)

@@ -34,7 +34,7 @@ def add_arguments(p):
 
 
 def _child_argv(args) -> list[str]:
-    """The arguments that each torchrun rank gets (all but --nproc)."""
+    """The arguments that each torchrun rank gets after ``-m pnerf_fast.cli pretrain`` (all but --nproc)."""
     out = ["--data", str(args.data), "--out", str(args.out)]
     for flag, v in (("--method", args.method), ("--config", args.config), ("--coordinates", args.coordinates),
                     ("--seed", args.seed), ("--epochs", args.epochs), ("--steps", args.steps),
@@ -110,7 +110,7 @@ def run(args):
         if cfg.method in ("joint", "latent") and cfg.rays_per_step < args.nproc:
             raise ValueError(f"argument --nproc: {cfg.rays_per_step} rays per step cannot be split over "
                              f"{args.nproc} processes")
-        code = launch("pnerf_fast.train.pretrain", _child_argv(args), args.nproc)
+        code = launch("pnerf_fast.cli", ["pretrain", *_child_argv(args)], args.nproc)
         if code != 0:
             raise ChildProcessError(f"the {args.nproc}-process run stopped (a rank exited with code {code}; its "
                                     "message is above); run it again to resume from its last checkpoint")

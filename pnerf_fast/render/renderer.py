@@ -28,6 +28,7 @@ from ..geometry.cameras import pixel_rays
 from ..ops.composite import composite
 from ..ops.occgrid import OccupancyGrid
 from ..ops.raymarch import MarchConfig, PackedSamples, march_rays, ray_scale
+from .rays import Rays
 
 
 @dataclass(frozen=True)
@@ -90,23 +91,19 @@ def _bg(bg, like: torch.Tensor, n: int) -> torch.Tensor:
     return bg.expand(3) if bg.ndim == 0 else bg
 
 
-def _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, scale_ray, fn, max_segments=256,
-              t_max=None):
+def _segments(rays: Rays, grid, cfg, box, scale_ray, fn, max_segments=256):
     """March alive rays ``cfg.segment`` samples at a time; ``fn(idx, samples, sigma_scale)``
     consumes a segment (``idx`` = the rays' indices) and returns the boolean "ray still
     transmits" per ray of ``idx``."""
-    n = rays_o.shape[0]
-    dev = rays_o.device
+    n = len(rays)
+    dev = rays.origins.device
     alive = torch.arange(n, device=dev)
-    t_begin = torch.zeros(n, dtype=rays_o.dtype, device=dev)
+    t_begin = torch.zeros(n, dtype=rays.origins.dtype, device=dev)
     mc = MarchConfig(step=cfg.step, max_samples=cfg.segment)
     for _ in range(max_segments):
         if alive.numel() == 0:
             break
-        wi = None if warp_index is None else warp_index[alive]
-        s = march_rays(rays_o[alive], rays_d[alive], grid.geometry, grid.bits, mc, warp_table=warp_table,
-                       warp_index=wi, jitter=None if jitter is None else jitter[alive], box=box, t_min=t_begin[alive],
-                       t_max=None if t_max is None else t_max[alive])
+        s = _march(rays[alive], grid, mc, box, t_min=t_begin[alive])
         if s.n_samples == 0:
             break
         keep = fn(alive, s, scale_ray[alive][s.ray_indices])
@@ -117,40 +114,61 @@ def _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, sc
         alive = alive[more]
 
 
-def render_rays(
-    field,                                   # .density(x) -> [m], forward(x, d) -> (sigma [m], rgb [m,3])
-    grid: OccupancyGrid,
-    rays_o: torch.Tensor,                    # [n, 3] world
-    rays_d: torch.Tensor,                    # [n, 3] world, unit
-    warp_table: torch.Tensor | None = None,  # [n_warps, 12] world -> canonical
-    warp_index: torch.Tensor | None = None,  # [n] int64
-    cfg: RenderConfig = RenderConfig(),
-    bg: torch.Tensor | float = 1.0,          # [3] or [n, 3] or a grey level
-    jitter: torch.Tensor | None = None,      # [n] in [0, 1) for stratified training samples
-    sample_values=None,                      # (ray_indices [m], t_mid [m]) -> [m, 3]: composited into .extra
-    t_max: torch.Tensor | None = None,       # [n] world: march no farther (e.g. a per-pixel stop-depth cache)
-    stop_depth: bool = False,                # also return each ray's stop depth (.stop)
-) -> RenderOutput:
-    """Render rays -> RenderOutput (rgb, depth, opacity, samples marched, extra, stop).
+def _march(rays: Rays, grid, mc: MarchConfig, box, t_min=None) -> PackedSamples:
+    return march_rays(rays.origins, rays.directions, grid.geometry, grid.bits, mc, warp_table=rays.warp_table,
+                      warp_index=rays.warp_index, jitter=rays.jitter, box=box, t_min=t_min, t_max=rays.t_max)
 
-    ``t_max`` [n] (world units, finite) ends each ray's march there: samples whose midpoint
-    lies beyond it are not marched (the samples before are the same as without it), which
-    changes nothing where the ray is already opaque by then (composite gives the samples
-    after that zero weight and zero gradient). ``stop_depth``: ``.stop`` [n] is where each
-    ray stopped (the t_end of its last sample before its transmittance fell below
-    ``cfg.t_thresh``), +inf where it did not become opaque within the march."""
-    n = rays_o.shape[0]
+
+def render_rays(
+    field,
+    grid: OccupancyGrid,
+    rays: Rays,
+    cfg: RenderConfig = RenderConfig(),
+    *,
+    bg: torch.Tensor | float = 1.0,
+    sample_values=None,
+    stop_depth: bool = False,
+) -> RenderOutput:
+    """Render a bundle of rays through ``field`` -> RenderOutput.
+
+    Args:
+        field: the canonical-space field: ``field(x [m, 3], d [m, 3]) -> (sigma [m],
+            rgb [m, 3])`` and ``field.density(x [m, 3]) -> [m]``, on the grid's device.
+        grid: the OccupancyGrid (canonical space) that the march skips empty cells of.
+        rays: the n rays (``Rays``: origins [n, 3] and directions [n, 3] world, warp_table
+            [n_warps, 12] and warp_index [n] world -> canonical, jitter [n] in [0, 1),
+            t_max [n] world).
+        cfg: the RenderConfig (step, early termination, segmented marching, ...).
+        bg: the background behind each ray: [3], [n, 3] or a grey level.
+        sample_values: ``(ray_indices [m] int64, t_mid [m] world) -> [m, 3]``, values per
+            sample composited with the same weights into ``.extra`` (losses on the samples),
+            or None.
+        stop_depth: also return each ray's stop depth (``.stop``).
+
+    Returns:
+        RenderOutput: rgb [n, 3] composited over ``bg``; depth [n] the expected world
+        distance (0 where empty); opacity [n]; n_samples (int, samples marched); extra
+        [n, 3] each ray's sum of weight * sample_values (None without ``sample_values``);
+        stop [n] (None without ``stop_depth``): the t_end of each ray's last sample before
+        its transmittance fell below ``cfg.t_thresh``, +inf where it did not become opaque
+        within the march.
+
+    ``rays.t_max`` ends each ray's march there (the samples before are the same as without
+    it), which changes nothing where the ray is already opaque by then (composite gives the
+    samples after that zero weight and zero gradient). Without gradients (and with
+    ``cfg.prune`` and no ``sample_values``) rays are marched in segments and stop once
+    opaque; with gradients, in one pass (after a no-grad pass that finds where each ray
+    stops, with ``cfg.prune_train``)."""
+    n = len(rays)
     box = grid.occupied_box(cfg.box_margin)
-    scale_ray = ray_scale(rays_d, warp_table, warp_index)
-    if t_max is not None:
-        if t_max.shape != (n,):
-            raise ValueError(f"render_rays: argument 't_max' must have shape [{n}], got {list(t_max.shape)}")
-        t_max = t_max.to(dtype=rays_o.dtype, device=rays_o.device)
+    scale_ray = ray_scale(rays.directions, rays.warp_table, rays.warp_index)
+    if rays.t_max is not None:
+        rays = dataclasses.replace(rays, t_max=rays.t_max.to(dtype=rays.origins.dtype, device=rays.origins.device))
     if cfg.prune and not torch.is_grad_enabled() and sample_values is None:
-        return _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter, box, scale_ray,
-                                 t_max, stop_depth)
+        return _render_segmented(field, grid, rays, cfg, bg, box, scale_ray, stop_depth)
     if cfg.prune and cfg.prune_train:
-        t_max = torch.full((n,), 1e10, dtype=rays_o.dtype, device=rays_o.device) if t_max is None else t_max.clone()
+        like = rays.origins
+        t_max = torch.full((n,), 1e10, dtype=like.dtype, device=like.device) if rays.t_max is None else rays.t_max.clone()
 
         def find_stop(idx, s, sc):
             with torch.no_grad():
@@ -164,11 +182,11 @@ def render_rays(
                 t_max[idx] = torch.minimum(t_max[idx], stop)
                 return stop >= 1e10
 
-        T = torch.ones(n, dtype=rays_o.dtype, device=rays_o.device)
+        T = torch.ones(n, dtype=like.dtype, device=like.device)
         with torch.no_grad():
-            _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, scale_ray, find_stop)
-    s = march_rays(rays_o, rays_d, grid.geometry, grid.bits, cfg.march_config(), warp_table=warp_table,
-                   warp_index=warp_index, jitter=jitter, box=box, t_max=t_max)
+            _segments(rays, grid, cfg, box, scale_ray, find_stop)
+        rays = dataclasses.replace(rays, t_max=t_max)
+    s = _march(rays, grid, cfg.march_config(), box)
     sigma, rgb = field(s.positions, s.dirs)
     sigma = sigma * scale_ray[s.ray_indices]
     out = composite(s.packed_info, sigma, rgb, s.t_starts, s.t_ends, cfg.t_thresh)
@@ -188,10 +206,9 @@ def render_rays(
 
 
 @torch.no_grad()
-def _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, bg, jitter, box, scale_ray,
-                      t_max=None, stop_depth=False):
-    n = rays_o.shape[0]
-    dt, dev = rays_o.dtype, rays_o.device
+def _render_segmented(field, grid, rays: Rays, cfg, bg, box, scale_ray, stop_depth=False):
+    n = len(rays)
+    dt, dev = rays.origins.dtype, rays.origins.device
     rgb = torch.zeros(n, 3, dtype=dt, device=dev)
     depth = torch.zeros(n, dtype=dt, device=dev)
     T = torch.ones(n, dtype=dt, device=dev)
@@ -230,7 +247,7 @@ def _render_segmented(field, grid, rays_o, rays_d, warp_table, warp_index, cfg, 
         total[0] += s.n_samples
         return T[idx] >= cfg.t_thresh
 
-    _segments(rays_o, rays_d, grid, warp_table, warp_index, cfg, jitter, box, scale_ray, seg, t_max=t_max)
+    _segments(rays, grid, cfg, box, scale_ray, seg)
     opacity = 1 - T
     color = rgb + T[:, None] * _bg(bg, rgb, n)
     stop = None if last is None else torch.where(T < cfg.t_thresh, last, torch.full_like(last, float("inf")))
@@ -259,7 +276,7 @@ def render_image(field, grid, camera, warp_table=None, cfg: RenderConfig = Rende
         j = min(i + chunk, n)
         idx = torch.arange(i, j, device=dev)
         o, d = pixel_rays(camera, torch.stack([idx % W, idx // W], -1), device=dev)
-        r = render_rays(field, grid, o, d, warp_table, None, cfg, bg)
+        r = render_rays(field, grid, Rays(o, d, warp_table), cfg, bg=bg)
         rgb[i:j] = r.rgb
         depth[i:j] = r.depth
         opacity[i:j] = r.opacity

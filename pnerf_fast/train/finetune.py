@@ -12,6 +12,7 @@ A fixed step budget or a time budget; frontal-view PSNR is a misleading stopping
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..face.landmarks import TEMPLATE, mirror_matrix
 from ..face.procrustes import canonical_transform
 from ..ops.occgrid import cell_positions
 from ..ops.raymarch import ray_scale
+from ..render.rays import Rays
 from ..render.renderer import RenderOutput, render_rays
 from .config import GroupLR
 from .data import RayBatch, SubjectRays
@@ -246,8 +248,8 @@ def finetune(
         values = _spread_values(b.rays_o, b.rays_d, *spread_frame) if spreading or rim_free is not None else None
         jitter = torch.rand(n, generator=gen, device=dev)
         if stops is None:
-            out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg,
-                              jitter, sample_values=values)
+            out = render_rays(field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table, jitter=jitter),
+                              model.render_cfg, bg=b.bg, sample_values=values)
         else:
             values_of = None if values is None else (lambda o, d: _spread_values(o, d, *spread_frame))
             out = stops.render(field, model.grid, b, model.render_cfg, jitter, values_of, m)
@@ -390,14 +392,14 @@ class _StopCache:
         ``sample_values`` for those rays, or None. -> RenderOutput (n_samples: both passes)."""
         t_max = self.t_max(b, skip)
         vals = None if values_of is None else values_of(b.rays_o, b.rays_d)
-        out = render_rays(field, grid, b.rays_o, b.rays_d, self.warp_table, None, cfg, b.bg, jitter,
-                          sample_values=vals, t_max=t_max, stop_depth=True)
+        rays = Rays(b.rays_o, b.rays_d, self.warp_table, jitter=jitter, t_max=t_max)
+        out = render_rays(field, grid, rays, cfg, bg=b.bg, sample_values=vals, stop_depth=True)
         again = torch.nonzero((t_max < 1e10) & ~torch.isfinite(out.stop))[:, 0]
         if again.numel():
-            o, d = b.rays_o[again], b.rays_d[again]
+            redo = dataclasses.replace(rays[again], t_max=None)
             bg = b.bg[again] if torch.is_tensor(b.bg) and b.bg.ndim == 2 else b.bg
-            full = render_rays(field, grid, o, d, self.warp_table, None, cfg, bg, jitter[again],
-                               sample_values=None if values_of is None else values_of(o, d), stop_depth=True)
+            vals = None if values_of is None else values_of(redo.origins, redo.directions)
+            full = render_rays(field, grid, redo, cfg, bg=bg, sample_values=vals, stop_depth=True)
             out = RenderOutput(*(None if x is None else x.index_put((again,), y)
                                  for x, y in zip((out.rgb, out.depth, out.opacity), (full.rgb, full.depth, full.opacity))),
                                out.n_samples + full.n_samples,
@@ -420,8 +422,7 @@ class _StopCache:
         jitter): a warm cache at once, for about the cost of rendering the view."""
         b = sr.view_batch(view)
         for i in range(0, self.depth.shape[0], chunk):
-            out = render_rays(field, grid, b.rays_o[i:i + chunk], b.rays_d[i:i + chunk], sr.warp_table, None, cfg,
-                              1.0, stop_depth=True)
+            out = render_rays(field, grid, Rays(b.rays_o, b.rays_d, sr.warp_table)[i:i + chunk], cfg, stop_depth=True)
             self.depth[i:i + chunk] = out.stop
 
     @torch.no_grad()
@@ -517,8 +518,7 @@ def _transparency(field, model, sr: SubjectRays, view: int, chunk: int = 16384) 
     b = sr.view_batch(view)
     free = torch.empty(b.rays_o.shape[0], device=b.rays_o.device)
     for i in range(0, free.shape[0], chunk):
-        out = render_rays(field, model.grid, b.rays_o[i:i + chunk], b.rays_d[i:i + chunk], sr.warp_table, None,
-                          model.render_cfg, 1.0)
+        out = render_rays(field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table)[i:i + chunk], model.render_cfg)
         free[i:i + chunk] = (1 - out.opacity).clamp(0, 1)
     return free
 

@@ -18,6 +18,7 @@ from ..face.procrustes import SimilarityTransform
 from ..geometry.box import grid_box
 from ..geometry.cameras import Camera
 from ..ops.occgrid import OccupancyGrid, cell_positions
+from ..render.rays import Rays
 from ..render.renderer import RenderConfig, render_image, render_rays
 from .config import TrainConfig, config_from_dict
 
@@ -324,8 +325,8 @@ class PortraitField:
         return {"rgb": rgb, "depth": depth, "opacity": opa}
 
     def render_rays(self, rays_o, rays_d, cfg: RenderConfig | None = None):
-        return render_rays(self.model.field, self.model.grid, rays_o, rays_d, self.warp_table, None,
-                           cfg or self.model.render_cfg, self.background)
+        return render_rays(self.model.field, self.model.grid, Rays(rays_o, rays_d, self.warp_table),
+                           cfg or self.model.render_cfg, bg=self.background)
 
     def save(self, path) -> None:
         st = self.model.state(extra={"portrait": {

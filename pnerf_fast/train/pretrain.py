@@ -67,6 +67,7 @@ import torch
 from .._device import resolve_device
 from ..data.format import load_dataset
 from ..face.procrustes import generalized_procrustes
+from ..render.rays import Rays
 from ..render.renderer import render_rays
 from .config import GroupLR, TrainConfig, config_from_dict
 from .data import SubjectRays
@@ -140,7 +141,8 @@ def ray_loss(model: PortraitModel, field, sr: SubjectRays, views, n, gen, cfg: T
     random_bg, bg = _bg_mode(cfg)
     b = sr.batch(views, n, gen, random_bg=random_bg, bg=bg)
     jitter = torch.rand(n, generator=gen, device=gen.device)
-    out = render_rays(field, model.grid, b.rays_o, b.rays_d, sr.warp_table, None, model.render_cfg, b.bg, jitter)
+    out = render_rays(field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table, jitter=jitter), model.render_cfg,
+                      bg=b.bg)
     return torch.mean((out.rgb - b.target) ** 2)
 
 
@@ -154,8 +156,8 @@ def ray_loss_share(model: PortraitModel, field, sr: SubjectRays, views, n, gen, 
     b = sr.batch(views, n, gen, random_bg=random_bg, bg=bg)
     jitter = torch.rand(n, generator=gen, device=gen.device)
     lo, hi = comm.bounds(n)
-    out = render_rays(field, model.grid, b.rays_o[lo:hi], b.rays_d[lo:hi], sr.warp_table, None, model.render_cfg,
-                      b.bg[lo:hi], jitter[lo:hi])
+    rays = Rays(b.rays_o, b.rays_d, sr.warp_table, jitter=jitter)[lo:hi]
+    out = render_rays(field, model.grid, rays, model.render_cfg, bg=b.bg[lo:hi])
     return torch.mean((out.rgb - b.target[lo:hi]) ** 2) * ((hi - lo) / n)
 
 
@@ -680,17 +682,11 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
     return PretrainResult(out_path, state["seconds"], state["visits"], state.get("psnr"))
 
 
-def main(argv=None) -> int:
-    """``python -m pnerf_fast.train.pretrain ARGS`` (what torchrun runs on every rank):
-    ``pnerf pretrain ARGS``."""
-    import sys
-
-    from ..cli import main as cli_main
-
-    return cli_main(["pretrain", *(sys.argv[1:] if argv is None else argv)])
-
-
 if __name__ == "__main__":
+    # This module was torchrun's entry point; the ranks now run the CLI (a layer above
+    # training, which this module may not import): say where it went.
     import sys
 
-    sys.exit(main())
+    print("python -m pnerf_fast.train.pretrain: moved: run `pnerf pretrain ARGS`, or under torchrun "
+          "`torchrun ... -m pnerf_fast.cli pretrain ARGS`", file=sys.stderr)
+    sys.exit(2)
