@@ -54,6 +54,10 @@ def test_a_config_file_can_start_from_a_base(tmp_path):
     (tmp_path / "d.yaml").write_text("base: 3\n")
     with pytest.raises(ValueError, match=r"d\.yaml: base: must be the path"):
         load_train_config(tmp_path / "d.yaml")
+    (tmp_path / "f.yaml").write_text("- 1\n")
+    (tmp_path / "g.yaml").write_text("base: f.yaml\n")
+    with pytest.raises(ValueError, match=r"f\.yaml \(the base of .*g\.yaml\): top level: must be a mapping"):
+        load_train_config(tmp_path / "g.yaml")
     (tmp_path / "e.yaml").write_text("base: missing.yaml\n")
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_train_config(tmp_path / "e.yaml")

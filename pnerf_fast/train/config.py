@@ -246,7 +246,7 @@ def _read_config_file(p: Path, seen: tuple = ()) -> dict:
         raise ValueError(f"config file {p}: cannot be read ({e})") from None
     data = safe_yaml_load(text, f"config file {p}") or {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {p}: must be a mapping, got {type(data).__name__}")
+        return data  # config_from_dict names what is wrong with the top level
     base = data.pop("base", None)
     if base is None:
         return data
@@ -255,7 +255,10 @@ def _read_config_file(p: Path, seen: tuple = ()) -> dict:
     bp = (p.parent / base).resolve()
     if bp in seen or bp == p.resolve():
         raise ValueError(f"config file {p}: base: {base} leads back to itself")
-    return _merge(_read_config_file(bp, seen + (p.resolve(),)), data)
+    parent = _read_config_file(bp, seen + (p.resolve(),))
+    if not isinstance(parent, dict):
+        raise ValueError(f"config file {bp} (the base of {p}): top level: must be a mapping, got {type(parent).__name__}")
+    return _merge(parent, data)
 
 
 def _merge(a: dict, b: dict) -> dict:
