@@ -4,14 +4,12 @@ centre, instead of wherever stage 2 happens to grow it (the front of the grid)."
 import pytest
 import torch
 
-from pnerf_fast.render.rays import Rays
 from pnerf_fast.render.renderer import RenderOutput
 from pnerf_fast.train import finetune as ft
-from pnerf_fast.train.data import SubjectRays
 from pnerf_fast.train.model import PortraitModel
 
 from test_fidelity import latent_prior  # noqa: F401  (fixture)
-from test_spread import _subject
+from test_spread import _fit, _input_render, _subject
 from test_train import tiny  # noqa: F401  (fixture)
 
 
@@ -30,26 +28,15 @@ def test_rim_loss_is_opacity_times_the_squared_mean_offset():
 def _offsets(pf, subj):
     """(mean |offset| of each masked input ray's mean depth from its point nearest the
     head's centre, canonical units), over the rays weighted by their opacity."""
-    model = pf.model
-    sr = SubjectRays(subj, model.mean_face, model.cfg.coordinates)
-    b = sr.view_batch(sr.frontal_index)
-    with torch.no_grad():
-        out = ft.render_rays(model.field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table), model.render_cfg,
-                             sample_values=ft._spread_values(b.rays_o, b.rays_d, *ft._spread_frame(sr, "cpu")))
+    out, b = _input_render(pf, subj)
     off = out.extra[:, 1].abs()  # opacity * |mean offset|
     return float((b.alpha * off).sum() / (b.alpha * out.opacity).sum())
 
 
 def test_finetune_with_rim_puts_uncovered_surfaces_near_the_head_centre(latent_prior, tiny):  # noqa: F811
     subj = _subject(tiny)
-
-    def fit(weight):
-        model = PortraitModel.load(latent_prior)
-        model.cfg.finetune.rim = weight
-        model.cfg.finetune.lr.grid = 0.3
-        return ft.finetune(subj, init=model, steps=12, code_steps=2, rays_per_step=256, progress=False)
-
-    free, anchored = _offsets(fit(0.0), subj), _offsets(fit(30.0), subj)
+    free = _offsets(_fit(latent_prior, subj, 2, rim=0.0), subj)
+    anchored = _offsets(_fit(latent_prior, subj, 2, rim=30.0), subj)
     assert anchored < 0.8 * free, (anchored, free)
 
 

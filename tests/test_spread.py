@@ -70,27 +70,37 @@ def test_render_rays_composites_per_sample_values(latent_prior, tiny):  # noqa: 
     assert plain.extra is None and torch.allclose(plain.rgb, out.rgb, atol=1e-6)
 
 
-def _input_spread(pf, subj):
-    """The finetuned field's mean depth spread over the input view's masked rays."""
+def _input_render(pf, subj):
+    """(the finetuned field's render of the input view with the spread's per-sample
+    values composited, that view's rays)."""
     model = pf.model
     sr = SubjectRays(subj, model.mean_face, model.cfg.coordinates)
     b = sr.view_batch(sr.frontal_index)
     with torch.no_grad():
         out = ft.render_rays(model.field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table), model.render_cfg,
                              sample_values=ft._spread_values(b.rays_o, b.rays_d, *ft._spread_frame(sr, "cpu")))
+    return out, b
+
+
+def _input_spread(pf, subj):
+    """The finetuned field's mean depth spread over the input view's masked rays."""
+    out, b = _input_render(pf, subj)
     return float(ft._spread_loss(out, b.alpha))
+
+
+def _fit(prior, subj, code_steps: int, **finetune_cfg):
+    """A short finetune of ``prior`` with a high grid rate and these finetune settings."""
+    model = PortraitModel.load(prior)
+    for k, v in finetune_cfg.items():
+        setattr(model.cfg.finetune, k, v)
+    model.cfg.finetune.lr.grid = 0.3
+    return ft.finetune(subj, init=model, steps=12, code_steps=code_steps, rays_per_step=256, progress=False)
 
 
 def test_finetune_with_spread_puts_one_surface_on_each_input_ray(latent_prior, tiny):  # noqa: F811
     subj = _subject(tiny)
-
-    def fit(weight):
-        model = PortraitModel.load(latent_prior)
-        model.cfg.finetune.spread = weight
-        model.cfg.finetune.lr.grid = 0.3
-        return ft.finetune(subj, init=model, steps=12, code_steps=5, rays_per_step=256, progress=False)
-
-    free, one = _input_spread(fit(0.0), subj), _input_spread(fit(30.0), subj)
+    free = _input_spread(_fit(latent_prior, subj, 5, spread=0.0), subj)
+    one = _input_spread(_fit(latent_prior, subj, 5, spread=30.0), subj)
     assert free > 0
     assert one < 0.5 * free, (one, free)
 
