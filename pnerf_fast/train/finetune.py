@@ -26,7 +26,7 @@ from ..face.procrustes import canonical_transform
 from ..ops.occgrid import cell_positions
 from ..ops.raymarch import ray_scale
 from ..render.rays import Rays
-from ..render.renderer import RenderOutput, render_rays
+from ..render.renderer import RenderOutput, render_image, render_rays
 from .config import GroupLR
 from .data import RayBatch, SubjectRays
 from .hull import cover_subject_
@@ -245,13 +245,13 @@ def finetune(
         m = int(round(n * fc.mirror)) if mirrorer is not None and mirroring else 0
         if m:
             b, m = mirrorer.batch(b, m)
-        values = _spread_values(b.rays_o, b.rays_d, *spread_frame) if spreading or rim_free is not None else None
+        values_of = (lambda o, d: _spread_values(o, d, *spread_frame)) if spreading or rim_free is not None else None
         jitter = torch.rand(n, generator=gen, device=dev)
         if stops is None:
             out = render_rays(field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table, jitter=jitter),
-                              model.render_cfg, bg=b.bg, sample_values=values)
+                              model.render_cfg, bg=b.bg,
+                              sample_values=None if values_of is None else values_of(b.rays_o, b.rays_d))
         else:
-            values_of = None if values is None else (lambda o, d: _spread_values(o, d, *spread_frame))
             out = stops.render(field, model.grid, b, model.render_cfg, jitter, values_of, m)
         mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
         if spreading:
@@ -513,14 +513,10 @@ def _rim_loss(out, weight, skip: int = 0):
 
 
 @torch.no_grad()
-def _transparency(field, model, sr: SubjectRays, view: int, chunk: int = 16384) -> torch.Tensor:
+def _transparency(field, model, sr: SubjectRays, view: int) -> torch.Tensor:
     """[pixels]: 1 - the opacity of each ray of ``view`` as ``field`` renders it now."""
-    b = sr.view_batch(view)
-    free = torch.empty(b.rays_o.shape[0], device=b.rays_o.device)
-    for i in range(0, free.shape[0], chunk):
-        out = render_rays(field, model.grid, Rays(b.rays_o, b.rays_d, sr.warp_table)[i:i + chunk], model.render_cfg)
-        free[i:i + chunk] = (1 - out.opacity).clamp(0, 1)
-    return free
+    opacity = render_image(field, model.grid, sr.cameras[view], sr.warp_table, model.render_cfg)[2]
+    return (1 - opacity.reshape(-1)).clamp(0, 1)
 
 
 def _mirror_of(subject: Subject, fraction: float, radius: float = 0.0, device="cpu"):
