@@ -16,21 +16,28 @@ from .data import SubjectRays
 
 
 @torch.no_grad()
-def subject_hull(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None,
-                 unseen: bool = False) -> torch.Tensor:
+def subject_hull(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None) -> torch.Tensor:
     """bool [n_cells] on the CPU: cells inside this subject's visual hull (level 0 cells;
     coarser levels are left allowed). The cell centres are projected through the numpy
-    cameras on the host, once per subject; callers move the result to the grid's device.
-    With ``unseen``, cells that no view sees (outside every frame) count as inside too:
-    what no view shows as background."""
+    cameras on the host, once per subject; callers move the result to the grid's device."""
+    inside, seen = _hull_and_seen(grid, sr, views)
+    return inside & seen
+
+
+@torch.no_grad()
+def _hull_and_seen(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None = None):
+    """(bool [n_cells] on the CPU: cells that no view in ``views`` sees as background,
+    bool [n_cells]: cells that some view sees, i.e. projects into its frame), level 0; both
+    True on the coarser levels. ``subject_hull`` is their intersection."""
     g = grid.geometry
     n0 = g.res ** 3
     dev = grid.bits.device
     centres = cell_positions(g, torch.arange(n0, device=dev), device=dev).double().cpu().numpy()
     world = sr.transform.inverse().apply(centres)
     H, W = sr.hw
-    inside = torch.ones(n0, dtype=torch.bool)
-    seen = torch.zeros(n0, dtype=torch.bool)
+    inside = torch.ones(g.n_cells, dtype=torch.bool)
+    seen = torch.ones(g.n_cells, dtype=torch.bool)
+    seen[:n0] = False
     for v in views if views is not None else range(sr.num_views):
         uv, depth = sr.cameras[v].project(world)
         uv = torch.as_tensor(uv)
@@ -40,11 +47,9 @@ def subject_hull(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None =
         a = torch.zeros(n0)
         idx = (w.clamp(0, H - 1) * W + u.clamp(0, W - 1))
         a[in_frame] = sr.alpha[v][idx[in_frame]].cpu()
-        inside &= ~in_frame | (a > 0.5)
-        seen |= in_frame
-    out = torch.ones(g.n_cells, dtype=torch.bool)
-    out[:n0] = inside if unseen else inside & seen
-    return out
+        inside[:n0] &= ~in_frame | (a > 0.5)
+        seen[:n0] |= in_frame
+    return inside, seen
 
 
 @torch.no_grad()
@@ -88,7 +93,8 @@ def cover_subject_(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None
     g = grid.geometry
     n0 = g.res ** 3
     views = views if views is not None else sr.support
-    cone = subject_hull(grid, sr, views)
+    not_background, seen = _hull_and_seen(grid, sr, views)
+    cone = not_background & seen
     cone[n0:] = False  # coarser levels: leave as they are
     cone = dilate_cells(grid, cone, dilate)
     before = grid.bits.bool()
@@ -96,7 +102,7 @@ def cover_subject_(grid: OccupancyGrid, sr: SubjectRays, views: list[int] | None
     allowed = grid.allowed.bool() | cone.to(grid.allowed.device)
     bits = before | cone.to(grid.bits.device)
     if carve:
-        keep = dilate_cells(grid, subject_hull(grid, sr, views, unseen=True), dilate).to(grid.bits.device)
+        keep = dilate_cells(grid, not_background, dilate).to(grid.bits.device)
         allowed &= keep.to(allowed.device)
         bits &= keep
     grid.allowed.copy_(allowed.to(torch.uint8))
