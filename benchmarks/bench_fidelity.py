@@ -119,14 +119,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from pnerf_fast.train.finetune import DEFAULT_PRIOR, PHOTO_PRIOR, prior_path
+    from pnerf_fast.train.finetune import PHOTO_PRIOR, dataset_prior_path, prior_path
 
-    # the shipped prior for the data (the portrait light stage's for --style portrait) and the photo's
-    init = str(prior_path(args.init or (PHOTO_PRIOR if args.style == "portrait" else DEFAULT_PRIOR)))
-    photo_init = str(prior_path(args.init or PHOTO_PRIOR))
     progress = not args.json
     t0 = time.perf_counter()
     root = ensure_lightstage(Path(args.data), args.split, progress, args.style)
+    # the shipped prior for the data (the portrait light stage's for --style portrait) and the photo's
+    init = str(dataset_prior_path(args.init, root, args.split))
+    photo_init = str(prior_path(args.init or PHOTO_PRIOR))
     rows = []
 
     def keep_pictures(subj, pf, m):

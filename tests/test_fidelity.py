@@ -286,6 +286,27 @@ def test_default_prior_follows_the_source():
     assert default_prior_name(subj) == "latent"
 
 
+def test_a_dataset_starts_from_the_prior_of_its_first_subject(tiny, tmp_path):  # noqa: F811
+    """`pnerf eval` and bench_fidelity: with no --init, the prior for the split's first
+    subject (its meta's light stage); a named prior wins; unreadable data: the classic one."""
+    import json
+    import shutil
+
+    from pnerf_fast.train.finetune import SHIPPED_PRIORS, dataset_prior_path
+
+    assert dataset_prior_path(None, tiny["data"], "test") == SHIPPED_PRIORS["latent"]
+    assert dataset_prior_path("meta", tiny["data"], "test") == SHIPPED_PRIORS["meta"]
+    assert dataset_prior_path(None, tmp_path / "missing", "test") == SHIPPED_PRIORS["latent"]
+    root = tmp_path / "portrait"
+    shutil.copytree(tiny["data"], root)
+    first = load_dataset(root).subjects("test")[0]
+    face = root / first / "face.json"
+    d = json.loads(face.read_text())
+    d.setdefault("meta", {})["style"] = "portrait"
+    face.write_text(json.dumps(d))
+    assert dataset_prior_path(None, root, "test") == SHIPPED_PRIORS["portrait"]
+
+
 def test_finetune_of_a_photo_starts_from_the_portrait_prior(monkeypatch):
     """finetune(init=None) loads the prior that suits the subject it was given."""
     from pathlib import Path

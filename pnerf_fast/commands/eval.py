@@ -31,13 +31,13 @@ def run(args):
     import math
 
     from ..evaluate import evaluate_prior, write_json
-    from ..train.finetune import prior_path
+    from ..train.finetune import dataset_prior_path
 
     device = device_from_args(args)
     for name, v in (("--seconds", args.seconds), ("--oracle", args.oracle)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise ValueError(f"argument {name}: must be a positive number of seconds, got {v}")
-    init = prior_path(args.init, _first_subject(args.data, args.split) if args.init is None else None)
+    init = dataset_prior_path(args.init, args.data, args.split)
     from .._io import check_output
 
     if args.steps is not None and args.steps < 0:
@@ -82,14 +82,3 @@ def format_report(res: dict) -> str:
     return f"{n} subjects (PSNR in dB; input = the frontal view re-rendered; novel = the other views):\n" \
         + "\n".join(lines)
 
-
-def _first_subject(data, split: str):
-    """The first subject of ``split`` (its meta says which light stage made it), or None."""
-    from ..data.format import load_dataset
-
-    try:
-        ds = load_dataset(data)
-        names = ds.subjects(split)
-        return ds.subject(names[0], load_images=False) if names else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # evaluate_prior reports what is wrong with the data

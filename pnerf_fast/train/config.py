@@ -252,10 +252,11 @@ def _read_config_file(p: Path, seen: tuple = ()) -> dict:
         return data
     if not isinstance(base, str) or not base.strip():
         raise ValueError(f"config file {p}: base: must be the path of another config file, got {base!r}")
+    chain = seen + (p.resolve(),)
     bp = (p.parent / base).resolve()
-    if bp in seen or bp == p.resolve():
+    if bp in chain:
         raise ValueError(f"config file {p}: base: {base} leads back to itself")
-    parent = _read_config_file(bp, seen + (p.resolve(),))
+    parent = _read_config_file(bp, chain)
     if not isinstance(parent, dict):
         raise ValueError(f"config file {bp} (the base of {p}): top level: must be a mapping, got {type(parent).__name__}")
     return _merge(parent, data)

@@ -73,6 +73,23 @@ def prior_path(init, subject: Subject | None = None) -> Path:
     return Path(init)
 
 
+def dataset_prior_path(init, data_root, split: str) -> Path:
+    """``prior_path`` for fitting a dataset's ``split``: with ``init`` None, the shipped
+    prior for its first subject (whose meta says which light stage made it); the classic
+    one when the data cannot be read (the evaluation then reports what is wrong with it)."""
+    if init is not None:
+        return prior_path(init)
+    from ..data.format import load_dataset
+
+    try:
+        ds = load_dataset(data_root)
+        names = ds.subjects(split)
+        first = ds.subject(names[0], load_images=False) if names else None
+    except (OSError, ValueError, KeyError, TypeError):
+        first = None
+    return prior_path(None, first)
+
+
 def as_subject(source, res: int = PHOTO_RES) -> Subject:
     """A Subject from a subject folder, a photo path, an image array, or a Subject."""
     if isinstance(source, Subject):
