@@ -1,0 +1,169 @@
+"""Move a hash-grid prior into another field box (for example fast_latent_tall's taller box,
+which holds a portrait's neck and shoulders), keeping what it has learned.
+
+- The MLPs, the code layers and the training subjects' codes are copied as they are.
+- The new box's hash tables are fitted with Adam so that the density network gives the old
+  one's output (the density and the colour network's features) with the training subjects'
+  codes. A third of the points are uniform in the new box, two thirds near where the old
+  field is dense for some code. Inside the old box the field is then (nearly) unchanged;
+  outside it, it takes the old field's values clamped onto the old box, which is what the old
+  field itself gives there. So the new field starts as the old one.
+- Every cell of the new occupancy grid takes the state of the old cell at its centre, clamped
+  into the old box.
+
+Continue pretraining from the result in the new box (``pnerf pretrain --init``): that run
+rebuilds the grid from the training subjects' visual hulls and learns what lies outside the
+old box. scripts/regrid_prior.py is the command line.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+
+import torch
+
+from ..ops.occgrid import cell_positions
+from .model import PortraitModel, build_field
+
+
+def _cell_keys(geometry, points: torch.Tensor) -> torch.Tensor:
+    """Row-major (i, j, k) key of the cell of ``geometry`` (one level) that holds each
+    point, points outside clamped into the box."""
+    lo = torch.tensor(geometry.aabb[:3]); hi = torch.tensor(geometry.aabb[3:])
+    r = geometry.res
+    ijk = ((points - lo) / (hi - lo) * r).floor().long().clamp(0, r - 1)
+    return (ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2]
+
+
+def transfer_grid_(new: PortraitModel, old: PortraitModel) -> None:
+    """Each cell of ``new``'s grid takes the state (density, occupied, allowed) of the cell of
+    ``old``'s grid at its centre, clamped into the old box."""
+    og, ng = old.grid.geometry, new.grid.geometry
+    if og.levels != 1 or ng.levels != 1:
+        raise ValueError("regrid: needs one-level occupancy grids (grid.levels: 1)")
+    order = torch.empty(og.n_cells, dtype=torch.long)
+    order[_cell_keys(og, cell_positions(og, device="cpu"))] = torch.arange(og.n_cells)
+    src = order[_cell_keys(og, cell_positions(ng, device="cpu"))]
+    with torch.no_grad():
+        for name in ("density", "bits", "allowed"):
+            getattr(new.grid, name).copy_(getattr(old.grid, name).cpu()[src])
+
+
+def regrid_model(old: PortraitModel, field_cfg, steps: int = 600, points: int = 1 << 16, lr: float = 0.1,
+                 seed: int = 0, progress: bool = False) -> tuple[PortraitModel, dict]:
+    """``old`` (left untouched, on the CPU) moved into the field of ``field_cfg`` (a preset
+    name, YAML path, dict or FieldConfig with the same MLPs and code size, another ``aabb`` or
+    hash-grid resolution). -> (the new model, a report of the fit on held-out points)."""
+    for name, v in (("steps", steps), ("points", points)):
+        if int(v) < 1:
+            raise ValueError(f"regrid: argument '{name}' must be >= 1, got {v}")
+    if not lr > 0:
+        raise ValueError(f"regrid: argument 'lr' must be > 0, got {lr}")
+    field = build_field(field_cfg)
+    if not (old.field.hashgrid and field.hashgrid):
+        raise ValueError("regrid: both fields must use a hash-grid encoding")
+    fs = {k: v for k, v in old.field.state_dict().items() if not k.startswith("encoding.")}
+    try:
+        missing, unexpected = field.load_state_dict(fs, strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"regrid: the new field's MLPs do not match the prior's: {' '.join(str(e).split())[:300]}") from None
+    if unexpected or [k for k in missing if not k.startswith("encoding.")]:
+        raise ValueError(f"regrid: the new field's MLPs do not match the prior's (missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)})")
+    cfg = copy.deepcopy(old.cfg)
+    cfg.field = field_cfg if isinstance(field_cfg, str) else field.cfg.name
+    new = PortraitModel(cfg, old.mean_face, field=field)
+    new.codes = old.codes
+    transfer_grid_(new, old)
+
+    gen = torch.Generator().manual_seed(int(seed))
+    ng = new.grid.geometry
+    nlo = torch.tensor(ng.aabb[:3]); nhi = torch.tensor(ng.aabb[3:])
+    codes = old.codes
+    step_len = new.render_cfg.step
+
+    def uniform(n, g):
+        return torch.rand(n, 3, generator=g) * (nhi - nlo) + nlo
+
+    def with_code(f, i):
+        return f.code(codes[i]) if codes is not None else contextlib.nullcontext(f)
+
+    def pick_code(g):
+        return int(torch.randint(len(codes), (1,), generator=g)) if codes is not None else 0
+
+    pool = []
+    with torch.no_grad():
+        for _ in range(16 if codes is not None else 1):
+            x = uniform(1 << 18, gen)
+            with with_code(old.field, pick_code(gen)):
+                a = 1 - torch.exp(-old.field.density(x) * step_len)
+            pool.append(x[a > 0.01])
+    pool = torch.cat(pool)
+    if not len(pool):
+        pool = uniform(1 << 12, gen)  # an empty prior: uniform points only
+    cell = (nhi - nlo) / ng.res
+
+    def sample(n, g):
+        near = pool[torch.randint(len(pool), (n - n // 3,), generator=g)]
+        near = near + (torch.rand(len(near), 3, generator=g) * 2 - 1) * cell
+        return torch.cat([uniform(n // 3, g), near])
+
+    table = field.encoding.params
+    opt = torch.optim.Adam([table], lr=lr, betas=(0.9, 0.99), eps=1e-15)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 ** (s / steps))
+    frozen = [p for p in field.parameters() if p is not table and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    bar = tqdm(range(int(steps)), desc="regrid", unit="step", disable=not progress)
+    try:
+        for step in bar:
+            x = sample(int(points), gen)
+            ci = pick_code(gen)
+            with torch.no_grad(), with_code(old.field, ci):
+                target = old.field._geometry(x)[1]
+            with with_code(field, ci):
+                loss = (field._geometry(x)[1] - target).square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if step % 25 == 0:
+                bar.set_postfix(loss=f"{loss.item():.2e}")
+    finally:
+        bar.close()
+        for p in frozen:
+            p.requires_grad_(True)
+    report = check_regrid(old, new, seed=int(seed) + 1)
+    report["fit_s"] = time.perf_counter() - t0
+    report["dense_points"] = int(len(pool))
+    return new, report
+
+
+def check_regrid(old: PortraitModel, new: PortraitModel, n: int = 1 << 15, seed: int = 1) -> dict:
+    """How far ``new``'s field is from ``old``'s, with the mean training code, on held-out
+    points inside the old box (uniform, and where the old field is dense): the mean
+    |difference| of the opacity per render step (and that opacity's mean), and of the colour
+    where the old field is opaque."""
+    g = torch.Generator().manual_seed(seed)
+    og = old.grid.geometry
+    lo = torch.tensor(og.aabb[:3]); hi = torch.tensor(og.aabb[3:])
+    x = torch.rand(n, 3, generator=g) * (hi - lo) + lo
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
+    step_len = new.render_cfg.step
+    ctx = ((old.field.code(old.codes.mean(0)), new.field.code(old.codes.mean(0))) if old.codes is not None
+           else (contextlib.nullcontext(), contextlib.nullcontext()))
+    with torch.no_grad(), ctx[0], ctx[1]:
+        s0, c0 = old.field(x, d)
+        s1, c1 = new.field(x, d)
+    a0 = 1 - torch.exp(-s0 * step_len)
+    a1 = 1 - torch.exp(-s1 * step_len)
+    opaque = a0 > 0.05
+    return {
+        "opacity_mean": float(a0.mean()),
+        "opacity_abs_diff": float((a0 - a1).abs().mean()),
+        "rgb_abs_diff_opaque": float((c0 - c1)[opaque].abs().mean()) if bool(opaque.any()) else 0.0,
+    }
