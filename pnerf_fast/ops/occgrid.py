@@ -170,6 +170,24 @@ class OccupancyGrid(nn.Module):
         self.bits.mul_(self.allowed)
         return self
 
+    @torch.no_grad()
+    def copy_cells_from_(self, other: "OccupancyGrid") -> "OccupancyGrid":
+        """Each cell takes the state (density, occupied, allowed) of ``other``'s cell at its
+        centre, clamped into ``other``'s box: where this grid reaches beyond that box it goes on
+        as ``other``'s outermost cells, as a field clamps points outside its box. One-level grids
+        of any boxes and resolutions."""
+        if self.geometry.levels != 1 or other.geometry.levels != 1:
+            raise ValueError("OccupancyGrid.copy_cells_from_: needs one-level grids (grid.levels: 1)")
+        og, r, dev = other.geometry, other.geometry.res, self.bits.device
+        centres = cell_positions(self.geometry, device=dev)
+        lo = torch.tensor(og.aabb[:3], device=dev)
+        hi = torch.tensor(og.aabb[3:], device=dev)
+        ijk = ((centres - lo) / (hi - lo) * r).floor().long().clamp(0, r - 1)
+        src = (ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2]  # cells are x-major, then y, then z
+        for name in ("density", "bits", "allowed"):
+            getattr(self, name).copy_(getattr(other, name).to(dev)[src])
+        return self
+
     def fill_(self, occupied: bool = True) -> "OccupancyGrid":
         self.bits.fill_(1 if occupied else 0)
         return self

@@ -17,7 +17,7 @@ from .._io import public_mode_, short_repr
 from ..face.procrustes import SimilarityTransform
 from ..geometry.box import grid_box
 from ..geometry.cameras import Camera
-from ..ops.occgrid import OccupancyGrid, cell_positions
+from ..ops.occgrid import OccupancyGrid
 from ..render.rays import Rays
 from ..render.renderer import RenderConfig, render_image, render_rays
 from .config import TrainConfig, config_from_dict
@@ -86,18 +86,9 @@ class PortraitModel(nn.Module):
         g = self.cfg.grid
         if old.geometry.levels != 1:
             raise ValueError("lowering the grid's floor needs a one-level grid (grid.levels: 1)")
-        dev = old.bits.device
         new = OccupancyGrid(self.grid_box(g.floor_drop + drop), levels=1, res=old.geometry.res, decay=old.decay,
-                            threshold=old.threshold).to(dev)
-        r = old.geometry.res
-        lo, hi = old.geometry.aabb[1], old.geometry.aabb[4]
-        y = cell_positions(new.geometry, None, None, device=dev)[:, 1]
-        iy = ((y - lo) / (hi - lo) * r).floor().clamp(0, r - 1).long()
-        idx = torch.arange(new.geometry.n_cells, device=dev)
-        src = (idx // (r * r)) * r * r + iy * r + idx % r  # same x and z, the old row at that height
-        for name in ("density", "bits", "allowed"):
-            getattr(new, name).copy_(getattr(old, name)[src])
-        self.grid = new
+                            threshold=old.threshold).to(old.bits.device)
+        self.grid = new.copy_cells_from_(old)  # same x and z: each new row is the old row at its height
         g.floor_drop += float(drop)
 
     def grid_box(self, floor_drop: float | None = None) -> tuple:

@@ -23,31 +23,12 @@ import time
 
 import torch
 
-from ..ops.occgrid import cell_positions
 from .model import PortraitModel, build_field
 
 
-def _cell_keys(geometry, points: torch.Tensor) -> torch.Tensor:
-    """Row-major (i, j, k) key of the cell of ``geometry`` (one level) that holds each
-    point, points outside clamped into the box."""
-    lo = torch.tensor(geometry.aabb[:3]); hi = torch.tensor(geometry.aabb[3:])
-    r = geometry.res
-    ijk = ((points - lo) / (hi - lo) * r).floor().long().clamp(0, r - 1)
-    return (ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2]
-
-
-def transfer_grid_(new: PortraitModel, old: PortraitModel) -> None:
-    """Each cell of ``new``'s grid takes the state (density, occupied, allowed) of the cell of
-    ``old``'s grid at its centre, clamped into the old box."""
-    og, ng = old.grid.geometry, new.grid.geometry
-    if og.levels != 1 or ng.levels != 1:
-        raise ValueError("regrid: needs one-level occupancy grids (grid.levels: 1)")
-    order = torch.empty(og.n_cells, dtype=torch.long)
-    order[_cell_keys(og, cell_positions(og, device="cpu"))] = torch.arange(og.n_cells)
-    src = order[_cell_keys(og, cell_positions(ng, device="cpu"))]
-    with torch.no_grad():
-        for name in ("density", "bits", "allowed"):
-            getattr(new.grid, name).copy_(getattr(old.grid, name).cpu()[src])
+def _coded(field, z):
+    """Evaluate ``field`` with the code ``z``; a field without codes (``z`` None) as it is."""
+    return field.code(z) if z is not None else contextlib.nullcontext(field)
 
 
 def regrid_model(old: PortraitModel, field_cfg, steps: int = 600, points: int = 1 << 16, lr: float = 0.1,
@@ -75,7 +56,7 @@ def regrid_model(old: PortraitModel, field_cfg, steps: int = 600, points: int = 
     cfg.field = field_cfg if isinstance(field_cfg, str) else field.cfg.name
     new = PortraitModel(cfg, old.mean_face, field=field)
     new.codes = old.codes
-    transfer_grid_(new, old)
+    new.grid.copy_cells_from_(old.grid)
 
     gen = torch.Generator().manual_seed(int(seed))
     ng = new.grid.geometry
@@ -87,7 +68,7 @@ def regrid_model(old: PortraitModel, field_cfg, steps: int = 600, points: int = 
         return torch.rand(n, 3, generator=g) * (nhi - nlo) + nlo
 
     def with_code(f, i):
-        return f.code(codes[i]) if codes is not None else contextlib.nullcontext(f)
+        return _coded(f, None if codes is None else codes[i])
 
     def pick_code(g):
         return int(torch.randint(len(codes), (1,), generator=g)) if codes is not None else 0
@@ -154,9 +135,8 @@ def check_regrid(old: PortraitModel, new: PortraitModel, n: int = 1 << 15, seed:
     x = torch.rand(n, 3, generator=g) * (hi - lo) + lo
     d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
     step_len = new.render_cfg.step
-    ctx = ((old.field.code(old.codes.mean(0)), new.field.code(old.codes.mean(0))) if old.codes is not None
-           else (contextlib.nullcontext(), contextlib.nullcontext()))
-    with torch.no_grad(), ctx[0], ctx[1]:
+    z = None if old.codes is None else old.codes.mean(0)
+    with torch.no_grad(), _coded(old.field, z), _coded(new.field, z):
         s0, c0 = old.field(x, d)
         s1, c1 = new.field(x, d)
     a0 = 1 - torch.exp(-s0 * step_len)
