@@ -75,6 +75,9 @@ class FieldConfig:
     # Per-subject latent code (0 = none). The code shifts the first-layer bias of the
     # density and colour MLPs (the same as concatenating it to their inputs).
     latent_dim: int = 0
+    # How many hidden layers of each MLP the code shifts (1: the first only; more: also the
+    # next ones, as concatenating the code to every layer's input; capped at each MLP's depth).
+    latent_layers: int = 1
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -150,6 +153,7 @@ def validate(cfg: FieldConfig) -> FieldConfig:
         _fail("density.bias", f"must be a number, got {cfg.density.bias!r}")
     cfg.density.bias = float(cfg.density.bias)
     _int("latent_dim", cfg.latent_dim, 0, 1024)
+    _int("latent_layers", cfg.latent_layers, 1, 16)
     return cfg
 
 

@@ -15,7 +15,8 @@ rgb = sigmoid(color MLP).
 
 Latent conditioning (``latent_dim`` > 0, hash-grid fields): a per-subject code z [D]
 shifts the first-layer bias of both MLPs, b0 + W_z z (the same function as feeding
-[enc(x), z] to them, at no cost per sample). The hash grid holds what all subjects
+[enc(x), z] to them, at no cost per sample); with ``latent_layers`` > 1 also the next
+hidden layers' biases (as feeding z to each of them). The hash grid holds what all subjects
 share; the code says which head this is (an auto-decoder, as in Preface / Cafca).
 The field keeps ONE current code, ``self.latent``; pretraining swaps it per subject.
 """
@@ -104,6 +105,16 @@ class RadianceField(nn.Module):
             self.color_z = nn.Linear(D, first(self.color_net), bias=False)
             for lin in (self.density_z, self.color_z):
                 nn.init.normal_(lin.weight, std=1.0 / D ** 0.5)
+            # latent_layers > 1: the code also shifts the next hidden layers' biases
+            # (density_z_deep[i] is hidden layer i + 1's), zero at start: a field grown
+            # from a first-layer-only one (scripts/grow_prior.py) starts as that field.
+            for name, net in (("density_z_deep", self.density_net), ("color_z_deep", self.color_net)):
+                k = min(cfg.latent_layers, net.n_hidden) - 1
+                if k > 0:
+                    deep = nn.ModuleList(nn.Linear(D, net.layers[i].out_features, bias=False) for i in range(1, k + 1))
+                    for lin in deep:
+                        nn.init.zeros_(lin.weight)
+                    setattr(self, name, deep)
             # The current subject's code [D]; zero = the mean head.
             self.latent = nn.Parameter(torch.zeros(D))
 
@@ -114,10 +125,15 @@ class RadianceField(nn.Module):
         return make_mlp(in_dim, out_dim, width, n_hidden, self.cfg.backend, act)
 
     def _shift(self, which: str):
+        """The code's bias shifts of ``which`` MLP ("density_z" | "color_z"): one tensor (its
+        first layer) or, with latent_layers > 1, a tuple for its first layers."""
         if not getattr(self, "latent_dim", 0):
             return None
         z = self._override if getattr(self, "_override", None) is not None else self.latent
-        return getattr(self, which)(z)
+        deep = getattr(self, which + "_deep", None)
+        if deep is None:
+            return getattr(self, which)(z)
+        return (getattr(self, which)(z), *(lin(z) for lin in deep))
 
     @contextlib.contextmanager
     def code(self, z: torch.Tensor):

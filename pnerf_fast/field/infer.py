@@ -32,7 +32,7 @@ import weakref
 import torch
 
 from .._native import native
-from .mlp import MLP
+from .mlp import MLP, shifted_biases
 
 _EVALUATORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -140,8 +140,5 @@ class FieldEvaluator:
 
 
 def _layers(mlp: MLP, bias_shift):
-    """(weight, bias) per layer, the shift added to the first bias as MLP.forward does."""
-    out = [(l.weight, l.bias) for l in mlp.layers]
-    if bias_shift is not None:
-        out[0] = (out[0][0], out[0][1] + bias_shift.to(out[0][1].dtype))
-    return out
+    """(weight, bias) per layer, the shifts added to the biases as MLP.forward does."""
+    return [(l.weight, b) for l, b in zip(mlp.layers, shifted_biases(mlp, bias_shift))]

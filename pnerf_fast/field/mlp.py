@@ -62,12 +62,11 @@ class MLP(nn.Module):
         return self._tcnn_nets[key]
 
     def forward(self, x: torch.Tensor, bias_shift: torch.Tensor | None = None) -> torch.Tensor:
-        """x [n, in_dim] -> [n, out_dim]. ``bias_shift`` [width of layer 0]: added to the
-        first layer's bias (a per-call conditioning, e.g. W_z @ latent code)."""
+        """x [n, in_dim] -> [n, out_dim]. ``bias_shift``: added to the first layer's bias
+        (a per-call conditioning, e.g. W_z @ latent code), a tensor [width of layer 0], or a
+        sequence of them (or None) for the first layers in order."""
         weights = [l.weight for l in self.layers]
-        biases = [l.bias for l in self.layers]
-        if bias_shift is not None:
-            biases[0] = biases[0] + bias_shift.to(biases[0].dtype)
+        biases = shifted_biases(self, bias_shift)
         be = self.active_backend(x.device)
         if be == "fused":
             return mlp_forward(x, weights, biases, self.output_activation, impl="native")
@@ -77,6 +76,20 @@ class MLP(nn.Module):
 
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}, output_activation={self.output_activation!r}"
+
+
+def shifted_biases(mlp: MLP, bias_shift) -> list:
+    """``mlp``'s biases, with ``bias_shift`` (see :meth:`MLP.forward`) added."""
+    biases = [l.bias for l in mlp.layers]
+    if bias_shift is None:
+        return biases
+    shifts = (bias_shift,) if isinstance(bias_shift, torch.Tensor) else tuple(bias_shift)
+    if len(shifts) > len(biases):
+        raise ValueError(f"MLP: {len(shifts)} bias shifts for {len(biases)} layers")
+    for i, s in enumerate(shifts):
+        if s is not None:
+            biases[i] = biases[i] + s.to(biases[i].dtype)
+    return biases
 
 
 def make_mlp(in_dim: int, out_dim: int, width: int, n_hidden: int, backend: str = "auto",

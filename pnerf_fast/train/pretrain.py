@@ -439,6 +439,7 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
             # A latent field may start from a plain one: its code layers start fresh.
             missing, unexpected = model.field.load_state_dict(src.field.state_dict(), strict=False)
             fresh = {"latent", "density_z.weight", "color_z.weight"}
+            missing = [k for k in missing if not k.startswith(("density_z_deep.", "color_z_deep."))]  # zero at start
             if unexpected or set(missing) - fresh:
                 raise RuntimeError(f"missing keys {sorted(set(missing) - fresh)}, unexpected keys {sorted(unexpected)}")
         except RuntimeError as e:

@@ -1,0 +1,128 @@
+"""Grow a latent prior's MLPs (wider, deeper, the code in more layers) so that the grown
+field starts as exactly the same function (Net2Net's function-preserving growth, Chen et al.
+2016), then continue pretraining it (``pnerf pretrain --init``): the capacity grows without
+throwing away the hours the prior has been trained.
+
+For each MLP (density, colour), with the old one's width w and hidden layers h, the new
+one's W >= w and H >= h:
+- old hidden layers keep their weights in the top-left w x w block (the first layer: its
+  first w rows); the new units' incoming weights keep their fresh initialization, and the
+  weights from new units into old ones are zero;
+- the H - h new hidden layers, after the old ones, are the identity on their input (which
+  is a ReLU output, so ReLU leaves it as it is), with zero bias;
+- the output layer keeps its old columns, and takes zero from the new units.
+The new units then change nothing until training moves their outgoing weights. The code's
+bias shifts of the deeper layers (field ``latent_layers``) start at zero, as a new field
+makes them; the first layer's keeps its old rows. The hash grid, the direction encoding,
+the codes, the occupancy grid and the mean face are copied. scripts/grow_prior.py is the
+command line.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+
+from .model import PortraitModel, build_field
+
+
+def _grow_mlp(old, new, old_z, new_z, name: str) -> None:
+    """Copy ``old`` MLP (and its first-layer code weights ``old_z``) into the larger ``new``."""
+    w, h = old.width, old.n_hidden
+    W, H = new.width, new.n_hidden
+    if h < 1:
+        raise ValueError(f"grow: the prior's {name} MLP has no hidden layer to grow from")
+    if W < w or H < h or new.in_dim != old.in_dim or new.out_dim != old.out_dim:
+        raise ValueError(f"grow: the new {name} MLP ({new.in_dim} -> {H} x {W} -> {new.out_dim}) must be at least "
+                         f"as wide and as deep as the prior's ({old.in_dim} -> {h} x {w} -> {old.out_dim}), "
+                         "with the same inputs and outputs")
+    with torch.no_grad():
+        L0, N0 = old.layers[0], new.layers[0]
+        N0.weight[:w].copy_(L0.weight)
+        N0.bias[:w].copy_(L0.bias)
+        if old_z is not None:
+            new_z.weight[:w].copy_(old_z.weight)
+        for i in range(1, h):  # old hidden layers after the first
+            Li, Ni = old.layers[i], new.layers[i]
+            Ni.weight[:w, :w].copy_(Li.weight)
+            Ni.weight[:w, w:].zero_()
+            Ni.bias[:w].copy_(Li.bias)
+        for i in range(h, H):  # new hidden layers: the identity on a ReLU output
+            new.layers[i].weight.copy_(torch.eye(W))
+            new.layers[i].bias.zero_()
+        Lo, No = old.layers[h], new.layers[H]
+        No.weight[:, :w].copy_(Lo.weight)
+        No.weight[:, w:].zero_()
+        No.bias.copy_(Lo.bias)
+
+
+def grow_model(old: PortraitModel, field_cfg) -> PortraitModel:
+    """``old`` (left untouched) grown into the field of ``field_cfg`` (a preset name, YAML
+    path, dict or FieldConfig): the same box, encodings and code size, MLPs at least as wide
+    and deep, ``latent_layers`` at least the prior's."""
+    field = build_field(field_cfg)
+    a, b = old.field.cfg, field.cfg
+    same = [("aabb", list(a.aabb), list(b.aabb)), ("encoding", a.encoding, b.encoding),
+            ("dir_encoding", a.dir_encoding, b.dir_encoding), ("density", a.density, b.density),
+            ("latent_dim", a.latent_dim, b.latent_dim),
+            ("density_mlp.geo_features", a.density_mlp.geo_features, b.density_mlp.geo_features)]
+    for key, x, y in same:
+        if x != y:
+            raise ValueError(f"grow: field config '{key}' must be the prior's ({short_cfg(x)}), got {short_cfg(y)}")
+    if not field.hashgrid:
+        raise ValueError("grow: only hash-grid fields can be grown")
+    if b.latent_layers < a.latent_layers:
+        raise ValueError(f"grow: field config 'latent_layers' must be at least the prior's ({a.latent_layers}), "
+                         f"got {b.latent_layers}")
+    with torch.no_grad():
+        field.encoding.load_state_dict(old.field.encoding.state_dict())
+        if old.field.latent_dim:
+            field.latent.copy_(old.field.latent)
+    lat = bool(old.field.latent_dim)
+    _grow_mlp(old.field.density_net, field.density_net, old.field.density_z if lat else None,
+              field.density_z if lat else None, "density")
+    _grow_mlp(old.field.color_net, field.color_net, old.field.color_z if lat else None,
+              field.color_z if lat else None, "color")
+    # the prior's own deeper code shifts (latent_layers > 1), into the same layers
+    for which in ("density_z_deep", "color_z_deep"):
+        src, dst = getattr(old.field, which, None), getattr(field, which, None)
+        if src is None:
+            continue
+        with torch.no_grad():
+            for s, d in zip(src, dst):
+                d.weight[: s.weight.shape[0]].copy_(s.weight)
+    cfg = copy.deepcopy(old.cfg)
+    cfg.field = field_cfg if isinstance(field_cfg, str) else field.cfg.name
+    new = PortraitModel(cfg, old.mean_face, field=field)
+    new.codes = None if old.codes is None else old.codes.clone()
+    new.grid.load_state_dict(old.grid.state_dict())
+    return new
+
+
+def short_cfg(v) -> str:
+    s = repr(v)
+    return s if len(s) <= 120 else s[:117] + "..."
+
+
+def max_output_diff(old: PortraitModel, new: PortraitModel, n: int = 4096, seed: int = 0) -> float:
+    """The largest |difference| between the two fields' density pre-activations, features
+    and colours, at random points and directions in the box, with each training code (up
+    to 8 of them) or the field's own code."""
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.tensor(old.field.cfg.aabb[:3]); hi = torch.tensor(old.field.cfg.aabb[3:])
+    x = torch.rand(n, 3, generator=g) * (hi - lo) + lo
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
+    codes = [None] if old.codes is None else list(old.codes[: 8])
+    worst = 0.0
+    with torch.no_grad():
+        for z in codes:
+            outs = []
+            for m in (old, new):
+                ctx = m.field.code(z) if z is not None else contextlib.nullcontext()
+                with ctx:
+                    h0, feat = m.field._geometry(x)
+                    outs.append(torch.cat([feat, m.field.color(feat, d)], dim=1))
+            worst = max(worst, float((outs[0] - outs[1]).abs().max()))
+    return worst
+

@@ -1,0 +1,122 @@
+"""Growing a latent prior (train/grow.py, scripts/grow_prior.py) and the code in deeper layers
+(field ``latent_layers``): the grown field is the same function, it can learn with its new
+units, deeper code shifts reach every path (training, inference), and bad input is refused."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pnerf_fast.field.config import field_config_from_dict
+from pnerf_fast.field.infer import evaluator
+from pnerf_fast.train.config import config_from_dict
+from pnerf_fast.train.grow import grow_model, max_output_diff
+from pnerf_fast.train.model import PortraitModel, build_field
+
+from test_train import TINY_FIELD
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small(**kw):
+    d = {**TINY_FIELD, "name": "tiny_latent", "latent_dim": 4,
+         "density_mlp": dict(TINY_FIELD["density_mlp"]), "color_mlp": dict(TINY_FIELD["color_mlp"])}
+    for k, v in kw.items():
+        if k in ("density_mlp", "color_mlp"):
+            d[k].update(v)
+        else:
+            d[k] = v
+    return d
+
+
+def trained_like(field_cfg, seed=0):
+    torch.manual_seed(seed)
+    field = build_field(field_cfg)
+    with torch.no_grad():  # far from the init, so that a wrong copy shows
+        for p in field.parameters():
+            p.normal_(0, 0.7)
+    m = PortraitModel(config_from_dict({"grid": {"res": 8}, "method": "latent"}), None, field=field)
+    m.codes = torch.randn(5, 4)
+    with torch.no_grad():
+        m.grid.bits.copy_(torch.rand(m.grid.bits.shape) < 0.5)
+    return m
+
+
+BIG = small(latent_layers=3, density_mlp={"width": 24, "n_hidden": 3}, color_mlp={"width": 20, "n_hidden": 2})
+
+
+def test_grown_field_is_the_same_function_and_the_grid_and_codes_are_copied():
+    old = trained_like(small())
+    new = grow_model(old, BIG)
+    assert new.field.density_net.width == 24 and new.field.density_net.n_hidden == 3
+    assert len(new.field.density_z_deep) == 2 and len(new.field.color_z_deep) == 1  # capped at the depth
+    assert max_output_diff(old, new) < 1e-5
+    assert torch.equal(new.codes, old.codes) and torch.equal(new.grid.bits, old.grid.bits)
+    assert torch.equal(new.field.encoding.params, old.field.encoding.params)
+    # it is a bigger network, not the old one: moving a new unit's outgoing weight changes the output
+    with torch.no_grad():
+        new.field.density_net.layers[-1].weight[:, -1] += 1.0
+    assert max_output_diff(old, new) > 1e-3
+
+
+def test_grown_field_learns_through_its_new_units_and_deeper_code_layers():
+    old = trained_like(small())
+    new = grow_model(old, BIG)
+    x = torch.rand(256, 3) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(256, 3), dim=1)
+    with new.field.code(new.codes[0]):
+        sigma, rgb = new.field(x, d)
+        (sigma.mean() + rgb.square().mean()).backward()
+    f = new.field
+    assert f.density_net.layers[-1].weight.grad[:, 16:].abs().sum() > 0  # the new units' outgoing weights
+    assert all(lin.weight.grad.abs().sum() > 0 for lin in f.density_z_deep)
+    assert all(lin.weight.grad.abs().sum() > 0 for lin in f.color_z_deep)
+
+
+def test_deeper_code_shifts_change_the_field_and_inference_matches_training():
+    field = trained_like(BIG).field
+    x = torch.rand(300, 3) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(300, 3), dim=1)
+    with torch.no_grad():
+        s0, c0 = field(x, d)
+        for lin in field.density_z_deep:  # the deeper shifts are used
+            lin.weight.add_(0.5)
+        s1, c1 = field(x, d)
+        assert (s0 - s1).abs().max() > 1e-3
+        ev = evaluator(field, block=64)  # the blocked no-grad path takes the same shifts
+        s2 = ev.geometry(x, d)
+        c2 = ev.color(torch.arange(300), d)
+    assert torch.allclose(s1, s2, rtol=1e-4, atol=1e-5) and torch.allclose(c1, c2, atol=1e-5)
+
+
+def test_grow_refuses_what_it_cannot_grow_into():
+    old = trained_like(small())
+    with pytest.raises(ValueError, match="at least as wide"):
+        grow_model(old, small(density_mlp={"width": 8}))
+    with pytest.raises(ValueError, match="'latent_dim'"):
+        grow_model(old, small(latent_dim=8))
+    with pytest.raises(ValueError, match="'encoding'"):
+        grow_model(old, small(encoding=dict(TINY_FIELD["encoding"], log2_table=11)))
+    with pytest.raises(ValueError, match="latent_layers"):
+        field_config_from_dict(small(latent_layers=0))
+
+
+def test_grow_script_writes_a_loadable_prior_and_reports_errors_cleanly(tmp_path):
+    src = tmp_path / "prior.pt"
+    trained_like(small()).save(src)
+    import yaml
+
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump(BIG))
+    out = tmp_path / "grown.pt"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "grow_prior.py"), str(src), str(out), "--field", str(big)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert '"max_output_diff": 0' in r.stdout or "e-0" in r.stdout
+    grown = PortraitModel.load(out, "cpu")
+    assert grown.field.cfg.latent_layers == 3 and grown.codes.shape == (5, 4)
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "grow_prior.py"), str(src), str(tmp_path / "x.pt"),
+                        "--field", "fast"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: grow:") and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.pt").exists()
