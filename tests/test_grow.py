@@ -120,3 +120,60 @@ def test_grow_script_writes_a_loadable_prior_and_reports_errors_cleanly(tmp_path
                         "--field", "fast"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: grow:") and "Traceback" not in r.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+VOL = small(latent_volume_res=5, latent_volume_features=3)
+
+
+def test_code_volume_is_read_at_the_point_and_follows_the_code():
+    field = build_field(VOL)
+    R = 5
+    lo, hi = field.cfg.aabb[0], field.cfg.aabb[3]
+    step = (hi - lo) / (R - 1)
+    with torch.no_grad():
+        field.volume_mean.zero_()
+        field.volume_basis.zero_()
+        field.volume_mean[1, 1, 3, 4] = 2.0   # feature 1 at lattice point (i, j, k) = (1, 3, 4)
+        field.volume_basis[2, 0, 4, 0, 1] = 1.0  # feature 0 at (4, 0, 1), scaled by code number 2
+    at = lambda i, j, k: torch.tensor([[lo + i * step, lo + j * step, lo + k * step]])  # noqa: E731
+    z = torch.zeros(4)
+    z[2] = 0.5
+    with field.code(z):
+        assert torch.allclose(field.volume_features(at(1, 3, 4)), torch.tensor([[0.0, 2.0, 0.0]]))
+        assert torch.allclose(field.volume_features(at(4, 1, 3)), torch.zeros(1, 3))  # axes not swapped
+        assert torch.allclose(field.volume_features(at(4, 0, 1)), torch.tensor([[0.5, 0.0, 0.0]]))
+        half = (at(1, 3, 4) + at(2, 3, 4)) / 2  # trilinear between lattice points
+        assert torch.allclose(field.volume_features(half), torch.tensor([[0.0, 1.0, 0.0]]))
+    with field.code(torch.zeros(4)):
+        assert torch.allclose(field.volume_features(at(4, 0, 1)), torch.zeros(1, 3))
+
+
+def test_grown_volume_field_is_the_same_function_learns_the_volume_and_infers_alike():
+    old = trained_like(small())
+    new = grow_model(old, VOL)
+    assert new.field.density_net.in_dim == old.field.density_net.in_dim + 3
+    assert max_output_diff(old, new) < 1e-5
+    groups = new.field.param_groups()
+    assert any(p is new.field.volume_basis for p in groups["grid"])
+    x = torch.rand(256, 3) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(256, 3), dim=1)
+    with new.field.code(new.codes[1]):
+        sigma, rgb = new.field(x, d)
+        (sigma.mean() + rgb.square().mean()).backward()
+    assert new.field.density_net.layers[0].weight.grad[:, -3:].abs().sum() > 0  # the volume's inputs learn
+    with torch.no_grad():
+        new.field.density_net.layers[0].weight[:, -3:].normal_(0, 1.0)  # now the volume matters
+        new.field.volume_basis.normal_(0, 1.0)
+        with new.field.code(new.codes[1]):
+            s1, c1 = new.field(x, d)
+            ev = evaluator(new.field, block=50)
+            s2 = ev.geometry(x, d)
+            c2 = ev.color(torch.arange(256), d)
+        with new.field.code(new.codes[2]):
+            s3, _ = new.field(x, d)
+    assert (s1 - s3).abs().max() > 1e-3
+    assert torch.allclose(s1, s2, rtol=1e-4, atol=1e-5) and torch.allclose(c1, c2, atol=1e-5)
+    with pytest.raises(ValueError, match="latent_volume_res"):
+        field_config_from_dict(small(latent_volume_res=1))
+    with pytest.raises(ValueError, match="latent_volume_res"):
+        field_config_from_dict(dict(TINY_FIELD, latent_volume_res=4))

@@ -78,6 +78,12 @@ class FieldConfig:
     # How many hidden layers of each MLP the code shifts (1: the first only; more: also the
     # next ones, as concatenating the code to every layer's input; capped at each MLP's depth).
     latent_layers: int = 1
+    # A coarse feature volume decoded from the code (0 = none): V(z) = V0 + sum_k z_k V_k, a
+    # [latent_volume_features, R, R, R] volume over the box (R = latent_volume_res), read
+    # trilinearly at each point and fed to the density MLP beside the hash features. The code
+    # then says WHERE this head has its nose and hair, which a bias shift cannot.
+    latent_volume_res: int = 0
+    latent_volume_features: int = 4
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -154,6 +160,10 @@ def validate(cfg: FieldConfig) -> FieldConfig:
     cfg.density.bias = float(cfg.density.bias)
     _int("latent_dim", cfg.latent_dim, 0, 1024)
     _int("latent_layers", cfg.latent_layers, 1, 16)
+    _int("latent_volume_res", cfg.latent_volume_res, 0, 128)
+    _int("latent_volume_features", cfg.latent_volume_features, 1, 64)
+    if cfg.latent_volume_res and (cfg.latent_volume_res < 2 or not cfg.latent_dim):
+        _fail("latent_volume_res", "must be 0 or >= 2, and needs latent_dim > 0")
     return cfg
 
 

@@ -87,7 +87,8 @@ class RadianceField(nn.Module):
             self.encoding = HashGridEncoding(e.n_levels, e.n_features, e.log2_table, e.base_res, e.finest_res, cfg.aabb)
             if dm.skips:
                 raise ValueError("field config: density_mlp.skips: only supported with encoding.type 'frequency'")
-            self.density_net = self._mlp(self.encoding.out_dim, dm.geo_features, dm.width, dm.n_hidden, None)
+            vol_ch = cfg.latent_volume_features if cfg.latent_volume_res else 0
+            self.density_net = self._mlp(self.encoding.out_dim + vol_ch, dm.geo_features, dm.width, dm.n_hidden, None)
             feat_dim = dm.geo_features
         else:
             self.encoding = FrequencyEncoding(e.n_freqs, e.include_input)
@@ -117,6 +118,12 @@ class RadianceField(nn.Module):
                     setattr(self, name, deep)
             # The current subject's code [D]; zero = the mean head.
             self.latent = nn.Parameter(torch.zeros(D))
+            if cfg.latent_volume_res:
+                R, C = cfg.latent_volume_res, cfg.latent_volume_features
+                # V(z) = volume_mean + sum_k z_k volume_basis[k]; small at start (the density
+                # MLP's columns for it start at zero when grown from a prior: scripts/grow_prior.py)
+                self.volume_mean = nn.Parameter(torch.randn(C, R, R, R) * 0.1)
+                self.volume_basis = nn.Parameter(torch.randn(D, C, R, R, R) * (0.1 / D ** 0.5))
 
     def _mlp(self, in_dim, out_dim, width, n_hidden, act):
         # One MLP class for every backend ("auto" picks per call from the input's device;
@@ -134,6 +141,20 @@ class RadianceField(nn.Module):
         if deep is None:
             return getattr(self, which)(z)
         return (getattr(self, which)(z), *(lin(z) for lin in deep))
+
+    def volume_features(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The code's feature volume (field ``latent_volume_res``) read trilinearly at ``x``
+        [n, 3] -> [n, latent_volume_features] (zero outside the box); None without one."""
+        if not getattr(self.cfg, "latent_volume_res", 0):
+            return None
+        z = self._override if getattr(self, "_override", None) is not None else self.latent
+        vol = self.volume_mean + torch.einsum("k,kcxyz->cxyz", z.to(self.volume_basis.dtype), self.volume_basis)
+        lo, hi = self.aabb[:3].to(x), self.aabb[3:].to(x)
+        xn = 2 * (x - lo) / (hi - lo) - 1
+        # grid_sample's grid is (x, y, z) over the volume's (W, H, D) = its last three axes reversed
+        g = xn.to(vol.dtype).view(1, -1, 1, 1, 3)
+        out = F.grid_sample(vol.permute(0, 3, 2, 1)[None], g, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return out.view(vol.shape[0], -1).t().to(x.dtype)
 
     @contextlib.contextmanager
     def code(self, z: torch.Tensor):
@@ -156,6 +177,9 @@ class RadianceField(nn.Module):
             raise ValueError(f"RadianceField: argument 'x' must have shape [n, 3], got {list(x.shape)}")
         if self.hashgrid:
             enc = self.encoding(x)
+            vf = self.volume_features(x)
+            if vf is not None:
+                enc = torch.cat([enc, vf], dim=1)
             h = self.density_net(enc) if not self.latent_dim else self.density_net(enc, self._shift("density_z"))
             return h[:, 0], h
         lo, hi = self.aabb[:3].to(x), self.aabb[3:].to(x)
@@ -193,9 +217,11 @@ class RadianceField(nn.Module):
 
     # -- optimisation -------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """{"grid": encoding tables, "mlp": everything else, "latent": the code (latent
+        """{"grid": encoding tables (and the code's feature volume), "mlp": everything else, "latent": the code (latent
         fields only)} for per-group learning rates."""
         grid = list(self.encoding.parameters())
+        if getattr(self.cfg, "latent_volume_res", 0):  # the code's feature volume: a table of features too
+            grid += [self.volume_mean, self.volume_basis]
         lat = [self.latent] if self.latent_dim else []
         ids = {id(p) for p in grid + lat}
         groups = {"grid": grid, "mlp": [p for p in self.parameters() if id(p) not in ids]}

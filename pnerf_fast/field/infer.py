@@ -89,6 +89,9 @@ class FieldEvaluator:
             # 1.9x slower in blocks of 8,192), the MLP by blocks that stay in cache.
             e = native().hashgrid_forward(x.contiguous(), g.params, g.resolutions, g.log2_table, list(g.aabb),
                                           out=self.buffer("enc", x.shape[0], g.out_dim, x))
+            vf = f.volume_features(x) if hasattr(f, "volume_features") else None
+            if vf is not None:
+                e = torch.cat([e, vf], dim=1)
             layers = _layers(dn, f._shift("density_z"))
             for i in range(0, x.shape[0], self.block):
                 j = min(i + self.block, x.shape[0])

@@ -11,7 +11,10 @@ one's W >= w and H >= h:
 - the H - h new hidden layers, after the old ones, are the identity on their input (which
   is a ReLU output, so ReLU leaves it as it is), with zero bias;
 - the output layer keeps its old columns, and takes zero from the new units.
-The new units then change nothing until training moves their outgoing weights. The code's
+The new units then change nothing until training moves their outgoing weights. A field
+with the code's feature volume (``latent_volume_res``) that the prior lacks takes it as
+extra density-MLP inputs whose weights start at zero (the volume itself starts small and
+random, so those weights get a gradient). The code's
 bias shifts of the deeper layers (field ``latent_layers``) start at zero, as a new field
 makes them; the first layer's keeps its old rows. The hash grid, the direction encoding,
 the codes, the occupancy grid and the mean face are copied. scripts/grow_prior.py is the
@@ -33,13 +36,14 @@ def _grow_mlp(old, new, old_z, new_z, name: str) -> None:
     W, H = new.width, new.n_hidden
     if h < 1:
         raise ValueError(f"grow: the prior's {name} MLP has no hidden layer to grow from")
-    if W < w or H < h or new.in_dim != old.in_dim or new.out_dim != old.out_dim:
+    if W < w or H < h or new.in_dim < old.in_dim or new.out_dim != old.out_dim:
         raise ValueError(f"grow: the new {name} MLP ({new.in_dim} -> {H} x {W} -> {new.out_dim}) must be at least "
                          f"as wide and as deep as the prior's ({old.in_dim} -> {h} x {w} -> {old.out_dim}), "
-                         "with the same inputs and outputs")
+                         "with the same inputs (new ones appended) and outputs")
     with torch.no_grad():
         L0, N0 = old.layers[0], new.layers[0]
-        N0.weight[:w].copy_(L0.weight)
+        N0.weight[:w, : old.in_dim].copy_(L0.weight)
+        N0.weight[:w, old.in_dim:].zero_()  # appended inputs (the code's feature volume): unheard at start
         N0.bias[:w].copy_(L0.bias)
         if old_z is not None:
             new_z.weight[:w].copy_(old_z.weight)
@@ -72,6 +76,10 @@ def grow_model(old: PortraitModel, field_cfg) -> PortraitModel:
             raise ValueError(f"grow: field config '{key}' must be the prior's ({short_cfg(x)}), got {short_cfg(y)}")
     if not field.hashgrid:
         raise ValueError("grow: only hash-grid fields can be grown")
+    if a.latent_volume_res and (a.latent_volume_res, a.latent_volume_features) != (b.latent_volume_res,
+                                                                                  b.latent_volume_features):
+        raise ValueError(f"grow: field config 'latent_volume_res' / 'latent_volume_features' must be the prior's "
+                         f"({a.latent_volume_res} / {a.latent_volume_features})")
     if b.latent_layers < a.latent_layers:
         raise ValueError(f"grow: field config 'latent_layers' must be at least the prior's ({a.latent_layers}), "
                          f"got {b.latent_layers}")
@@ -79,6 +87,9 @@ def grow_model(old: PortraitModel, field_cfg) -> PortraitModel:
         field.encoding.load_state_dict(old.field.encoding.state_dict())
         if old.field.latent_dim:
             field.latent.copy_(old.field.latent)
+        if a.latent_volume_res:
+            field.volume_mean.copy_(old.field.volume_mean)
+            field.volume_basis.copy_(old.field.volume_basis)
     lat = bool(old.field.latent_dim)
     _grow_mlp(old.field.density_net, field.density_net, old.field.density_z if lat else None,
               field.density_z if lat else None, "density")
