@@ -1,6 +1,7 @@
 """Growing a latent prior (train/grow.py, scripts/grow_prior.py) and the code in deeper layers
 (field ``latent_layers``): the grown field is the same function, it can learn with its new
 units, deeper code shifts reach every path (training, inference), and bad input is refused."""
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,27 @@ def test_grown_volume_field_is_the_same_function_learns_the_volume_and_infers_al
         field_config_from_dict(small(latent_volume_res=1))
     with pytest.raises(ValueError, match="latent_volume_res"):
         field_config_from_dict(dict(TINY_FIELD, latent_volume_res=4))
+
+
+from test_fidelity import TINY_LATENT, latent_prior  # noqa: E402,F401  (fixture)
+from test_train import tiny  # noqa: E402,F401  (fixture)
+
+
+def test_freeze_volume_keeps_the_code_volume_through_the_finetune(latent_prior, tiny):  # noqa: F811
+    from pnerf_fast.data.format import load_dataset
+    from pnerf_fast.train.finetune import finetune
+
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    grown = grow_model(PortraitModel.load(latent_prior, "cpu"), {**TINY_LATENT, "latent_volume_res": 4})
+    before = grown.field.volume_basis.detach().clone(), grown.field.volume_mean.detach().clone()
+    grid_before = grown.field.encoding.params.detach().clone()
+    for freeze in (True, False):
+        m = copy.deepcopy(grown)
+        m.cfg.finetune.freeze_volume = freeze
+        pf = finetune(subj, init=m, code_steps=2, steps=4, progress=False)
+        f = pf.model.field
+        same = torch.equal(f.volume_basis, before[0]) and torch.equal(f.volume_mean, before[1])
+        assert same == freeze
+        assert not torch.equal(f.encoding.params, grid_before)  # the rest is finetuned either way
+        assert f.volume_basis.requires_grad  # handed back trainable

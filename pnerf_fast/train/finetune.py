@@ -337,10 +337,14 @@ def finetune(
                 p.requires_grad_(True)
     if spread_frame is not None and fc.rim > 0:
         rim_free = _transparency(field, model, sr, fit_views[0])
-    # Stage 2: all weights.
+    # Stage 2: all weights (but the code's feature volume with freeze_volume).
+    kept = ([field.volume_mean, field.volume_basis]
+            if fc.freeze_volume and getattr(field.cfg, "latent_volume_res", 0) else [])
+    for p in kept:
+        p.requires_grad_(False)
     opt = make_optimizer(field, opt_kind, lr)
     prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
-    params = list(field.parameters())
+    params = [p for p in field.parameters() if p.requires_grad]
     t_stage2 = clock.elapsed()
     k = 0
     while True:
@@ -366,6 +370,8 @@ def finetune(
             model.grid.update(model.density_fn(), fraction=1.0, generator=gen)
         after_step(step, float(mse.detach()), "all")
     bar.close()
+    for p in kept:
+        p.requires_grad_(True)
     field.eval()
     check_finite_weights(list(field.parameters()), f"finetune: {subject.name}")
     info = {"steps": step, "code_steps": min(step, n_code), "seconds": clock.elapsed(), "frontal_psnr": psnr,
