@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from pnerf_fast.train.grow import grow_model, max_output_diff
-    from pnerf_fast.train.model import PortraitModel, load_checkpoint
+    from pnerf_fast.train.model import PortraitModel, derived_extra, load_checkpoint
 
     try:
         st = load_checkpoint(args.src)
@@ -32,9 +32,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     diff = max_output_diff(old, new)
-    extra = {k: v for k, v in st.get("extra", {}).items() if k not in ("rng", "optimizer", "code_optimizer")}
-    extra["grown_from"] = str(args.src)
-    new.save(args.dst, extra=extra)
+    new.save(args.dst, extra=derived_extra(st, grown_from=str(args.src)))
     print(json.dumps({"max_output_diff": diff,
                       "params_before": sum(p.numel() for p in old.field.parameters()),
                       "params_after": sum(p.numel() for p in new.field.parameters())}))

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from pnerf_fast.train.model import PortraitModel, load_checkpoint
+    from pnerf_fast.train.model import PortraitModel, derived_extra, load_checkpoint
     from pnerf_fast.train.regrid import regrid_model
 
     try:
@@ -38,9 +38,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    extra = {k: v for k, v in st.get("extra", {}).items() if k not in ("rng", "optimizer", "code_optimizer")}
-    extra["regridded_from"] = str(args.src)
-    new.save(args.dst, extra=extra)
+    new.save(args.dst, extra=derived_extra(st, regridded_from=str(args.src)))
     print(json.dumps(report))
     print("wrote", args.dst)
     return 0

@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from pnerf_fast.train.model import PortraitModel, load_checkpoint
+from pnerf_fast.train.model import PortraitModel, derived_extra, load_checkpoint
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("src")
@@ -41,10 +41,7 @@ if args.finetune_from:
 if args.meta_defaults:
     m.cfg.finetune.steps = 32
     m.cfg.finetune.rays_per_step = 2048
-extra = st.get("extra", {})
-for k in ("rng", "optimizer", "codes", "code_optimizer"):
-    extra.pop(k, None)
-m.save(args.dst, extra=extra, half=True)
+m.save(args.dst, extra=derived_extra(st, drop=("codes",)), half=True)
 print(os.path.getsize(args.dst) / 1e6, "MB")
 m2 = PortraitModel.load(args.dst)
 x = torch.rand(1000, 3) * 1.6 - 0.8

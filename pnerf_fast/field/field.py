@@ -131,12 +131,20 @@ class RadianceField(nn.Module):
         # every backend takes the latent code's first-layer bias shift.
         return make_mlp(in_dim, out_dim, width, n_hidden, self.cfg.backend, act)
 
+    def _code(self) -> torch.Tensor:
+        """The code in use: ``code(z)``'s, else ``self.latent``."""
+        return self._override if getattr(self, "_override", None) is not None else self.latent
+
+    def volume_params(self) -> list[nn.Parameter]:
+        """The code's feature volume (field ``latent_volume_res``): [mean, basis], or []."""
+        return [self.volume_mean, self.volume_basis] if getattr(self.cfg, "latent_volume_res", 0) else []
+
     def _shift(self, which: str):
         """The code's bias shifts of ``which`` MLP ("density_z" | "color_z"): one tensor (its
         first layer) or, with latent_layers > 1, a tuple for its first layers."""
         if not getattr(self, "latent_dim", 0):
             return None
-        z = self._override if getattr(self, "_override", None) is not None else self.latent
+        z = self._code()
         deep = getattr(self, which + "_deep", None)
         if deep is None:
             return getattr(self, which)(z)
@@ -145,9 +153,9 @@ class RadianceField(nn.Module):
     def volume_features(self, x: torch.Tensor) -> torch.Tensor | None:
         """The code's feature volume (field ``latent_volume_res``) read trilinearly at ``x``
         [n, 3] -> [n, latent_volume_features] (zero outside the box); None without one."""
-        if not getattr(self.cfg, "latent_volume_res", 0):
+        if not self.volume_params():
             return None
-        z = self._override if getattr(self, "_override", None) is not None else self.latent
+        z = self._code()
         vol = self.volume_mean + torch.einsum("k,kcxyz->cxyz", z.to(self.volume_basis.dtype), self.volume_basis)
         lo, hi = self.aabb[:3].to(x), self.aabb[3:].to(x)
         xn = 2 * (x - lo) / (hi - lo) - 1
@@ -157,9 +165,13 @@ class RadianceField(nn.Module):
         return out.view(vol.shape[0], -1).t().to(x.dtype)
 
     @contextlib.contextmanager
-    def code(self, z: torch.Tensor):
+    def code(self, z: torch.Tensor | None):
         """Evaluate with the code ``z`` [latent_dim] (differentiable, e.g. a row of a
-        table of codes) instead of ``self.latent``."""
+        table of codes) instead of ``self.latent``; ``z`` None: as the field is (so code-less
+        fields and priors without training codes go through the same call)."""
+        if z is None:
+            yield self
+            return
         if not self.latent_dim:
             raise ValueError("RadianceField.code: this field has no latent code (latent_dim = 0)")
         if z.shape != (self.latent_dim,):
@@ -219,9 +231,7 @@ class RadianceField(nn.Module):
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """{"grid": encoding tables (and the code's feature volume), "mlp": everything else, "latent": the code (latent
         fields only)} for per-group learning rates."""
-        grid = list(self.encoding.parameters())
-        if getattr(self.cfg, "latent_volume_res", 0):  # the code's feature volume: a table of features too
-            grid += [self.volume_mean, self.volume_basis]
+        grid = list(self.encoding.parameters()) + self.volume_params()  # the volume: a table of features too
         lat = [self.latent] if self.latent_dim else []
         ids = {id(p) for p in grid + lat}
         groups = {"grid": grid, "mlp": [p for p in self.parameters() if id(p) not in ids]}

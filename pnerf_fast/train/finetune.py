@@ -319,10 +319,7 @@ def finetune(
         zopt = torch.optim.Adam([field.latent], lr=fc.code_lr, betas=(0.9, 0.99))
         # Only the code learns here: no gradients for the shared weights (the hash grid's
         # backward pass is most of a step's cost).
-        frozen = [p for p in field.parameters() if p is not field.latent and p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
+        with _frozen([p for p in field.parameters() if p is not field.latent]):
             while step < n_code and not (code_seconds is not None and clock.elapsed() >= code_seconds):
                 mse, loss = render_loss(fc.code_rays or n)
                 z = field.latent
@@ -332,46 +329,38 @@ def finetune(
                     zopt.step()
                 step += 1
                 after_step(step, float(mse.detach()), "code")
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
     if spread_frame is not None and fc.rim > 0:
         rim_free = _transparency(field, model, sr, fit_views[0])
     # Stage 2: all weights (but the code's feature volume with freeze_volume).
-    kept = ([field.volume_mean, field.volume_basis]
-            if fc.freeze_volume and getattr(field.cfg, "latent_volume_res", 0) else [])
-    for p in kept:
-        p.requires_grad_(False)
-    opt = make_optimizer(field, opt_kind, lr)
-    prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
-    params = [p for p in field.parameters() if p.requires_grad]
-    t_stage2 = clock.elapsed()
-    k = 0
-    while True:
-        if steps is not None and k >= steps:
-            break
-        if seconds is not None and clock.elapsed() >= seconds:
-            break
-        if steps is not None:
-            done = k / max(steps, 1)
-        else:  # stage 2's share of the budget
-            done = (clock.elapsed() - t_stage2) / max(seconds - t_stage2, 1e-9)
-        mirroring = done < fc.mirror_stop
-        spreading = spread_frame is not None and done < fc.spread_stop
-        mse, loss = render_loss()
-        opt.zero_grad(set_to_none=True)
-        if backward_ok(loss, params):
-            opt.step()
-            if prior is not None:
-                _pull_(opt, field, prior, fc.prior_pull)
-        k += 1
-        step += 1
-        if fc.update_grid and k % 32 == 0:
-            model.grid.update(model.density_fn(), fraction=1.0, generator=gen)
-        after_step(step, float(mse.detach()), "all")
+    with _frozen(field.volume_params() if fc.freeze_volume else []):
+        opt = make_optimizer(field, opt_kind, lr)
+        prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
+        params = [p for p in field.parameters() if p.requires_grad]
+        t_stage2 = clock.elapsed()
+        k = 0
+        while True:
+            if steps is not None and k >= steps:
+                break
+            if seconds is not None and clock.elapsed() >= seconds:
+                break
+            if steps is not None:
+                done = k / max(steps, 1)
+            else:  # stage 2's share of the budget
+                done = (clock.elapsed() - t_stage2) / max(seconds - t_stage2, 1e-9)
+            mirroring = done < fc.mirror_stop
+            spreading = spread_frame is not None and done < fc.spread_stop
+            mse, loss = render_loss()
+            opt.zero_grad(set_to_none=True)
+            if backward_ok(loss, params):
+                opt.step()
+                if prior is not None:
+                    _pull_(opt, field, prior, fc.prior_pull)
+            k += 1
+            step += 1
+            if fc.update_grid and k % 32 == 0:
+                model.grid.update(model.density_fn(), fraction=1.0, generator=gen)
+            after_step(step, float(mse.detach()), "all")
     bar.close()
-    for p in kept:
-        p.requires_grad_(True)
     field.eval()
     check_finite_weights(list(field.parameters()), f"finetune: {subject.name}")
     info = {"steps": step, "code_steps": min(step, n_code), "seconds": clock.elapsed(), "frontal_psnr": psnr,
@@ -379,6 +368,19 @@ def finetune(
     if stops is not None:
         info["stop_cache"] = stops.counts
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)
+
+
+@contextlib.contextmanager
+def _frozen(params):
+    """No gradients for ``params`` (those that had them) inside the block; given back on any exit."""
+    frozen = [p for p in params if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 class _StopCache:

@@ -22,11 +22,11 @@ command line.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
 
+from .._io import short_repr
 from .model import PortraitModel, build_field
 
 
@@ -73,7 +73,7 @@ def grow_model(old: PortraitModel, field_cfg) -> PortraitModel:
             ("density_mlp.geo_features", a.density_mlp.geo_features, b.density_mlp.geo_features)]
     for key, x, y in same:
         if x != y:
-            raise ValueError(f"grow: field config '{key}' must be the prior's ({short_cfg(x)}), got {short_cfg(y)}")
+            raise ValueError(f"grow: field config '{key}' must be the prior's ({short_repr(x)}), got {short_repr(y)}")
     if not field.hashgrid:
         raise ValueError("grow: only hash-grid fields can be grown")
     if a.latent_volume_res and (a.latent_volume_res, a.latent_volume_features) != (b.latent_volume_res,
@@ -87,9 +87,8 @@ def grow_model(old: PortraitModel, field_cfg) -> PortraitModel:
         field.encoding.load_state_dict(old.field.encoding.state_dict())
         if old.field.latent_dim:
             field.latent.copy_(old.field.latent)
-        if a.latent_volume_res:
-            field.volume_mean.copy_(old.field.volume_mean)
-            field.volume_basis.copy_(old.field.volume_basis)
+        for src, dst in zip(old.field.volume_params(), field.volume_params()):
+            dst.copy_(src)
     lat = bool(old.field.latent_dim)
     _grow_mlp(old.field.density_net, field.density_net, old.field.density_z if lat else None,
               field.density_z if lat else None, "density")
@@ -111,11 +110,6 @@ def grow_model(old: PortraitModel, field_cfg) -> PortraitModel:
     return new
 
 
-def short_cfg(v) -> str:
-    s = repr(v)
-    return s if len(s) <= 120 else s[:117] + "..."
-
-
 def max_output_diff(old: PortraitModel, new: PortraitModel, n: int = 4096, seed: int = 0) -> float:
     """The largest |difference| between the two fields' density pre-activations, features
     and colours, at random points and directions in the box, with each training code (up
@@ -130,8 +124,7 @@ def max_output_diff(old: PortraitModel, new: PortraitModel, n: int = 4096, seed:
         for z in codes:
             outs = []
             for m in (old, new):
-                ctx = m.field.code(z) if z is not None else contextlib.nullcontext()
-                with ctx:
+                with m.field.code(z):
                     h0, feat = m.field._geometry(x)
                     outs.append(torch.cat([feat, m.field.color(feat, d)], dim=1))
             worst = max(worst, float((outs[0] - outs[1]).abs().max()))

@@ -192,6 +192,19 @@ class PortraitModel(nn.Module):
         return cls.from_state(load_checkpoint(path), str(path), dev)
 
 
+# What only a run's resume needs (pnerf_fast/train/pretrain.py writes it): a prior derived
+# from a checkpoint (grown, regridded, shipped) starts its own history without it.
+RESUME_ONLY = ("rng", "rng_device", "optimizer", "code_optimizer")
+
+
+def derived_extra(st: dict, drop=(), **add) -> dict:
+    """The ``extra`` of checkpoint dict ``st`` for a prior derived from it: without the
+    resume-only state (and the keys ``drop``), with the entries ``add``."""
+    extra = {k: v for k, v in st.get("extra", {}).items() if k not in RESUME_ONLY and k not in drop}
+    extra.update(add)
+    return extra
+
+
 def check_checkpoint(st, source: str) -> None:
     if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{source}: not a pnerf_fast checkpoint (missing format={CHECKPOINT_FORMAT!r})")

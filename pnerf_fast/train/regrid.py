@@ -17,18 +17,12 @@ old box. scripts/regrid_prior.py is the command line.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 
 import torch
 
 from .model import PortraitModel, build_field
-
-
-def _coded(field, z):
-    """Evaluate ``field`` with the code ``z``; a field without codes (``z`` None) as it is."""
-    return field.code(z) if z is not None else contextlib.nullcontext(field)
 
 
 def regrid_model(old: PortraitModel, field_cfg, steps: int = 600, points: int = 1 << 16, lr: float = 0.1,
@@ -68,7 +62,7 @@ def regrid_model(old: PortraitModel, field_cfg, steps: int = 600, points: int = 
         return torch.rand(n, 3, generator=g) * (nhi - nlo) + nlo
 
     def with_code(f, i):
-        return _coded(f, None if codes is None else codes[i])
+        return f.code(None if codes is None else codes[i])
 
     def pick_code(g):
         return int(torch.randint(len(codes), (1,), generator=g)) if codes is not None else 0
@@ -136,7 +130,7 @@ def check_regrid(old: PortraitModel, new: PortraitModel, n: int = 1 << 15, seed:
     d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
     step_len = new.render_cfg.step
     z = None if old.codes is None else old.codes.mean(0)
-    with torch.no_grad(), _coded(old.field, z), _coded(new.field, z):
+    with torch.no_grad(), old.field.code(z), new.field.code(z):
         s0, c0 = old.field(x, d)
         s1, c1 = new.field(x, d)
     a0 = 1 - torch.exp(-s0 * step_len)
