@@ -31,6 +31,7 @@ from .config import GroupLR
 from .data import RayBatch, SubjectRays
 from .hull import cover_subject_
 from .model import PortraitField, PortraitModel
+from .optim import frozen
 from .pretrain import MAX_BAD_STEPS, StepGuard, check_finite_weights, grads_finite, make_optimizer, mse_to_psnr
 
 PHOTO_RES = 256  # photos are cropped to PHOTO_RES x PHOTO_RES for finetuning
@@ -319,7 +320,7 @@ def finetune(
         zopt = torch.optim.Adam([field.latent], lr=fc.code_lr, betas=(0.9, 0.99))
         # Only the code learns here: no gradients for the shared weights (the hash grid's
         # backward pass is most of a step's cost).
-        with _frozen([p for p in field.parameters() if p is not field.latent]):
+        with frozen([p for p in field.parameters() if p is not field.latent]):
             while step < n_code and not (code_seconds is not None and clock.elapsed() >= code_seconds):
                 mse, loss = render_loss(fc.code_rays or n)
                 z = field.latent
@@ -332,7 +333,7 @@ def finetune(
     if spread_frame is not None and fc.rim > 0:
         rim_free = _transparency(field, model, sr, fit_views[0])
     # Stage 2: all weights (but the code's feature volume with freeze_volume).
-    with _frozen(field.volume_params() if fc.freeze_volume else []):
+    with frozen(field.volume_params() if fc.freeze_volume else []):
         opt = make_optimizer(field, opt_kind, lr)
         prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
         params = [p for p in field.parameters() if p.requires_grad]
@@ -368,19 +369,6 @@ def finetune(
     if stops is not None:
         info["stop_cache"] = stops.counts
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)
-
-
-@contextlib.contextmanager
-def _frozen(params):
-    """No gradients for ``params`` (those that had them) inside the block; given back on any exit."""
-    frozen = [p for p in params if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
 
 
 class _StopCache:

@@ -17,6 +17,8 @@ torch.optim.Adam is picked up.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..ops.sparse_adam import bias_table, sparse_adam_step_, sparse_sgd_step_
@@ -138,3 +140,17 @@ def claim_sparse_tables(field, optimizer) -> int:
             m.sparse_grad_for(optimizer)
             n += 1
     return n
+
+
+@contextlib.contextmanager
+def frozen(params):
+    """No gradients for ``params`` (those that had them) inside the block, so neither the
+    backward pass nor an optimizer touches them; given back on any exit."""
+    held = [p for p in params if p.requires_grad]
+    for p in held:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in held:
+            p.requires_grad_(True)

@@ -23,6 +23,7 @@ import time
 import torch
 
 from .model import PortraitModel, build_field
+from .optim import frozen
 
 
 def regrid_model(old: PortraitModel, field_cfg, steps: int = 600, points: int = 1 << 16, lr: float = 0.1,
@@ -87,14 +88,12 @@ def regrid_model(old: PortraitModel, field_cfg, steps: int = 600, points: int = 
     table = field.encoding.params
     opt = torch.optim.Adam([table], lr=lr, betas=(0.9, 0.99), eps=1e-15)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 ** (s / steps))
-    frozen = [p for p in field.parameters() if p is not table and p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    bar = tqdm(range(int(steps)), desc="regrid", unit="step", disable=not progress)
-    try:
+    # only the table learns; the bar closes and the weights thaw on any exit
+    with frozen([p for p in field.parameters() if p is not table]), \
+            tqdm(range(int(steps)), desc="regrid", unit="step", disable=not progress) as bar:
         for step in bar:
             x = sample(int(points), gen)
             ci = pick_code(gen)
@@ -108,10 +107,6 @@ def regrid_model(old: PortraitModel, field_cfg, steps: int = 600, points: int = 
             sched.step()
             if step % 25 == 0:
                 bar.set_postfix(loss=f"{loss.item():.2e}")
-    finally:
-        bar.close()
-        for p in frozen:
-            p.requires_grad_(True)
     report = check_regrid(old, new, seed=int(seed) + 1)
     report["fit_s"] = time.perf_counter() - t0
     report["dense_points"] = int(len(pool))
