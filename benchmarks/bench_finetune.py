@@ -14,10 +14,11 @@ B. Field presets: the time for the fast preset (hash grid) and the paper preset
     python benchmarks/bench_finetune.py --data DIR --meta PRIOR --joint PRIOR
     python benchmarks/bench_finetune.py --step-bench --json   # C only (below)
 
-C. Step time (--step-bench): ms per finetune step, before (dense table gradient, torch
-   Adam / SGD over every table entry) and after (row-sparse table gradient and the fused
-   lazy step, pnerf_fast/train/optim.py), in one run, the two interleaved step by step on
-   the same batches: (1) stage 2 of the shipped latent prior's finetune on the shipped
+C. Step time (--step-bench): ms per finetune step, before (dense table gradient, torch's
+   per-tensor Adam / SGD loop over every table entry), after (row-sparse table gradient and
+   the fused lazy step, pnerf_fast/train/optim.py) and fused (dense table gradient, torch's
+   fused Adam: the default since session 13), in one run, interleaved step by step on the
+   same batches: (1) stage 2 of the shipped latent prior's finetune on the shipped
    demo subject (its rays per step, Adam); (2) the fast preset fitted from random init
    (part B's 512 rays, Adam); (3) the meta prior's SGD finetune. Plus a profile of the
    new step.
@@ -28,6 +29,9 @@ D. Stop-depth cache (--stop-cache-bench): ms and samples per step of the latent 
    cover leaves it (stage 2's first 32 steps, C.1's state) and after one refresh from the
    field (what ``update_grid`` does every 32 steps; the rest of stage 2). Plus a whole
    default finetune (both stages, cold cache) without and with it.
+E. Adam (--adam-bench): whole default finetunes of the shipped latent prior on the demo
+   subject with torch's per-tensor Adam loop ("loop", the default before session 13) and
+   its fused step ("fused", the default now), ABBA, with the frontal PSNR of each.
 
 The clock excludes the time spent evaluating (renders of the 24 views).
 """
@@ -175,18 +179,24 @@ def preset_fit(preset: str, subj, budget_s: float, target: float, eval_every_s: 
             "ms_per_step": 1000 * t_train / max(step, 1)}
 
 
+STEP_VARIANTS = {"before": {"sparse": False, "fused": False}, "after": {"sparse": True},
+                 "fused": {"sparse": False, "fused": True}}
+
+
 def _step_pair(make_model, batch_fn, kind, lr, steps: int, warmup: int = 3):
-    """ms/step of the same training step with dense tables + torch's optimizer
-    ("before") and row-sparse tables + the fused step ("after"), interleaved."""
+    """ms/step of the same training step with each of STEP_VARIANTS (make_optimizer's
+    arguments): dense tables + torch's per-tensor optimizer loop ("before"), row-sparse
+    tables + the fused lazy step ("after"), dense tables + torch's fused Adam ("fused"),
+    interleaved, the order rotating every step."""
     from pnerf_fast.render.rays import Rays
     from pnerf_fast.render.renderer import render_rays
     from pnerf_fast.train.pretrain import grads_finite, make_optimizer
 
     runs = {}
-    for name, sparse in (("before", False), ("after", True)):
+    for name, kw in STEP_VARIANTS.items():
         model = make_model()
         model.field.train()
-        opt = make_optimizer(model.field, kind, lr, sparse=sparse)
+        opt = make_optimizer(model.field, kind, lr, **kw)
         runs[name] = (model, opt, list(model.field.parameters()), torch.Generator().manual_seed(0))
     times = {k: [] for k in runs}
     samples = {k: [] for k in runs}
@@ -205,15 +215,17 @@ def _step_pair(make_model, batch_fn, kind, lr, steps: int, warmup: int = 3):
         opt.step()
         return time.perf_counter() - t0, out.n_samples
 
+    names = list(runs)
     for i in range(warmup + steps):
-        for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
+        for name in names[i % len(names):] + names[: i % len(names)]:
             dt, ns = one(name)
             if i >= warmup:
                 times[name].append(dt * 1000)
                 samples[name].append(ns)
     med = {k: float(np.median(v)) for k, v in times.items()}
     return {"before_ms": round(med["before"], 1), "after_ms": round(med["after"], 1),
-            "ratio": round(med["after"] / med["before"], 3), "steps": steps,
+            "ratio": round(med["after"] / med["before"], 3), "fused_ms": round(med["fused"], 1),
+            "fused_ratio": round(med["fused"] / med["before"], 3), "steps": steps,
             "samples_per_step": {k: int(np.mean(v)) for k, v in samples.items()}, "_runs": runs, "_one": one}
 
 
@@ -261,8 +273,8 @@ def step_benchmark(steps: int = 12, profile_steps: int = 5, log=print) -> dict:
         r.pop("_runs")
         r["optimizer"] = kind
         result[name] = r
-        log(f"{name}: before {r['before_ms']} ms/step, after {r['after_ms']} ms/step (x{r['ratio']}), "
-            f"{r['samples_per_step']['after']} samples/step")
+        log(f"{name}: before {r['before_ms']} ms/step, after (sparse) {r['after_ms']} ms/step (x{r['ratio']}), "
+            f"fused Adam {r['fused_ms']} ms/step (x{r['fused_ratio']}), {r['samples_per_step']['after']} samples/step")
         if prof_case is None:
             prof_case = one
     if profile_steps:
@@ -371,6 +383,32 @@ def stop_cache_benchmark(steps: int = 12, margin: float | None = None, warmup: i
     return result
 
 
+def adam_benchmark(log=print) -> dict:
+    """Part E (see the module docstring)."""
+    import functools
+
+    import pnerf_fast.train.finetune as ft
+    from pnerf_fast.train.finetune import as_subject, finetune
+
+    subj = as_subject(ROOT / "pnerf_fast" / "assets" / "demo_subject")
+    shipped = ft.make_optimizer
+    rows = {}
+    finetune(subj, init=PortraitModel.load(SHIPPED_PRIORS["latent"]), steps=2, code_steps=2, progress=False)  # warm
+    try:
+        for name in ("loop", "fused", "fused", "loop"):  # ABBA: the machine's drift cancels
+            ft.make_optimizer = functools.partial(shipped, fused=name == "fused")
+            t0 = time.perf_counter()
+            pf = finetune(subj, init=PortraitModel.load(SHIPPED_PRIORS["latent"]), progress=False)
+            rows.setdefault(name, []).append(round(time.perf_counter() - t0, 2))
+            rows.setdefault(f"{name}_psnr", []).append(round(pf.info["frontal_psnr"], 3))
+    finally:
+        ft.make_optimizer = shipped
+    rows["ratio"] = round(sum(rows["fused"]) / sum(rows["loop"]), 3)
+    log(f"whole default finetune: Adam loop {rows['loop']} s, fused {rows['fused']} s (x{rows['ratio']}); "
+        f"frontal PSNR {rows['loop_psnr']} / {rows['fused_psnr']}")
+    return {"whole_finetune_s": rows}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="light-stage root (default: regenerate the 4 test subjects of "
@@ -390,6 +428,8 @@ def main(argv=None):
     ap.add_argument("--stop-margin", type=float, default=None, help="part D's margin in render steps "
                                                                      "(default: the prior's finetune.stop_margin)")
     ap.add_argument("--no-whole", action="store_true", help="part D without the whole finetunes")
+    ap.add_argument("--adam-bench", action="store_true",
+                    help="only part E: whole default finetunes with torch's Adam loop and its fused step")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--plot", default=None, help="write the curves as a PNG here (needs matplotlib)")
@@ -405,6 +445,12 @@ def main(argv=None):
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     if args.stop_cache_bench:
         result = stop_cache_benchmark(args.step_count, args.stop_margin, whole=not args.no_whole, log=log)
+        result["_meta"] = {"threads": torch.get_num_threads()}
+        if args.json:
+            print(json.dumps(result, indent=2))
+        return 0
+    if args.adam_bench:
+        result = adam_benchmark(log=log)
         result["_meta"] = {"threads": torch.get_num_threads()}
         if args.json:
             print(json.dumps(result, indent=2))

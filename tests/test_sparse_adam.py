@@ -242,3 +242,51 @@ def test_cuda_matches_cpu(C):
             opt.step()
         out.append(p.detach().cpu())
     torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
+
+
+def test_make_optimizer_fused_adam_matches_the_loop(one_thread):
+    """make_optimizer's dense Adam is torch's fused step by default; it makes the same
+    updates as torch's per-tensor loop (fused=False) to float rounding, leaves a frozen
+    parameter alone, and takes over the loop's state (a resume of an older run)."""
+    from test_train import TINY_FIELD
+
+    from pnerf_fast.field import RadianceField
+    from pnerf_fast.field.config import field_config_from_dict
+    from pnerf_fast.train.config import GroupLR
+    from pnerf_fast.train.pretrain import make_optimizer
+
+    torch.manual_seed(0)
+    f_loop = RadianceField(field_config_from_dict(TINY_FIELD))
+    f_fused = copy.deepcopy(f_loop)
+    lr = GroupLR(grid=1e-2, mlp=1e-3)
+    o_loop = make_optimizer(f_loop, "adam", lr, fused=False)
+    o_fused = make_optimizer(f_fused, "adam", lr)
+    assert o_fused.defaults["fused"] and not o_loop.defaults["fused"]
+    frozen_name = next(n for n, _ in f_loop.named_parameters())
+    start = {n: p.detach().clone() for n, p in f_fused.named_parameters()}
+    before = start[frozen_name]
+    x, d = points(256, 3), torch.nn.functional.normalize(points(256, 4), dim=-1)
+
+    def steps(f, o, k, freeze=True):
+        p0 = dict(f.named_parameters())[frozen_name]
+        p0.requires_grad_(not freeze)
+        for _ in range(k):
+            o.zero_grad(set_to_none=True)
+            sigma, rgb = f(x, d)
+            (sigma.mean() + (rgb ** 2).mean()).backward()
+            o.step()
+        p0.requires_grad_(True)
+
+    steps(f_loop, o_loop, 5)
+    steps(f_fused, o_fused, 5)
+    assert torch.equal(dict(f_fused.named_parameters())[frozen_name], before)  # frozen: untouched
+    for (n, a), (_, b) in zip(f_loop.named_parameters(), f_fused.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
+    moved = [n for n, p in f_fused.named_parameters() if not torch.equal(p, start[n])]
+    assert moved and frozen_name not in moved
+    o_resumed = make_optimizer(f_fused, "adam", lr)
+    o_resumed.load_state_dict(copy.deepcopy(o_loop.state_dict()))  # the loop's moments (a copy: load shares tensors)
+    steps(f_loop, o_loop, 2, freeze=False)
+    steps(f_fused, o_resumed, 2, freeze=False)
+    for (n, a), (_, b) in zip(f_loop.named_parameters(), f_fused.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")

@@ -86,7 +86,7 @@ def regrid_model(old: PortraitModel, field_cfg, steps: int = 600, points: int = 
         return torch.cat([uniform(n // 3, g), near])
 
     table = field.encoding.params
-    opt = torch.optim.Adam([table], lr=lr, betas=(0.9, 0.99), eps=1e-15)
+    opt = torch.optim.Adam([table], lr=lr, betas=(0.9, 0.99), eps=1e-15, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 ** (s / steps))
     from tqdm import tqdm
 
