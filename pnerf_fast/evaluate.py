@@ -140,7 +140,8 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
         return pf
     torch.manual_seed(seed)
     fcfg = _field_cfg_dict(like.field)
-    fcfg["latent_dim"] = 0
+    fcfg["latent_dim"] = 0  # the same field without a code (nor the code's feature volume)
+    fcfg["latent_volume_res"] = 0
     cfg = copy.deepcopy(like.cfg)
     cfg.field = "fast"
     model = PortraitModel(cfg, like.mean_face, field=build_field(fcfg)).to(dev)

@@ -447,3 +447,19 @@ def test_latent_init_from_other_subjects_keeps_weights_and_starts_fresh_codes(la
     for k in sa:
         if k != "latent":  # (almost) zero learning rates: the shared weights are the init's
             torch.testing.assert_close(sa[k], sb[k], msg=k)
+
+
+def test_scratch_oracle_of_a_volume_prior(latent_prior, tiny):  # noqa: F811
+    """A prior whose code also decodes to a feature volume (fast_latent_vol) gets a scratch
+    oracle of the same field without the code and without the volume (the volume needs a
+    code: the field config refuses one without the other)."""
+    from pnerf_fast.train.model import build_field
+
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    like = PortraitModel.load(latent_prior)
+    vol = PortraitModel(like.cfg, like.mean_face, field=build_field({**TINY_LATENT, "latent_volume_res": 4}))
+    assert vol.field.volume_params()
+    orc = fit_oracle(subj, vol, steps=3, start="scratch")
+    assert orc.model.field.latent_dim == 0 and not orc.model.field.volume_params()
+    assert orc.info["steps"] == 3
