@@ -38,6 +38,7 @@ The clock excludes the time spent evaluating (renders of the 24 views).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -364,23 +365,34 @@ def stop_cache_benchmark(steps: int = 12, margin: float | None = None, warmup: i
             f"with the cache {r['after_ms']} ms/step ({r['samples_per_step']['after']} samples), x{r['ratio']}; "
             f"{100 * r['rays_limited']:.0f}% of rays limited, {r['rays_marched_again']} marched again")
     if whole:
-        from pnerf_fast.train.finetune import finetune
-
-        rows = {}
-        for name in ("before", "after", "after", "before"):  # ABBA: the machine's drift cancels
-            m = PortraitModel.load(SHIPPED_PRIORS["latent"])
+        def cache_on(name, m):
             m.cfg.finetune.stop_cache = name == "after"
             m.cfg.finetune.stop_margin = margin
-            t0 = time.perf_counter()
-            pf = finetune(subj, init=m, progress=False)
-            rows.setdefault(name, []).append(round(time.perf_counter() - t0, 2))
-            rows.setdefault(f"{name}_psnr", []).append(round(pf.info["frontal_psnr"], 3))
-            if "stop_cache" in pf.info:
-                rows["after_counts"] = pf.info["stop_cache"]
+            return contextlib.nullcontext()
+
+        rows, last = _abba_finetunes(subj, "before", "after", cache_on)
+        rows["after_counts"] = last["after"].info["stop_cache"]
         result["whole_finetune_s"] = rows
         log(f"whole default finetune: without {rows['before']} s, with the cache {rows['after']} s; "
             f"frontal PSNR {rows['before_psnr']} / {rows['after_psnr']}; {rows['after_counts']}")
     return result
+
+
+def _abba_finetunes(subj, a: str, b: str, setup):
+    """Whole default finetunes of the shipped latent prior on ``subj``, variants a, b, b, a
+    (ABBA: the machine's drift cancels); ``setup(name, model)`` configures the fresh prior and
+    returns the context the finetune runs in. -> ({name: [s, s], name_psnr: [dB, dB]}, {name:
+    its last portrait})."""
+    rows, last = {}, {}
+    for name in (a, b, b, a):
+        m = PortraitModel.load(SHIPPED_PRIORS["latent"])
+        with setup(name, m):
+            t0 = time.perf_counter()
+            pf = finetune(subj, init=m, progress=False)
+        rows.setdefault(name, []).append(round(time.perf_counter() - t0, 2))
+        rows.setdefault(f"{name}_psnr", []).append(round(pf.info["frontal_psnr"], 3))
+        last[name] = pf
+    return rows, last
 
 
 def adam_benchmark(log=print) -> dict:
@@ -388,21 +400,21 @@ def adam_benchmark(log=print) -> dict:
     import functools
 
     import pnerf_fast.train.finetune as ft
-    from pnerf_fast.train.finetune import as_subject, finetune
+    from pnerf_fast.train.finetune import as_subject
 
     subj = as_subject(ROOT / "pnerf_fast" / "assets" / "demo_subject")
-    shipped = ft.make_optimizer
-    rows = {}
     finetune(subj, init=PortraitModel.load(SHIPPED_PRIORS["latent"]), steps=2, code_steps=2, progress=False)  # warm
-    try:
-        for name in ("loop", "fused", "fused", "loop"):  # ABBA: the machine's drift cancels
-            ft.make_optimizer = functools.partial(shipped, fused=name == "fused")
-            t0 = time.perf_counter()
-            pf = finetune(subj, init=PortraitModel.load(SHIPPED_PRIORS["latent"]), progress=False)
-            rows.setdefault(name, []).append(round(time.perf_counter() - t0, 2))
-            rows.setdefault(f"{name}_psnr", []).append(round(pf.info["frontal_psnr"], 3))
-    finally:
-        ft.make_optimizer = shipped
+
+    @contextlib.contextmanager
+    def adam(name, m):  # finetune's make_optimizer with fused on or off
+        shipped = ft.make_optimizer
+        ft.make_optimizer = functools.partial(shipped, fused=name == "fused")
+        try:
+            yield
+        finally:
+            ft.make_optimizer = shipped
+
+    rows, _ = _abba_finetunes(subj, "loop", "fused", adam)
     rows["ratio"] = round(sum(rows["fused"]) / sum(rows["loop"]), 3)
     log(f"whole default finetune: Adam loop {rows['loop']} s, fused {rows['fused']} s (x{rows['ratio']}); "
         f"frontal PSNR {rows['loop_psnr']} / {rows['fused_psnr']}")

@@ -277,16 +277,18 @@ def test_make_optimizer_fused_adam_matches_the_loop(one_thread):
             o.step()
         p0.requires_grad_(True)
 
+    def same_weights(fa, fb):
+        for (n, a), (_, b) in zip(fa.named_parameters(), fb.named_parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
+
     steps(f_loop, o_loop, 5)
     steps(f_fused, o_fused, 5)
     assert torch.equal(dict(f_fused.named_parameters())[frozen_name], before)  # frozen: untouched
-    for (n, a), (_, b) in zip(f_loop.named_parameters(), f_fused.named_parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
+    same_weights(f_loop, f_fused)
     moved = [n for n, p in f_fused.named_parameters() if not torch.equal(p, start[n])]
     assert moved and frozen_name not in moved
     o_resumed = make_optimizer(f_fused, "adam", lr)
     o_resumed.load_state_dict(copy.deepcopy(o_loop.state_dict()))  # the loop's moments (a copy: load shares tensors)
     steps(f_loop, o_loop, 2, freeze=False)
     steps(f_fused, o_resumed, 2, freeze=False)
-    for (n, a), (_, b) in zip(f_loop.named_parameters(), f_fused.named_parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
+    same_weights(f_loop, f_fused)

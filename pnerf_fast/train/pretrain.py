@@ -235,10 +235,8 @@ def make_optimizer(field, kind: str, lr: GroupLR, sparse: bool = False, fused: b
     if kind == "sgd":
         opt = RowSparseSGD(groups, lr=lr.mlp) if sparse else torch.optim.SGD(groups, lr=lr.mlp)
     else:
-        if sparse:
-            opt = RowSparseAdam(groups, lr=lr.mlp, betas=(0.9, 0.99), eps=1e-15)
-        else:
-            opt = torch.optim.Adam(groups, lr=lr.mlp, betas=(0.9, 0.99), eps=1e-15, fused=bool(fused))
+        adam = {"lr": lr.mlp, "betas": (0.9, 0.99), "eps": 1e-15}
+        opt = RowSparseAdam(groups, **adam) if sparse else torch.optim.Adam(groups, fused=bool(fused), **adam)
     claim_sparse_tables(field, opt if sparse else None)
     return opt
 
