@@ -50,6 +50,7 @@ def tiny(tmp_path_factory):
         "meta": {**base, "method": "meta", "field": str(root / "field.yaml"),
                  "meta": {"epochs": 2, "n_support": 1, "n_query": 2, "batch": 2}},
     }
+    cfgs["latent_front"] = {**cfgs["latent"], "latent": {"steps": 4, "front_rays": 32}}  # frontal codes
     cfgs["joint_cut"] = cfgs["joint"]
     for name, c in cfgs.items():
         (root / f"{name}.yaml").write_text(yaml.safe_dump(c))
@@ -67,18 +68,19 @@ def runs(tiny):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for name in ("joint", "latent", "meta"):
+        for name in ("joint", "latent", "latent_front", "meta"):
             pretrain(data, root / f"{name}_1.pt", load_train_config(root / f"{name}.yaml"), progress=False,
                      log=lambda *a: None, resume=False)
     finally:
         torch.set_num_threads(n)
     out2 = root / "two"
     out2.mkdir()
-    for name in ("joint", "latent", "meta", "joint_cut"):
+    for name in ("joint", "latent", "latent_front", "meta", "joint_cut"):
         (out2 / f"{name}.yaml").write_text((root / f"{name}.yaml").read_text())
     (root / "helper.py").write_text(HELPER)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           str(root / "helper.py"), str(data), str(out2), "joint", "latent", "meta", "joint_cut"],
+                           str(root / "helper.py"), str(data), str(out2), "joint", "latent", "latent_front", "meta",
+                           "joint_cut"],
                           env=one_thread_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, out2
@@ -92,7 +94,7 @@ def assert_same_model(a: PortraitModel, b: PortraitModel):
         torch.testing.assert_close(a.codes, b.codes, **TOL)
 
 
-@pytest.mark.parametrize("method", ["joint", "latent", "meta"])
+@pytest.mark.parametrize("method", ["joint", "latent", "latent_front", "meta"])
 def test_two_processes_match_one_with_the_same_effective_batch(runs, tiny, method):
     root, out2 = runs
     one, two = PortraitModel.load(root / f"{method}_1.pt"), PortraitModel.load(out2 / f"{method}.pt")

@@ -463,3 +463,116 @@ def test_scratch_oracle_of_a_volume_prior(latent_prior, tiny):  # noqa: F811
     orc = fit_oracle(subj, vol, steps=3, start="scratch")
     assert orc.model.field.latent_dim == 0 and not orc.model.field.volume_params()
     assert orc.info["steps"] == 3
+
+
+def test_front_codes_learn_from_the_frontal_view_only(tiny, tmp_path):  # noqa: F811
+    """latent.front_rays: the code's step sees only the frontal view (scrambling the colours
+    of every other view of the subject leaves the learned code exactly as it was), while the
+    shared weights learn from all views (the scrambled views change them)."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    src = load_dataset(tiny["data"])
+    name = src.subjects("train")[0]
+    roots = {}
+    for kind in ("clean", "scrambled"):
+        root = tmp_path / kind
+        root.mkdir()
+        for n in src.names:
+            if n == name:
+                shutil.copytree(tiny["data"] / n, root / n)
+            else:
+                (root / n).symlink_to((tiny["data"] / n).resolve())
+        splits = json.loads((tiny["data"] / "splits.json").read_text())
+        splits["val"] = splits["val"] + [n for n in splits["train"] if n != name]
+        splits["train"] = [name]
+        (root / "splits.json").write_text(json.dumps(splits))
+        roots[kind] = root
+    meta = json.loads((roots["scrambled"] / name / "transforms.json").read_text())
+    rng = np.random.default_rng(0)
+    for fr in meta["frames"]:
+        if fr["file_path"] != meta["frontal_frame"]:  # (the key names the frontal frame's file)
+            p = roots["scrambled"] / name / fr["file_path"]
+            a = np.array(Image.open(p))
+            assert a.shape[2] == 4  # RGBA: keep the alpha (the visual hull that bounds the grid)
+            a[..., :3] = rng.integers(0, 256, a[..., :3].shape, dtype=np.uint8)
+            Image.fromarray(a).save(p)
+    fy = tmp_path / "tiny_latent.yaml"
+    fy.write_text(yaml.safe_dump(TINY_LATENT))
+
+    def one_step(front_rays):
+        cfg = tiny_cfg(tiny, method="latent", field=str(fy), latent={"steps": 1, "front_rays": front_rays},
+                       grid={"hull_min_fraction": 0.01})
+        out = {}
+        for kind, root in roots.items():
+            pretrain(root, tmp_path / f"{kind}{front_rays}.pt", cfg, progress=False, log=lambda *a: None)
+            out[kind] = PortraitModel.load(tmp_path / f"{kind}{front_rays}.pt")
+        init = torch.empty(1, TINY_LATENT["latent_dim"]).normal_(
+            0.0, cfg.latent.code_init_std, generator=torch.Generator().manual_seed(cfg.seed))  # pretrain's draw
+        return out["clean"], out["scrambled"], init
+
+    a, b, init = one_step(64)
+    assert (a.codes - init).abs().min() > 1e-4  # the code took its step ...
+    torch.testing.assert_close(a.codes, b.codes, rtol=0, atol=0)  # ... from the frontal view alone
+    sa, sb = a.field.state_dict(), b.field.state_dict()
+    assert any(not torch.allclose(sa[k], sb[k]) for k in sa if k != "latent")  # the weights saw all views
+    a, b, _ = one_step(0)  # the plain auto-decoder: its codes see every view
+    assert not torch.allclose(a.codes, b.codes)
+    with pytest.raises(ValueError, match="latent.front_rays"):
+        tiny_cfg(tiny, method="latent", field=str(fy), latent={"front_rays": -1})
+
+
+def test_refit_codes_fits_each_training_code_to_its_frontal_view(latent_prior, tiny, tmp_path):  # noqa: F811
+    """scripts/refit_codes.py: every training code becomes the finetune's code-stage fit of
+    that subject's frontal view (it fits that view better than the mean head); the shared
+    weights stay; a light stage of other subjects is refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pnerf_fast.train.refit import refit_codes
+
+    m = PortraitModel.load(latent_prior)
+    names = load_dataset(tiny["data"]).subjects("train")
+    out = tmp_path / "refit.pt"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "refit_codes.py"
+    r = subprocess.run([sys.executable, str(script), str(latent_prior), str(tiny["data"]), str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    n = PortraitModel.load(out)
+    assert n.codes.shape == m.codes.shape and not torch.allclose(n.codes, m.codes)
+    torch.testing.assert_close(n.field.latent.detach(), n.codes.mean(0))
+    sm, sn = m.field.state_dict(), n.field.state_dict()
+    for k in sm:
+        if k != "latent":
+            torch.testing.assert_close(sm[k], sn[k], msg=k)
+    ds = load_dataset(tiny["data"])
+    again = refit_codes(m, tiny["data"], progress=False)  # the same fit, in process
+    torch.testing.assert_close(again, n.codes)
+    k = 0
+    sr = SubjectRays(ds.subject(names[k]), m.mean_face, m.cfg.coordinates)
+    def frontal_loss(code):
+        mm = PortraitModel.load(latent_prior)
+        with torch.no_grad():
+            mm.field.latent.copy_(code)
+        vals = []
+        with torch.no_grad():
+            for s in range(4):
+                g = torch.Generator().manual_seed(s)
+                vals.append(float(ray_loss(mm, mm.field, sr, sr.support, 512, g, mm.cfg)))
+        return sum(vals)
+    assert frontal_loss(n.codes[k]) < frontal_loss(m.field.latent.detach())  # better than the mean head
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for name in ds.names:
+        (fewer / name).symlink_to((tiny["data"] / name).resolve())
+    import json
+    splits = json.loads((tiny["data"] / "splits.json").read_text())
+    splits["train"] = splits["train"][:1]
+    (fewer / "splits.json").write_text(json.dumps(splits))
+    r = subprocess.run([sys.executable, str(script), str(latent_prior), str(fewer), str(tmp_path / "x.pt")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "it was not trained on them" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.pt").exists()

@@ -67,6 +67,11 @@ class LatentConfig:
     lr_final: float = 0.1       # learning rates decay exponentially to this fraction
     code_reg: float = 1e-4      # weight of mean(z^2) in the loss
     code_init_std: float = 0.01
+    # > 0: the codes learn from each subject's frontal view only, this many rays a step with
+    # the shared weights frozen (as the finetune's code stage fits a new subject), and the
+    # shared weights learn all views from those codes (CAVIA's split of inner and outer
+    # parameters, first-order): the code holds what one view can tell, the decoder the rest
+    front_rays: int = 0
 
 
 @dataclass
@@ -195,6 +200,8 @@ class TrainConfig:
                      ("finetune.empty_reg", self.finetune.empty_reg)):
             if not 0 <= v < float("inf"):
                 bad(k, f"must be a finite number >= 0, got {v}")
+        if not isinstance(self.latent.front_rays, int) or self.latent.front_rays < 0:
+            bad("latent.front_rays", f"must be an integer >= 0, got {self.latent.front_rays!r}")
         if self.finetune.code_steps < 0:
             bad("finetune.code_steps", f"must be >= 0, got {self.finetune.code_steps}")
         if not isinstance(self.finetune.code_rays, int) or self.finetune.code_rays < 0:

@@ -18,6 +18,12 @@ latent (an auto-decoder, Preface / Cafca): the field is conditioned on a code pe
     every view of every training subject with Adam (the codes with SparseAdam), under
     a small L2 penalty on the codes, with exponentially decaying learning rates. The
     prior keeps the codes; finetuning starts from their mean and fits the code first.
+    With latent.front_rays > 0 (frontal codes, CAVIA's split of the parameters, first
+    order) each step first takes a code step on the subject's frontal view alone
+    (front_rays rays, the shared weights frozen), then a shared-weight step on all views
+    from that code (detached): the codes hold what one view tells, as at finetune, and
+    the decoder learns to complete the head from them (scripts/refit_codes.py starts the
+    codes there: configs/pretrain_latent_front.yaml).
 
 random: no pretraining (the initialisation itself, with the mean face).
 
@@ -72,6 +78,7 @@ from ..render.renderer import render_rays
 from .config import GroupLR, TrainConfig, config_from_dict
 from .data import SubjectRays
 from .model import PortraitModel, clone_field, load_checkpoint, save_atomic
+from .optim import frozen
 
 
 def mse_to_psnr(mse: float) -> float:
@@ -178,7 +185,7 @@ def data_parallel_step(comm, params, sparse, compute, guard: StepGuard, step) ->
         # [has-grad flags..., not-ok, mse] + dense grads + sparse rows, summed in one go
         head = torch.tensor([0.0 if p.grad is None else 1.0 for p in params]
                             + [0.0 if local_ok else 1.0, float(mse.detach()) if local_ok else 0.0],
-                            device=params[0].device)
+                            device=(params or [p for p, _ in sparse])[0].device)
         # a row-sparse table gradient (pnerf_fast/train/optim.py) is summed densely here
         dense = [p.grad.to_dense() if p.grad is not None and p.grad.is_sparse else
                  p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -619,6 +626,7 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
         if code_opt_state is not None:
             copt.load_state_dict(code_opt_state)
         decay = lc.lr_final ** (1.0 / lc.steps)
+        front = lc.front_rays > 0
         bar = tqdm(total=lc.steps, initial=state["visits"], desc="latent-pretrain", unit="step", disable=not progress)
         model.field.train()
         params = list(model.field.parameters())
@@ -632,21 +640,38 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
                 g["lr"] = lc.lr.latent * f
             opt.zero_grad(set_to_none=True)
             copt.zero_grad(set_to_none=True)
+            idx = torch.tensor([i], device=dev)
             zs = []
+            if front:
+                # the code's step: the frontal view, the shared weights frozen (no gradients
+                # for them, so the hash grid's backward is skipped)
+                def compute_code(sr=sr, idx=idx):
+                    with frozen(params):
+                        z = codes(idx)[0]
+                        with model.field.code(z):
+                            mse = ray_loss_share(model, model.field, sr, sr.support, lc.front_rays, gen, cfg, comm)
+                    return (mse + lc.code_reg * torch.mean(z * z) if comm.is_main else mse), mse
+                if data_parallel_step(comm, [], [(codes.weight, idx)], compute_code, guard,
+                                      state["visits"] + 1) is not None:
+                    copt.step()
+                copt.zero_grad(set_to_none=True)
 
-            def compute(sr=sr, i=i):
-                z = codes(torch.tensor([i], device=dev))[0]
+            def compute(sr=sr, idx=idx):
+                z = codes(idx)[0]
+                if front:
+                    z = z.detach()  # the shared weights' step: all views from the frontal code
                 zs.append(z)
                 with model.field.code(z):
                     mse = ray_loss_share(model, model.field, sr, list(range(sr.num_views)), cfg.rays_per_step, gen,
                                          cfg, comm)
                 # the code penalty is counted once (by rank 0), like the 1-process loss
-                return (mse + lc.code_reg * torch.mean(z * z) if comm.is_main else mse), mse
-            mse = data_parallel_step(comm, params, [(codes.weight, torch.tensor([i], device=dev))], compute, guard,
+                return (mse + lc.code_reg * torch.mean(z * z) if comm.is_main and not front else mse), mse
+            mse = data_parallel_step(comm, params, [] if front else [(codes.weight, idx)], compute, guard,
                                      state["visits"] + 1)
             if mse is not None:
                 opt.step()
-                copt.step()
+                if not front:
+                    copt.step()
                 state["psnr"] = mse_to_psnr(mse)
             state["visits"] += 1
             bar.update(1)
