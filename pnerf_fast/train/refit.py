@@ -28,11 +28,11 @@ def refit_codes(model: PortraitModel, data_root, split: str = "train", code_step
 
     if not model.field.latent_dim or model.codes is None:
         raise ValueError("refit_codes: the prior has no training codes (pretrain it with method 'latent')")
-    names = load_dataset(data_root).subjects(split)
+    ds = load_dataset(data_root)
+    names = ds.subjects(split)
     if len(names) != model.codes.shape[0]:
         raise ValueError(f"refit_codes: {data_root} lists {len(names)} '{split}' subjects, the prior holds "
                          f"{model.codes.shape[0]} codes: it was not trained on them")
-    ds = load_dataset(data_root)
     new = torch.empty_like(model.codes)
     for k, name in enumerate(tqdm(names, desc="refit codes", unit="subject", disable=not progress)):
         pf = finetune(ds.subject(name), init=copy.deepcopy(model), steps=0, code_steps=code_steps, seed=seed,
