@@ -6,7 +6,10 @@ frontal codes (configs/pretrain_latent_front.yaml):
     pnerf pretrain --data LS_TRAIN --init OUT.pt --config configs/pretrain_latent_front.yaml ...
 
 LS_TRAIN must be the light stage the prior was trained on (its 'train' split gives the
-codes' order). Prints how far the codes moved (norm of the change / norm of the code).
+codes' order), or with --extend that light stage with subjects added (the same seed, a
+larger --subjects: subject i depends only on (seed, i)), whose added subjects get codes
+fitted from their frontal views while the first ones keep theirs. Prints how far the
+prior's own codes moved (norm of the change / norm of the code; 0 with --extend).
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ def main(argv=None) -> int:
     ap.add_argument("dst", help="where to write the prior with refitted codes")
     ap.add_argument("--code-steps", type=int, default=None, help="code steps per subject (default: the prior's "
                     "finetune.code_steps)")
+    ap.add_argument("--extend", action="store_true", help="DATA lists more training subjects than the prior has "
+                    "codes (its light stage with subjects added: the same seed, a larger --subjects): keep the "
+                    "prior's codes for the first ones, fit only the added ones")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args(argv)
 
@@ -38,14 +44,16 @@ def main(argv=None) -> int:
     try:
         st = load_checkpoint(args.src)
         old = PortraitModel.from_state(st, args.src, "cpu")
-        codes = refit_codes(old, args.data, code_steps=args.code_steps)
+        codes = refit_codes(old, args.data, code_steps=args.code_steps, extend=args.extend)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     new = with_codes(old, codes)
-    moved = ((codes - old.codes).norm(dim=1) / old.codes.norm(dim=1).clamp_min(1e-12))
+    n_old = old.codes.shape[0]
+    moved = ((codes[:n_old] - old.codes).norm(dim=1) / old.codes.norm(dim=1).clamp_min(1e-12))
     new.save(args.dst, extra=derived_extra(st, codes_refit_from=str(args.src)))
-    print(json.dumps({"subjects": int(codes.shape[0]), "code_change_rel_mean": float(moved.mean()),
+    print(json.dumps({"subjects": int(codes.shape[0]), "fitted": int(codes.shape[0] - (n_old if args.extend else 0)),
+                      "code_change_rel_mean": float(moved.mean()),
                       "code_change_rel_max": float(moved.max())}))
     print("wrote", args.dst)
     return 0

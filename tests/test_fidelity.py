@@ -576,3 +576,41 @@ def test_refit_codes_fits_each_training_code_to_its_frontal_view(latent_prior, t
                        capture_output=True, text=True)
     assert r.returncode == 2 and "it was not trained on them" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_refit_codes_extend_fits_only_the_added_subjects(latent_prior, tiny, tmp_path):  # noqa: F811
+    """--extend: a light stage with subjects added keeps the prior's codes for its first
+    subjects and fits the added one from its frontal view; without --extend it is refused."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pnerf_fast.train.refit import refit_codes
+
+    m = PortraitModel.load(latent_prior)
+    ds = load_dataset(tiny["data"])
+    more = tmp_path / "more"
+    more.mkdir()
+    for name in ds.names:
+        (more / name).symlink_to((tiny["data"] / name).resolve())
+    splits = json.loads((tiny["data"] / "splits.json").read_text())
+    added = splits["val"][0]
+    splits["train"] = splits["train"] + [added]
+    splits["val"] = splits["val"][1:]
+    (more / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(ValueError, match="not trained on them"):
+        refit_codes(m, more, progress=False)
+    codes = refit_codes(m, more, progress=False, extend=True)
+    n = m.codes.shape[0]
+    assert codes.shape == (n + 1, m.codes.shape[1])
+    torch.testing.assert_close(codes[:n], m.codes)
+    alone = finetune(ds.subject(added), init=PortraitModel.load(latent_prior), steps=0, progress=False, seed=0)
+    torch.testing.assert_close(codes[n], alone.model.field.latent.detach())
+    script = Path(__file__).resolve().parents[1] / "scripts" / "refit_codes.py"
+    out = tmp_path / "ext.pt"
+    r = subprocess.run([sys.executable, str(script), str(latent_prior), str(more), str(out), "--extend"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["fitted"] == 1
+    torch.testing.assert_close(PortraitModel.load(out).codes, codes)
