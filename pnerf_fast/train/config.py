@@ -141,6 +141,16 @@ class FinetuneConfig:
     # step. On: the same fit in about half the time (benchmarks/README.md, "stop-depth cache")
     stop_cache: bool = True
     stop_margin: float = 4.0    # render steps beyond the cached stop depth (covers the jitter: >= 1)
+    # the fraction of stage 2's rays drawn from virtual side views of the code stage's head
+    # (pnerf_fast/train/anchor.py): the pixels whose surface the input view does not see keep
+    # the colour the code gave them, so fitting the input does not drag the unseen side of
+    # the head along; single-view fits with a code stage only; 0: off
+    anchor: float = 0.0
+    anchor_stop: float = 1.0    # stage 2 anchors only in this first fraction of its steps (or seconds)
+    # an anchor ray's loss: its opacity's squared error, plus anchor_rgb times its colour's,
+    # plus anchor_depth times its depth's (canonical units^2: where the code put the surface)
+    anchor_rgb: float = 1.0
+    anchor_depth: float = 0.0
 
 
 @dataclass

@@ -200,6 +200,11 @@ def finetune(
         raise ValueError(f"finetune.rim must be a finite weight >= 0, got {fc.rim!r}")
     if not isinstance(fc.stop_cache, bool):
         raise ValueError(f"finetune.stop_cache must be true or false, got {fc.stop_cache!r}")
+    if isinstance(fc.anchor, bool) or not (0 <= fc.anchor < 1):
+        raise ValueError(f"finetune.anchor must be a fraction in [0, 1) (some rays stay real), got {fc.anchor!r}")
+    for key in ("anchor_rgb", "anchor_depth"):
+        if not (getattr(fc, key) >= 0 and np.isfinite(getattr(fc, key))):
+            raise ValueError(f"finetune.{key} must be a finite weight >= 0, got {getattr(fc, key)!r}")
     if not (fc.stop_margin >= 1 and np.isfinite(fc.stop_margin)):
         raise ValueError(f"finetune.stop_margin must be a finite number of render steps >= 1, got {fc.stop_margin!r}")
     default_steps = steps is None and seconds is None
@@ -257,12 +262,20 @@ def finetune(
     if fc.stop_cache and views is None and len(fit_views) == 1:
         stops = _StopCache(sr.hw[0] * sr.hw[1], fc.stop_margin * model.render_cfg.step, sr.warp_table, dev)
 
+    anchor = None  # virtual side views of the code stage's head (finetune.anchor)
+    anchoring = False
+
     def render_loss(n=n):
         """-> (the photometric MSE, the loss to minimise)"""
-        b = sr.batch(fit_views, n, gen, random_bg=random_bg, bg=bg)
+        a = int(round(n * fc.anchor)) if anchor is not None and anchoring else 0
+        b = sr.batch(fit_views, n - a, gen, random_bg=random_bg, bg=bg)
         m = int(round(n * fc.mirror)) if mirrorer is not None and mirroring else 0
         if m:
             b, m = mirrorer.batch(b, m)
+        if a:  # [mirrored | anchor | real]: the anchor rays are skipped like the mirrored ones
+            ab, a_depth = anchor.batch(a, gen, random_bg, bg)
+            b = _insert(b, ab, m)
+        skip = m + a
         values_of = (lambda o, d: _spread_values(o, d, *spread_frame)) if spreading or rim_free is not None else None
         jitter = torch.rand(n, generator=gen, device=dev)
         if stops is None:
@@ -270,12 +283,13 @@ def finetune(
                               model.render_cfg, bg=b.bg,
                               sample_values=None if values_of is None else values_of(b.rays_o, b.rays_d))
         else:
-            out = stops.render(field, model.grid, b, model.render_cfg, jitter, values_of, m)
-        mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb)
+            out = stops.render(field, model.grid, b, model.render_cfg, jitter, values_of, skip)
+        anchor_loss = anchor.loss(out, b, m, a_depth, fc.anchor_rgb, fc.anchor_depth) if a else None
+        mse, mse_loss = _photo_loss(out, b, m, fc.mirror_rgb, a, anchor_loss)
         if spreading:
-            mse_loss = mse_loss + fc.spread * _spread_loss(out, b.alpha, m)
+            mse_loss = mse_loss + fc.spread * _spread_loss(out, b.alpha, skip)
         if rim_free is not None:
-            mse_loss = mse_loss + fc.rim * _rim_loss(out, b.alpha * rim_free[b.pixel], m)
+            mse_loss = mse_loss + fc.rim * _rim_loss(out, b.alpha * rim_free[b.pixel], skip)
         if new_cells is None:
             return mse, mse_loss
         pick = new_cells[torch.randint(0, new_cells.numel(), (n,), generator=gen, device=dev)]
@@ -332,6 +346,8 @@ def finetune(
                 after_step(step, float(mse.detach()), "code")
     if spread_frame is not None and fc.rim > 0:
         rim_free = _transparency(field, model, sr, fit_views[0])
+    if fc.anchor > 0 and n_code and views is None and len(fit_views) == 1:
+        anchor = _anchor_of(subject, model, sr, fit_views[0], dev)
     # Stage 2: all weights (but the code's feature volume with freeze_volume).
     with frozen(field.volume_params() if fc.freeze_volume else []):
         opt = make_optimizer(field, opt_kind, lr)
@@ -349,6 +365,7 @@ def finetune(
             else:  # stage 2's share of the budget
                 done = (clock.elapsed() - t_stage2) / max(seconds - t_stage2, 1e-9)
             mirroring = done < fc.mirror_stop
+            anchoring = done < fc.anchor_stop
             spreading = spread_frame is not None and done < fc.spread_stop
             mse, loss = render_loss()
             opt.zero_grad(set_to_none=True)
@@ -368,6 +385,8 @@ def finetune(
             "subject": subject.name}
     if stops is not None:
         info["stop_cache"] = stops.counts
+    if anchor is not None:
+        info["anchor_rays"] = len(anchor)
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)
 
 
@@ -543,18 +562,50 @@ def _mirror_of(subject: Subject, fraction: float, radius: float = 0.0, device="c
     return _Mirror(subject, float(radius), device)
 
 
-def _photo_loss(out, batch, mirrored: int, rgb_weight: float):
+def _photo_loss(out, batch, mirrored: int, rgb_weight: float, anchored: int = 0, anchor_loss=None):
     """-> (the real rays' colour MSE, the loss). The first ``mirrored`` rays are mirrored:
     their loss is their opacity's squared error against the mask plus ``rgb_weight``
-    times their colour's; each ray weighs the same."""
+    times their colour's; the next ``anchored`` (finetune.anchor) have the mean loss
+    ``anchor_loss`` (Anchor.loss) and are not in the MSE; each ray weighs the same."""
     err = (out.rgb - batch.target) ** 2
-    if not mirrored:
+    if not mirrored and not anchored:
         mse = err.mean()
         return mse, mse
     n = err.shape[0]
-    mse = err[mirrored:].mean()
-    mirror = rgb_weight * err[:mirrored].mean() + torch.mean((out.opacity[:mirrored] - batch.alpha[:mirrored]) ** 2)
-    return mse, ((n - mirrored) * mse + mirrored * mirror) / n
+    k = mirrored + anchored
+    mse = err[k:].mean()
+    total = (n - k) * mse
+    if anchored:
+        total = total + anchored * anchor_loss
+    if mirrored:
+        mirror = rgb_weight * err[:mirrored].mean() + torch.mean((out.opacity[:mirrored] - batch.alpha[:mirrored]) ** 2)
+        total = total + mirrored * mirror
+    return mse, total / n
+
+
+def _insert(b: RayBatch, extra: RayBatch, at: int) -> RayBatch:
+    """``b`` with the rays of ``extra`` inserted before its ray ``at``."""
+    cat = lambda x, y: torch.cat([x[:at], y, x[at:]])  # noqa: E731
+    return RayBatch(*(None if x is None else cat(x, y) for x, y in
+                      zip((b.rays_o, b.rays_d, b.target, b.bg, b.alpha, b.pixel),
+                          (extra.rays_o, extra.rays_d, extra.target, extra.bg, extra.alpha, extra.pixel))))
+
+
+def _anchor_of(subject: Subject, model: PortraitModel, sr: SubjectRays, view: int, device, yaws=None):
+    """The finetune.anchor views of ``model`` as it is now, around ``subject``'s head
+    (``yaws``: the virtual views' turns from ``view``, degrees; default ANCHOR_YAWS), or
+    None when they keep no ray."""
+    from .anchor import ANCHOR_YAWS, Anchor
+
+    to_template = canonical_transform(subject.landmarks, TEMPLATE)
+    back = to_template.inverse()
+    centre = back.apply(HEAD_CENTRE)
+    up = sr.transform.rotation.T @ np.array([0.0, 1.0, 0.0])
+    tol = 0.1 / float(sr.transform.scale)  # 0.1 canonical units (the head's radius is ~1)
+    anchor = Anchor(model.field, model.grid, model.render_cfg, sr.warp_table, model.density_fn(), sr.cameras[view],
+                    centre, up, yaws=ANCHOR_YAWS if yaws is None else yaws, tol=tol,
+                    world_to_canonical=float(sr.transform.scale), device=device)
+    return anchor if len(anchor) else None
 
 
 def _mirror_rays(rays_o, rays_d, a, b, count: int):
