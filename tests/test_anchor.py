@@ -38,7 +38,7 @@ def test_orbit_camera_turns_about_the_axis_through_the_centre(tiny):  # noqa: F8
 
 def _anchor(model, subj, yaws):
     sr = SubjectRays(subj, model.mean_face, model.cfg.coordinates)
-    return ft._anchor_of(subj, model, sr, sr.frontal_index, "cpu", yaws=yaws), sr
+    return ft._anchor_of(subj, model, sr, sr.frontal_index, yaws=yaws), sr
 
 
 def test_anchor_keeps_only_what_the_input_view_does_not_see(latent_prior, tiny):  # noqa: F811

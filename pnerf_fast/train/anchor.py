@@ -48,16 +48,14 @@ def orbit_camera(cam: Camera, centre, up, yaw_deg: float) -> Camera:
 
 
 def _pixel_of(cam: Camera, points: np.ndarray):
-    """-> (column, row, in front of the camera) of world ``points`` [n, 3] in ``cam``."""
-    w2c = cam.w2c
-    pc = points @ w2c[:3, :3].T + w2c[:3, 3]
-    depth = -pc[:, 2]
+    """-> (column, row, in front of the camera) of world ``points`` [n, 3] in ``cam``
+    (Camera.project; points at or behind the camera get column and row -1)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv, depth = cam.project(points)
     front = depth > 1e-6
-    z = np.where(front, depth, 1.0)
-    u = np.floor(cam.fx * pc[:, 0] / z + cam.cx)
-    v = np.floor(-cam.fy * pc[:, 1] / z + cam.cy)
     big = float(max(cam.width, cam.height) + 1)
-    return np.clip(u, -1, big).astype(np.int64), np.clip(v, -1, big).astype(np.int64), front
+    uv = np.floor(np.clip(np.where(front[:, None], uv, -1.0), -1, big)).astype(np.int64)
+    return uv[:, 0], uv[:, 1], front
 
 
 class Anchor:
@@ -70,11 +68,10 @@ class Anchor:
     ``centre``, ``up``: the head's centre and the face's up axis (world); ``scale``: the
     virtual views' resolution as a fraction of the input's; ``tol``: how far behind the
     input view's surface (world units) a point still counts as seen; ``world_to_canonical``:
-    the length scale of the depth loss."""
+    the length scale of the depth loss. Everything lives on the grid's device."""
 
     def __init__(self, field, grid, render_cfg, warp_table, density_fn, cam: Camera, centre, up,
-                 yaws=ANCHOR_YAWS, scale: float = 0.5, tol: float = 0.05, world_to_canonical: float = 1.0,
-                 device="cpu"):
+                 yaws=ANCHOR_YAWS, scale: float = 0.5, tol: float = 0.05, world_to_canonical: float = 1.0):
         g = copy.deepcopy(grid)
         g.update(density_fn, fraction=1.0, generator=torch.Generator(device=g.bits.device).manual_seed(0))
         if not bool(g.bits.any()):  # a field too faint for the refresh's threshold: render it as it is
@@ -92,7 +89,7 @@ class Anchor:
             for yaw in yaws:
                 v = orbit_camera(cam0, centre, up, yaw)
                 rgb, dep, op = render_image(field, g, v, warp_table, render_cfg, bg=0.0)
-                o, d = pixel_rays(v, device=device)
+                o, d = pixel_rays(v, device=op.device)
                 op = op.reshape(-1)
                 t = dep.reshape(-1) / op.clamp_min(1e-6)
                 p = (o + t[:, None] * d).cpu().numpy().astype(np.float64)
@@ -103,12 +100,12 @@ class Anchor:
                 seen = inside & (op0[ww, uu] > 0.5) & (dist < t0[ww, uu] + tol)
                 fg = op.cpu().numpy() > 0.5
                 self.counts.append((int(fg.sum()), int((fg & seen).sum())))
-                keep = torch.as_tensor(fg & ~seen, device=device)
+                keep = torch.as_tensor(fg & ~seen, device=op.device)  # the render's device, the grid's
                 keep_o.append(o[keep])
                 keep_d.append(d[keep])
-                keep_c.append(rgb.reshape(-1, 3)[keep.to(rgb.device)].to(device))
-                keep_a.append(op[keep.to(op.device)].to(device))
-                keep_t.append(t[keep.to(t.device)].to(device))
+                keep_c.append(rgb.reshape(-1, 3)[keep])
+                keep_a.append(op[keep])
+                keep_t.append(t[keep])
         finally:
             field.train(was_training)
         self.rays_o = torch.cat(keep_o)
@@ -117,7 +114,7 @@ class Anchor:
         self.alpha = torch.cat(keep_a)
         self.depth = torch.cat(keep_t)  # world distance of the surface along each ray
         self.scale = float(world_to_canonical)
-        self.device = device
+        self.device = self.rays_o.device  # the grid's, where render_image works
 
     def __len__(self) -> int:
         return int(self.rays_o.shape[0])

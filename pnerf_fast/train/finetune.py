@@ -347,7 +347,7 @@ def finetune(
     if spread_frame is not None and fc.rim > 0:
         rim_free = _transparency(field, model, sr, fit_views[0])
     if fc.anchor > 0 and n_code and views is None and len(fit_views) == 1:
-        anchor = _anchor_of(subject, model, sr, fit_views[0], dev)
+        anchor = _anchor_of(subject, model, sr, fit_views[0])
     # Stage 2: all weights (but the code's feature volume with freeze_volume).
     with frozen(field.volume_params() if fc.freeze_volume else []):
         opt = make_optimizer(field, opt_kind, lr)
@@ -482,10 +482,9 @@ class _Mirror:
         self.a, self.b = m[:3, :3], m[:3, 3]
         self.radius = None
         if radius > 0:
-            to_template = canonical_transform(subject.landmarks, TEMPLATE)
-            back = to_template.inverse()
-            self.centre = torch.as_tensor(back.apply(HEAD_CENTRE), dtype=torch.float32, device=device)
-            self.radius = radius * back.scale
+            centre, to_world = _head_centre(subject)
+            self.centre = torch.as_tensor(centre, dtype=torch.float32, device=device)
+            self.radius = radius * to_world
 
     def batch(self, b: RayBatch, count: int) -> tuple[RayBatch, int]:
         """-> (the batch with its first k rays mirrored, k): k = ``count``, or fewer when
@@ -498,6 +497,13 @@ class _Mirror:
             b = RayBatch(*(None if t is None else t[order] for t in (b.rays_o, b.rays_d, b.target, b.bg, b.alpha, b.pixel)))
         o, d = _mirror_rays(b.rays_o, b.rays_d, self.a, self.b, count)
         return RayBatch(o, d, b.target, b.bg, b.alpha, b.pixel), count
+
+
+def _head_centre(subject: Subject) -> tuple[np.ndarray, float]:
+    """(the world position of HEAD_CENTRE for ``subject``'s landmarks, the template-to-world
+    length scale)."""
+    back = canonical_transform(subject.landmarks, TEMPLATE).inverse()
+    return back.apply(HEAD_CENTRE), float(back.scale)
 
 
 def _nearest_t(rays_o, rays_d, point):
@@ -591,20 +597,18 @@ def _insert(b: RayBatch, extra: RayBatch, at: int) -> RayBatch:
                           (extra.rays_o, extra.rays_d, extra.target, extra.bg, extra.alpha, extra.pixel))))
 
 
-def _anchor_of(subject: Subject, model: PortraitModel, sr: SubjectRays, view: int, device, yaws=None):
+def _anchor_of(subject: Subject, model: PortraitModel, sr: SubjectRays, view: int, yaws=None):
     """The finetune.anchor views of ``model`` as it is now, around ``subject``'s head
     (``yaws``: the virtual views' turns from ``view``, degrees; default ANCHOR_YAWS), or
     None when they keep no ray."""
     from .anchor import ANCHOR_YAWS, Anchor
 
-    to_template = canonical_transform(subject.landmarks, TEMPLATE)
-    back = to_template.inverse()
-    centre = back.apply(HEAD_CENTRE)
+    centre, _ = _head_centre(subject)
     up = sr.transform.rotation.T @ np.array([0.0, 1.0, 0.0])
     tol = 0.1 / float(sr.transform.scale)  # 0.1 canonical units (the head's radius is ~1)
     anchor = Anchor(model.field, model.grid, model.render_cfg, sr.warp_table, model.density_fn(), sr.cameras[view],
                     centre, up, yaws=ANCHOR_YAWS if yaws is None else yaws, tol=tol,
-                    world_to_canonical=float(sr.transform.scale), device=device)
+                    world_to_canonical=float(sr.transform.scale))
     return anchor if len(anchor) else None
 
 
