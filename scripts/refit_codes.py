@@ -29,6 +29,8 @@ def main(argv=None) -> int:
                     "codes (its light stage with subjects added: the same seed, a larger --subjects): keep the "
                     "prior's codes for the first ones, fit only the added ones")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--jobs", type=int, default=1, help="fit the subjects in this many processes of one thread "
+                    "each (say, the number of cores; each subject's fit is independent)")
     args = ap.parse_args(argv)
 
     import torch
@@ -41,10 +43,14 @@ def main(argv=None) -> int:
     if args.code_steps is not None and args.code_steps < 1:
         print(f"error: --code-steps must be >= 1, got {args.code_steps}", file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
     try:
         st = load_checkpoint(args.src)
         old = PortraitModel.from_state(st, args.src, "cpu")
-        codes = refit_codes(old, args.data, code_steps=args.code_steps, extend=args.extend)
+        codes = refit_codes(old, args.data, code_steps=args.code_steps, extend=args.extend,
+                            jobs=args.jobs)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -551,6 +551,11 @@ def test_refit_codes_fits_each_training_code_to_its_frontal_view(latent_prior, t
     ds = load_dataset(tiny["data"])
     again = refit_codes(m, tiny["data"], progress=False)  # the same fit, in process
     torch.testing.assert_close(again, n.codes)
+    assert len(names) >= 2
+    apart = refit_codes(m, tiny["data"], progress=False, jobs=2)  # the same fits, in two worker processes
+    torch.testing.assert_close(apart, again, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        refit_codes(m, tiny["data"], progress=False, jobs=0)
     k = 0
     sr = SubjectRays(ds.subject(names[k]), m.mean_face, m.cfg.coordinates)
     def frontal_loss(code):

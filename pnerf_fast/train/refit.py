@@ -20,13 +20,15 @@ from .model import PortraitModel
 
 
 def refit_codes(model: PortraitModel, data_root, split: str = "train", code_steps: int | None = None,
-                progress: bool = True, seed: int = 0, extend: bool = False) -> torch.Tensor:
+                progress: bool = True, seed: int = 0, extend: bool = False, jobs: int = 1) -> torch.Tensor:
     """-> the refitted codes [n, latent_dim] of ``split``'s subjects (in the order that
     pretraining gives them codes), each fitted to its frontal view from a fresh copy of
     ``model``; ``model`` itself is not changed. With ``extend`` the light stage may list
     more subjects than the prior has codes (the same light stage with subjects added, as
     ``pnerf lightstage`` makes with a larger --subjects and the same seed): the first ones
-    keep the prior's codes and only the added ones are fitted."""
+    keep the prior's codes and only the added ones are fitted. ``jobs`` > 1 fits the subjects
+    in that many worker processes of one torch thread each (CPU only; each fit is
+    independent, so the codes are those of ``jobs=1`` up to float rounding)."""
     from tqdm import tqdm
 
     if not model.field.latent_dim or model.codes is None:
@@ -37,14 +39,53 @@ def refit_codes(model: PortraitModel, data_root, split: str = "train", code_step
     if len(names) < have if extend else len(names) != have:
         raise ValueError(f"refit_codes: {data_root} lists {len(names)} '{split}' subjects, the prior holds "
                          f"{have} codes: it was not trained on them")
+    if int(jobs) < 1:
+        raise ValueError(f"refit_codes: jobs must be >= 1, got {jobs}")
+    if int(jobs) > 1 and model.codes.device.type != "cpu":
+        raise ValueError("refit_codes: jobs > 1 runs on the CPU; move the model there or use jobs=1")
     keep = have if extend else 0
     new = torch.empty(len(names), model.codes.shape[1], dtype=model.codes.dtype, device=model.codes.device)
     new[:keep] = model.codes[:keep]
-    for k in tqdm(range(keep, len(names)), desc="refit codes", unit="subject", disable=not progress):
-        pf = finetune(ds.subject(names[k]), init=copy.deepcopy(model), steps=0, code_steps=code_steps, seed=seed,
-                      progress=False, device=model.codes.device)
-        new[k] = pf.model.field.latent.detach()
+    todo = range(keep, len(names))
+    bar = tqdm(total=len(todo), desc="refit codes", unit="subject", disable=not progress)
+    if int(jobs) == 1 or len(todo) <= 1:
+        for k in todo:
+            new[k] = _fit_code(model, ds.subject(names[k]), code_steps, seed)
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=min(int(jobs), len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(model.state(),)) as ex:
+            futs = {ex.submit(_worker_fit, str(data_root), names[k], code_steps, seed): k for k in todo}
+            for fut in as_completed(futs):
+                new[futs[fut]] = fut.result()
+                bar.update(1)
+    bar.close()
     return new
+
+
+def _fit_code(model: PortraitModel, subject, code_steps, seed) -> torch.Tensor:
+    pf = finetune(subject, init=copy.deepcopy(model), steps=0, code_steps=code_steps, seed=seed,
+                  progress=False, device=model.codes.device)
+    return pf.model.field.latent.detach().clone()
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(state: dict) -> None:
+    torch.set_num_threads(1)
+    _WORKER["model"] = PortraitModel.from_state(state, "<refit worker>", "cpu")
+    _WORKER["datasets"] = {}
+
+
+def _worker_fit(data_root: str, name: str, code_steps, seed) -> torch.Tensor:
+    ds = _WORKER["datasets"].get(data_root)
+    if ds is None:
+        ds = _WORKER["datasets"][data_root] = load_dataset(data_root)
+    return _fit_code(_WORKER["model"], ds.subject(name), code_steps, seed)
 
 
 def with_codes(model: PortraitModel, codes: torch.Tensor) -> PortraitModel:
