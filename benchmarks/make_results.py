@@ -18,7 +18,8 @@ Rows:
 - three priors at an equal, short pretraining budget, on the same 60 subjects, which
   isolate one choice each: latent in canonical coordinates, latent in world coordinates,
   joint pretraining (Eq. 5: one field, no codes) in canonical coordinates.
-Writes results/ablation.md, .json and ablation.png, with the paper's own numbers beside
+`--keep-from OLD/ablation.json` takes the rows not run this time (a short prior not given)
+from an earlier run, marked † in the table. Writes results/ablation.md, .json and ablation.png, with the paper's own numbers beside
 ours (different data: their real light stage vs our synthetic heads).
 """
 from __future__ import annotations
@@ -80,6 +81,9 @@ def main(argv=None):
     ap.add_argument("--short-joint", default=None, help="short-budget joint prior (no codes), canonical")
     ap.add_argument("--ours-from", default=None,
                     help="take the 'ours' row from bench_fidelity's --out JSON (same protocol) instead of re-running")
+    ap.add_argument("--keep-from", default=None,
+                    help="an earlier run's ablation.json: rows not run this time (a short prior not given) are "
+                         "taken from it, marked in the table as kept")
     ap.add_argument("--data", default="data/bench_fidelity", help="where bench_fidelity renders its light stage")
     ap.add_argument("--max-subjects", type=int, default=None)
     ap.add_argument("--out", default="results")
@@ -93,6 +97,16 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "_priors"
     tmp.mkdir(exist_ok=True)
+    kept = {}
+    if args.keep_from:
+        try:
+            kept = json.loads(Path(args.keep_from).read_text())["details"]
+            if not isinstance(kept, dict):
+                raise TypeError
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"error: --keep-from {args.keep_from}: not an ablation.json with its 'details' ({e})",
+                  file=sys.stderr)
+            return 2
     data = ensure_lightstage(Path(args.data), "test", style=args.style)
     ours = PortraitModel.load(args.ours)
 
@@ -126,9 +140,13 @@ def main(argv=None):
         else:
             p = prepare()
             if p is None:
-                continue
-            r = evaluate_prior(data, p, "test", max_subjects=args.max_subjects, progress=True)
-        r.update(coordinates=coords, pretraining=budget)
+                if name not in kept:
+                    continue
+                r = dict(kept[name], kept_from=str(args.keep_from))
+            else:
+                r = evaluate_prior(data, p, "test", max_subjects=args.max_subjects, progress=True)
+        if "kept_from" not in r:
+            r.update(coordinates=coords, pretraining=budget)
         rows[name] = r
         m = r["mean"]
         print(f"{name:>38}: input fg {m['input']['psnr_fg']:.2f}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  "
@@ -161,9 +179,12 @@ def main(argv=None):
         pp = PAPER.get(key) if r["coordinates"] == "canonical" and r["pretraining"] != "short" else None
         paper = f"{pp[0]} / {pp[1]} / {pp[2]}" if pp else "-"
         band = " | ".join(f"{m['by_angle'][b]['psnr']:.2f}" if b in m["by_angle"] else "-" for b in BAND_NAMES)
-        lines.append(f"| {name} | {r['coordinates']} | {r['pretraining']} | {m['input']['psnr_fg']:.2f} | "
+        lines.append(f"| {name}{' †' if 'kept_from' in r else ''} | {r['coordinates']} | {r['pretraining']} | {m['input']['psnr_fg']:.2f} | "
                      f"{m['psnr']:.2f} | {m['ssim']:.4f} | {m['lpips']:.3f} | {m['psnr_fg']:.2f} | {band} | "
                      f"{m['finetune_s']:.1f} | {paper} |")
+    if any("kept_from" in r for r in rows.values()):
+        lines += ["", f"† not re-run: kept from {args.keep_from} (an earlier run, with the finetune settings "
+                  "and code of its time)."]
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     try:
         _plot(summary, out / "ablation.png")
