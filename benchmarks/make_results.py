@@ -63,9 +63,12 @@ def with_our_finetune(path: str, ours: PortraitModel, out: Path, name: str) -> s
 
 
 def random_prior(ours_path: str, out: Path) -> str:
-    """Fresh weights with ours' config, grid and mean face (and no training codes)."""
+    """Fresh weights with ours' config, grid and mean face (and no training codes), drawn
+    from the config's seed: otherwise the row would depend on what ran before it."""
     m = PortraitModel.load(ours_path)
-    fresh = PortraitModel(m.cfg, m.mean_face)
+    with torch.random.fork_rng():
+        torch.manual_seed(int(m.cfg.seed))
+        fresh = PortraitModel(m.cfg, m.mean_face)
     fresh.grid.load_state_dict(m.grid.state_dict())
     p = out / "_random.pt"
     fresh.save(p)
