@@ -14,10 +14,11 @@
 # thread each, 150 s; joint at 2 threads, 20 s (its field has no code: a step costs far less).
 set -euo pipefail
 out=${1:?usage: bash scripts/ablation_priors.sh OUT_DIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)    # OUT_DIR is relative to where the script was called from
 cd "$(dirname "$0")/.."
 PNERF=${PNERF:-.venv/bin/pnerf}
 [[ -x "$PNERF" ]] || PNERF=pnerf
-mkdir -p "$out"
 data="$out/ls_abl"
 [[ -f "$data/splits.json" ]] || "$PNERF" lightstage --out "$data" --subjects 62 --res 128 --seed 1 --splits 60,1,1
 common=(pretrain --data "$data" --config configs/pretrain_latent.yaml --init meta --steps 600)
