@@ -202,3 +202,40 @@ def test_freeze_volume_keeps_the_code_volume_through_the_finetune(latent_prior, 
         assert same == freeze
         assert not torch.equal(f.encoding.params, grid_before)  # the rest is finetuned either way
         assert f.volume_basis.requires_grad  # handed back trainable
+
+
+def test_keep_levels_leaves_the_coarse_hash_levels_as_the_code_stage_did(latent_prior, tiny):  # noqa: F811
+    from pnerf_fast.data.format import load_dataset
+    from pnerf_fast.train.finetune import _kept_levels, _without_rows, finetune
+
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    prior = PortraitModel.load(latent_prior, "cpu")
+    enc = prior.field.encoding
+    k = 2
+    first = int(enc.offsets[k])
+    before = enc.params.detach().clone()
+    for keep in (k, 0):
+        m = copy.deepcopy(prior)
+        m.cfg.finetune.keep_levels = keep
+        f = finetune(subj, init=m, code_steps=2, steps=4, progress=False).model.field
+        coarse_same = torch.equal(f.encoding.params[:first], before[:first])
+        assert coarse_same == bool(keep)
+        assert not torch.equal(f.encoding.params[first:], before[first:])  # the finer levels learn either way
+    # both gradient forms lose exactly the kept levels' rows; the hook is gone after the block
+    g = torch.arange(1.0, 13.0).reshape(6, 2)
+    for form in (g, g.to_sparse()):
+        out = _without_rows(form, 4)
+        out = out.to_dense() if out.is_sparse else out
+        assert torch.equal(out[:4], torch.zeros(4, 2)) and torch.equal(out[4:], g[4:])
+    p = prior.field.encoding.params
+    with _kept_levels(prior.field, k):
+        (p * 1).sum().backward()
+    assert torch.all(p.grad[:first] == 0) and torch.all(p.grad[first:] == 1)
+    p.grad = None
+    (p * 1).sum().backward()
+    assert torch.all(p.grad == 1)
+    p.grad = None
+    with pytest.raises(ValueError, match="keep_levels"):
+        with _kept_levels(prior.field, enc.n_levels + 1):
+            pass

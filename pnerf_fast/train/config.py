@@ -133,6 +133,11 @@ class FinetuneConfig:
     # turns into that view's billboard: on 8 validation subjects novel 21.40 dB finetuned,
     # 22.63 frozen (session 11, a 2,239-step prior)
     freeze_volume: bool = False
+    # stage 2 leaves the hash grid's coarsest ``keep_levels`` levels as the code stage left
+    # them (their table rows get no update): the coarse shape and colours that the code
+    # chose from the prior's manifold stay, and the input view is sharpened by the finer
+    # levels and the MLPs; 0: every level learns
+    keep_levels: int = 0
     # per-pixel stop-depth cache (single-view fits only): every step's rays are pixels of the
     # one input image, so each pixel keeps the depth where its ray last turned opaque (from
     # that step's own forward pass), and its next ray is marched only to there plus
@@ -216,6 +221,8 @@ class TrainConfig:
             bad("finetune.code_steps", f"must be >= 0, got {self.finetune.code_steps}")
         if not isinstance(self.finetune.code_rays, int) or self.finetune.code_rays < 0:
             bad("finetune.code_rays", f"must be an integer >= 0, got {self.finetune.code_rays!r}")
+        if not isinstance(self.finetune.keep_levels, int) or self.finetune.keep_levels < 0:
+            bad("finetune.keep_levels", f"must be an integer >= 0, got {self.finetune.keep_levels!r}")
         if not isinstance(self.finetune.steps_res, int) or self.finetune.steps_res < 0:
             bad("finetune.steps_res", f"must be an integer >= 0, got {self.finetune.steps_res!r}")
         if not 1 <= self.finetune.stop_margin < float("inf"):

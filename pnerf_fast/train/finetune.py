@@ -348,8 +348,9 @@ def finetune(
         rim_free = _transparency(field, model, sr, fit_views[0])
     if fc.anchor > 0 and n_code and views is None and len(fit_views) == 1:
         anchor = _anchor_of(subject, model, sr, fit_views[0])
-    # Stage 2: all weights (but the code's feature volume with freeze_volume).
-    with frozen(field.volume_params() if fc.freeze_volume else []):
+    # Stage 2: all weights (but the code's feature volume with freeze_volume, and the
+    # coarsest hash-grid levels with keep_levels).
+    with frozen(field.volume_params() if fc.freeze_volume else []), _kept_levels(field, fc.keep_levels):
         opt = make_optimizer(field, opt_kind, lr)
         prior = [p.detach().clone() for p in field.parameters()] if fc.prior_pull > 0 else None
         params = [p for p in field.parameters() if p.requires_grad]
@@ -388,6 +389,37 @@ def finetune(
     if anchor is not None:
         info["anchor_rays"] = len(anchor)
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)
+
+
+@contextlib.contextmanager
+def _kept_levels(field, n: int):
+    """Inside the block the hash grid's coarsest ``n`` levels get no gradient (their table
+    rows are dropped from it, dense or row-sparse), so no optimizer moves them; 0 or a
+    field without a hash grid: nothing changes."""
+    enc = getattr(field, "encoding", None)
+    if not n or not hasattr(enc, "offsets"):
+        yield
+        return
+    if n > enc.n_levels:
+        raise ValueError(f"finetune.keep_levels: the field's hash grid has {enc.n_levels} levels, got {n}")
+    first = int(enc.offsets[n])  # the first row of level n
+    handle = enc.params.register_hook(lambda g: _without_rows(g, first))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _without_rows(g: torch.Tensor, first: int) -> torch.Tensor:
+    """A table gradient ``g`` [rows, F] (dense, or row-sparse COO) without its rows < ``first``."""
+    if g.is_sparse:
+        g = g.coalesce()
+        keep = g.indices()[0] >= first
+        return torch.sparse_coo_tensor(g.indices()[:, keep], g.values()[keep], g.shape, is_coalesced=True,
+                                       check_invariants=False)
+    g = g.clone()
+    g[:first] = 0
+    return g
 
 
 class _StopCache:
