@@ -239,3 +239,9 @@ def test_keep_levels_leaves_the_coarse_hash_levels_as_the_code_stage_did(latent_
     with pytest.raises(ValueError, match="keep_levels"):
         with _kept_levels(prior.field, enc.n_levels + 1):
             pass
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "4"])
+def test_keep_levels_must_be_a_whole_number_of_levels(bad):
+    with pytest.raises(ValueError, match="finetune.keep_levels"):
+        config_from_dict({"finetune": {"keep_levels": bad}})
