@@ -149,6 +149,34 @@ def test_code_volume_is_read_at_the_point_and_follows_the_code():
         assert torch.allclose(field.volume_features(at(4, 0, 1)), torch.zeros(1, 3))
 
 
+def test_code_volume_is_kept_between_no_grad_reads_until_the_code_or_volume_changes():
+    field = build_field(VOL)
+    x = torch.rand(50, 3) * 2 - 1
+
+    def direct():  # V(z) from scratch, read at x
+        with torch.enable_grad():
+            return field.volume_features(x).detach()
+
+    with torch.no_grad():
+        field.latent.normal_()
+        first = field.volume_features(x)
+        kept = field._volume_kept[2]
+        assert torch.equal(first, direct())
+        assert torch.equal(field.volume_features(x), first) and field._volume_kept[2] is kept  # reused
+        field.latent[0] += 1.0       # the code moves: a new volume
+        assert not torch.equal(field.volume_features(x), first)
+        assert torch.equal(field.volume_features(x), direct())
+        field.volume_basis[0].mul_(2.0)  # the basis moves (its version): a new volume
+        assert torch.equal(field.volume_features(x), direct())
+        field.volume_mean.add_(0.5)
+        assert torch.equal(field.volume_features(x), direct())
+        with field.code(torch.zeros(4)):  # another code tensor with other values
+            assert torch.equal(field.volume_features(x), direct())
+    out = field.volume_features(x)    # with autograd: computed afresh, differentiable
+    out.sum().backward()
+    assert field.volume_basis.grad is not None and field.latent.grad is not None
+
+
 def test_grown_volume_field_is_the_same_function_learns_the_volume_and_infers_alike():
     old = trained_like(small())
     new = grow_model(old, VOL)
