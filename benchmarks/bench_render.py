@@ -37,10 +37,12 @@ def psnr(a, b) -> float:
 
 
 def variants(cfg, thresholds, segments, chunks):
-    """name -> (render config, rays per chunk)."""
+    """name -> (render config, rays per chunk; None: the renderer's default)."""
     out = {"reference": (replace(cfg, fast_infer=False), 1 << 14)}
     for th in thresholds:
         out[f"fast w>{th:g}"] = (replace(cfg, fast_infer=True, color_thresh=th), 1 << 14)
+    # what PortraitField.render does when no chunk is given (render.renderer.default_chunk)
+    out["fast (default chunk)"] = (replace(cfg, fast_infer=True), None)
     for sg in segments:
         out[f"fast w>{cfg.color_thresh:g} segment {sg}"] = (replace(cfg, fast_infer=True, segment=sg), 1 << 14)
     for ch in chunks:

@@ -193,3 +193,25 @@ def test_pretraining_on_lazy_subjects_is_bit_identical(stage, tmp_path, monkeypa
     for (n, p), q in zip(a.field.named_parameters(), b.field.parameters()):
         assert torch.equal(p, q), n
     assert torch.equal(a.grid.bits, b.grid.bits)
+
+
+def test_default_chunk_is_the_whole_small_frame_and_bounded_for_large_ones(one_thread):
+    from pnerf_fast.render.renderer import LARGE_FRAME_CHUNK, WHOLE_FRAME, default_chunk
+
+    assert default_chunk(256 * 256) == 256 * 256 == WHOLE_FRAME
+    assert default_chunk(100) == 100
+    assert default_chunk(257 * 256) == LARGE_FRAME_CHUNK < 257 * 256
+    assert default_chunk(2048 * 2048) == LARGE_FRAME_CHUNK
+    grid = OccupancyGrid(GRID[0], res=GRID[1])
+    field, cam = Blob(), _camera()
+    n = cam.width * cam.height
+    seen = []
+
+    class Bar:
+        def update(self, k):
+            seen.append(k)
+
+    auto = render_image(field, grid, cam, TABLE, CFG, 0.5, progress=Bar())
+    assert seen == [n]  # one chunk
+    for a, b in zip(auto, render_image(field, grid, cam, TABLE, CFG, 0.5, chunk=7)):
+        assert torch.equal(a, b)

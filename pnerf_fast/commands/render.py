@@ -20,7 +20,8 @@ def add_arguments(p):
     p.add_argument("--fps", type=int, default=None, help="default: the camera path's, else 24")
     p.add_argument("--out", default=None, help="FILE.mp4, FILE.gif, or a folder for PNG frames")
     p.add_argument("--no-depth", action="store_true", help="skip the depth video (default: OUT_depth.*)")
-    p.add_argument("--chunk", type=int, default=1 << 14, help="rays per rendering chunk (memory)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="rays per rendering chunk (memory; default: the whole frame up to 256x256, else 16384)")
     add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
 
@@ -43,7 +44,7 @@ def cameras_for(path: str, frames: int, res: int):
     return paths.grid(n_yaw, n_pitch, res)
 
 
-def render_path(portrait, cams, chunk=1 << 14, progress=True, desc="render"):
+def render_path(portrait, cams, chunk=None, progress=True, desc="render"):
     """-> (rgb frames uint8, depth frames uint8)"""
     import numpy as np
     from tqdm import tqdm

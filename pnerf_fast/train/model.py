@@ -307,13 +307,14 @@ class PortraitField:
         return torch.as_tensor(self.transform.to_warp_row(), dtype=torch.float32, device=self.device)[None]
 
     @torch.no_grad()
-    def render(self, camera: Camera, chunk: int = 1 << 14, cfg: RenderConfig | None = None, progress=None,
+    def render(self, camera: Camera, chunk: int | None = None, cfg: RenderConfig | None = None, progress=None,
                device=None):
         """Render ``camera``'s every pixel.
 
         Args:
             camera: a world-space Camera.
-            chunk: rays per batch (memory).
+            chunk: rays per batch (memory); None: the whole frame up to 256x256 (65,536
+                rays), else 16,384 (render.renderer.default_chunk).
             cfg: the RenderConfig (default: the model's).
             progress: a tqdm-like bar, updated by rays.
             device: where to render ("auto" | "cpu" | "cuda" | "cuda:N"); the portrait
