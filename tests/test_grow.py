@@ -177,6 +177,16 @@ def test_code_volume_is_kept_between_no_grad_reads_until_the_code_or_volume_chan
     assert field.volume_basis.grad is not None and field.latent.grad is not None
 
 
+def test_code_volume_of_a_field_made_in_inference_mode_is_read_without_the_cache():
+    with torch.inference_mode():  # inference tensors have no version counter to key the cache on
+        field = build_field(VOL)
+        x = torch.rand(20, 3) * 2 - 1
+        a = field.volume_features(x)
+        field.latent.add_(1.0)
+        b = field.volume_features(x)
+    assert not torch.equal(a, b) and getattr(field, "_volume_kept", None) is None
+
+
 def test_grown_volume_field_is_the_same_function_learns_the_volume_and_infers_alike():
     old = trained_like(small())
     new = grow_model(old, VOL)

@@ -170,14 +170,18 @@ class RadianceField(nn.Module):
         basis (D x C x R^3 products; keeping it made a 256² frame of a finetuned latent
         portrait about 3% faster, the same bits)."""
         basis, mean = self.volume_basis, self.volume_mean
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or basis.is_inference() or mean.is_inference():  # (no version counter)
             return mean + torch.einsum("k,kcxyz->cxyz", z.to(basis.dtype), basis)
-        key = (basis.data_ptr(), basis._version, mean.data_ptr(), mean._version, basis.device, z.device, z.shape)
+        key = (basis.data_ptr(), basis._version, mean.data_ptr(), mean._version, basis.device, basis.dtype,
+               mean.dtype, z.device, z.shape)
         kept = getattr(self, "_volume_kept", None)
         if kept is not None and kept[0] == key and torch.equal(kept[1], z):
             return kept[2]
-        vol = mean + torch.einsum("k,kcxyz->cxyz", z.to(basis.dtype), basis)
-        self._volume_kept = (key, z.detach().clone(), vol)
+        zc = z.detach().clone()
+        vol = mean + torch.einsum("k,kcxyz->cxyz", zc.to(basis.dtype), basis)
+        # the detached basis and mean keep their storage alive (so its address is not reused by
+        # a replacement parameter) and share the parameters' version counters
+        self._volume_kept = (key, zc, vol, basis.detach(), mean.detach())
         return vol
 
     @contextlib.contextmanager

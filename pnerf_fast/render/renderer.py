@@ -255,7 +255,7 @@ def _render_segmented(field, grid, rays: Rays, cfg, bg, box, scale_ray, stop_dep
 
 
 # render_image's default chunk: a frame of up to WHOLE_FRAME rays (256x256) in one chunk, a larger
-# one in chunks of LARGE_FRAME_CHUNK. One chunk per small frame rendered it 7-20% faster (the
+# one in chunks of LARGE_FRAME_CHUNK. One chunk per small frame rendered it 6-12% faster (the
 # hash grid's pass per level gets 4x the points, and the per-segment work runs once, not 4 times:
 # benchmarks/README.md, "Rendering"); large frames keep the smaller chunk, so the peak memory of
 # a 2048x2048 frame is unchanged (a 65,536-ray chunk raised it from 853 to 1,063 MB).
