@@ -128,6 +128,8 @@ std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::op
     a.max_samples = max_samples;
     a.max_steps = max_steps;
     a.counts = counts.data_ptr<int64_t>();
+    auto first_step = at::empty({N}, counts.options());  // written for every ray with a sample
+    a.first_step = cone_angle > 0 ? nullptr : first_step.data_ptr<int64_t>();
     PNERF_LAUNCH(rays_o, march_count<scalar_t>, a);
     auto cum = at::cumsum(counts, 0);
     // The one sync of a march: the sample count sizes the outputs (as in nerfacc).

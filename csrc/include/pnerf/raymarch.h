@@ -9,7 +9,12 @@
 //      passes far. With cone_angle == 0 an empty cell is skipped in one jump to the
 //      first sample whose midpoint may lie beyond the cell (same samples as stepping).
 // Two passes: count (writes counts[r]) and fill (writes at offsets[r]). Emitted
-// t_start / t_end are world units; positions and directions are canonical.
+// t_start / t_end are world units; positions and directions are canonical. With
+// `first_step` (constant steps), the count pass also keeps the step index of each ray's
+// first sample, and the fill pass starts there and skips the rays with no samples: it
+// does not walk the empty space in front of the head (and around it) a second time. The
+// first sample is always found by a grid lookup (the lookup-free shortcut needs an
+// occupied cell found before), so starting there gives the same samples.
 #pragma once
 #include "pnerf/common.h"
 #include "pnerf/grid.h"
@@ -36,7 +41,8 @@ struct MarchArgs {
   int64_t max_samples;          // per ray; <= 0: no cap
   int64_t max_steps;            // safety cap on candidates per ray
   // count pass
-  int64_t* counts;              // [N]
+  int64_t* counts;              // [N] (the fill pass reads it with first_step)
+  int64_t* first_step;          // [N] or nullptr: count pass writes, fill pass reads
   // fill pass
   const int64_t* offsets;       // [N] start of each ray's samples
   int64_t* ray_indices;         // [S]
@@ -57,6 +63,7 @@ struct MarchRay {
     warp_ray(row, load3(a.rays_o + 3 * r), load3(a.rays_d + 3 * r), &o, &d, &len);
     T near, far;
     int64_t n = 0;
+    if (kFill && a.first_step != nullptr && a.counts[r] == 0) return;
     if (ray_aabb(o, d, a.box, &near, &far) && len > T(0)) {
       near = max_(near, a.near_plane * len);
       far = min_(far, a.far_plane * len);
@@ -71,7 +78,8 @@ struct MarchRay {
         T known = T(-1);
         const Vec3<T> inv_d = make_vec3(T(1) / d.x, T(1) / d.y, T(1) / d.z);
         const T inv_step = T(1) / a.step;
-        for (int64_t k = 0; k < a.max_steps;) {
+        int64_t k = (kFill && a.first_step != nullptr) ? a.first_step[r] : 0;
+        while (k < a.max_steps) {
           const T t0 = near + (T(k) + u) * a.step;
           const T t1 = near + (T(k + 1) + u) * a.step;
           const T mid = T(0.5) * (t0 + t1);
@@ -88,6 +96,7 @@ struct MarchRay {
           const T t_exit = cell_exit_t(a.grid, p, o, d, inv_d);
           if (occ) {
             known = t_exit - (T(1e-5) * (fabs(t_exit) + T(1)) + T(1e-3) * a.step);
+            if (!kFill && n == 0 && a.first_step != nullptr) a.first_step[r] = k;
             if (kFill) emit(out++, r, t0, t1, p, d, inv_len);
             ++n;
             if (a.max_samples > 0 && n >= a.max_samples) break;
