@@ -90,12 +90,12 @@ class FieldEvaluator:
             e = native().hashgrid_forward(x.contiguous(), g.params, g.resolutions, g.log2_table, list(g.aabb),
                                           out=self.buffer("enc", x.shape[0], g.out_dim, x))
             vf = f.volume_features(x) if hasattr(f, "volume_features") else None
-            if vf is not None:
-                e = torch.cat([e, vf], dim=1)
             layers = _layers(dn, f._shift("density_z"))
             for i in range(0, x.shape[0], self.block):
                 j = min(i + self.block, x.shape[0])
-                self._mlp(e[i:j], layers, None, feat[i:j])
+                # The volume's features are the first layer's last inputs: their columns are
+                # added by a second addmm, not concatenated (a copy of every sample's inputs).
+                self._mlp(e[i:j], layers, None, feat[i:j], extra=None if vf is None else vf[i:j])
             self._feat = feat
             return f._sigma(feat[:, 0])
         if hasattr(f, "geometry") and hasattr(f, "color"):
@@ -128,12 +128,18 @@ class FieldEvaluator:
         return out
 
     @torch.no_grad()
-    def _mlp(self, h, layers, act, out):
-        """nn.Linear layers with ReLU between, into ``out``; hidden rows in kept buffers."""
+    def _mlp(self, h, layers, act, out, extra=None):
+        """nn.Linear layers with ReLU between, into ``out``; hidden rows in kept buffers.
+        ``extra`` [rows, k]: more inputs of the first layer, after ``h``'s."""
         last = len(layers) - 1
         for l, (W, b) in enumerate(layers):
             o = out if l == last else self.buffer(f"h{l % 2}", h.shape[0], W.shape[0], h)
-            torch.addmm(b, h, W.t(), out=o)
+            if l == 0 and extra is not None:
+                n = h.shape[1]
+                torch.addmm(b, h, W[:, :n].t(), out=o)
+                o.addmm_(extra, W[:, n:].t())
+            else:
+                torch.addmm(b, h, W.t(), out=o)
             if l < last or act == "relu":
                 o.clamp_(min=0)
             h = o
