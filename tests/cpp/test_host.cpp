@@ -277,6 +277,35 @@ TEST(cell_exit_consistency) {
   CHECK(tested > 3000);
 }
 
+TEST(occupied_exit_matches_the_two_lookups) {
+  // grid_occupied_exit = grid_occupied + cell_exit_t, bit for bit, with and without bits,
+  // inside every level and outside the grid
+  const int levels = 3, res = 8;
+  std::vector<uint8_t> bits(levels * res * res * res);
+  Lcg rng(7);
+  for (auto& b : bits) b = rng.uniform(0, 1) < 0.4 ? 1 : 0;
+  for (const uint8_t* bp : {static_cast<const uint8_t*>(nullptr), static_cast<const uint8_t*>(bits.data())}) {
+    const auto g = make_grid(bp, levels, res, v3(0.1, -0.2, 0.3), v3(1.0, 0.5, 2.0));
+    int occupied = 0, outside = 0;
+    for (int it = 0; it < 4000; ++it) {
+      const V3 p = v3(0.1 + rng.uniform(-4.5, 4.5), -0.2 + rng.uniform(-2.3, 2.3), 0.3 + rng.uniform(-9.0, 9.0));
+      V3 d = v3(rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(-1, 1));
+      if (it % 7 == 0) d.y = 0;
+      if (norm(d) < 1e-3) continue;
+      d = d * (1.0 / norm(d));
+      const V3 o = p - d * rng.uniform(0.0, 3.0);
+      const V3 inv_d = v3(1.0 / d.x, 1.0 / d.y, 1.0 / d.z);
+      double te = -1;
+      const bool occ = grid_occupied_exit(g, p, o, d, inv_d, &te);
+      CHECK(occ == grid_occupied(g, p));
+      CHECK(te == cell_exit_t(g, p, o, d, inv_d));
+      occupied += occ;
+      outside += grid_cell(g, p) < 0;
+    }
+    CHECK(occupied > 500 && outside > 100);
+  }
+}
+
 // ---------------------------------------------------------------- raymarch.h
 struct MarchOut {
   std::vector<int64_t> counts, offsets, ray_indices;
@@ -475,6 +504,59 @@ TEST(march_matches_brute_force) {
   for (auto ri : mc.ray_indices) filled += ri >= 0;
   CHECK(filled == mc.total);
   check_march_invariants(a, mc);
+}
+
+TEST(march_coarse_blocks_give_the_same_samples) {
+  // A 2-level 16^3 grid: a ball of occupied cells and a few lone cells on level 0 (so most
+  // 4^3 blocks are empty, some hold one cell), random cells on level 1. Marching with the
+  // level-0 block summary must emit exactly the samples of marching without it.
+  const int res = 16, levels = 2, sh = 2, cr = res >> sh;
+  std::vector<uint8_t> bits(levels * res * res * res, 0), coarse(cr * cr * cr, 0);
+  Lcg rng(11);
+  for (int x = 0; x < res; ++x)
+    for (int y = 0; y < res; ++y)
+      for (int z = 0; z < res; ++z) {
+        const double dx = x - 9.5, dy = y - 6.5, dz = z - 8.0;
+        const int64_t i = ((int64_t)x * res + y) * res + z;
+        bits[i] = (dx * dx + dy * dy + dz * dz < 12.0) || rng.uniform() < 0.004;
+        bits[res * res * res + i] = rng.uniform() < 0.05;
+        if (bits[i]) coarse[((x >> sh) * cr + (y >> sh)) * cr + (z >> sh)] = 1;
+      }
+  int empty_blocks = 0;
+  for (auto c : coarse) empty_blocks += c == 0;
+  CHECK(empty_blocks > 20 && empty_blocks < cr * cr * cr);
+  auto g = make_grid(bits.data(), levels, res, v3(0.05, 0.0, -0.1), v3(0.6, 0.7, 0.5));
+  const int n = 400;
+  std::vector<double> o(3 * n), d(3 * n), jit(n);
+  for (int r = 0; r < n; ++r) {
+    // from a sphere of radius 3 towards points near the ball, some axis-parallel
+    V3 from = v3(rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(-1, 1));
+    from = from * (3.0 / norm(from));
+    const V3 to = v3(rng.uniform(-0.5, 0.5), rng.uniform(-0.6, 0.6), rng.uniform(-0.5, 0.5));
+    V3 dir = to - from;
+    if (r % 9 == 0) dir.x = dir.z = 0, from.x = to.x, from.z = to.z;
+    dir = dir * (1.0 / norm(dir));
+    o[3 * r] = from.x, o[3 * r + 1] = from.y, o[3 * r + 2] = from.z;
+    d[3 * r] = dir.x, d[3 * r + 1] = dir.y, d[3 * r + 2] = dir.z;
+    jit[r] = rng.uniform();
+  }
+  for (const int max_samples : {0, 5}) {
+    auto a = march_args(g, n, o.data(), d.data());
+    a.jitter = jit.data();
+    a.step = 0.011;
+    a.max_samples = max_samples;
+    const MarchOut plain = run_march(a);
+    a.grid.coarse = coarse.data();
+    a.grid.coarse_shift = sh;
+    const MarchOut fast = run_march(a);
+    CHECK(plain.total > 1000);
+    CHECK(fast.counts == plain.counts);
+    CHECK(fast.ray_indices == plain.ray_indices);
+    CHECK(fast.t_starts == plain.t_starts);
+    CHECK(fast.t_ends == plain.t_ends);
+    CHECK(fast.positions == plain.positions);
+    check_march_invariants(a, fast);
+  }
 }
 
 // ---------------------------------------------------------------- composite.h

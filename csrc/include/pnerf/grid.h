@@ -15,6 +15,11 @@ struct GridSpec {
   T center[3];
   T half[3];      // level-0 half extent per axis
   T inv_half[3];  // 1 / half, rounded once from double
+  // Optional (marching only): level 0's blocks of 2^coarse_shift cells per axis, 1 where any
+  // cell of the block is occupied, [(res >> shift)^3] in the cells' order; nullptr = none.
+  // grid_occupied_exit then crosses an empty block in one lookup.
+  const uint8_t* coarse;
+  int coarse_shift;
 };
 
 // Normalised level-0 coordinates: q = (p - c) / h, as a product with 1/h.
@@ -92,6 +97,50 @@ PNERF_HD T cell_exit_t(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Ve
     else if (dc[a] < T(0)) t_exit = min_(t_exit, (lo + T(i) * size - oc[a]) * ic[a]);
   }
   return t_exit;
+}
+
+// grid_occupied(g, p) and cell_exit_t(g, p, o, d, inv_d) in one lookup: the level and the
+// cell coordinates are found once (the same arithmetic, so the same results bit for bit).
+// Returns the occupancy; *t_exit = the exit parameter (0 outside the grid). With
+// g.coarse, a level-0 point in an empty block gets the block's exit instead of its cell's
+// (every cell the ray crosses before it is empty too; the block's faces are cell faces,
+// computed by the same expression).
+template <typename T>
+PNERF_HD bool grid_occupied_exit(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Vec3<T> inv_d,
+                                 T* t_exit) {
+  const Vec3<T> q = grid_normalise(g, p);
+  const int l = grid_level_q(g, q);
+  if (l < 0) {
+    *t_exit = T(0);
+    return false;
+  }
+  const T scale = T(int64_t(1) << l);
+  const T inv_scale = T(1) / scale;
+  const T qc[3] = {q.x, q.y, q.z}, oc[3] = {o.x, o.y, o.z}, dc[3] = {d.x, d.y, d.z};
+  const T ic[3] = {inv_d.x, inv_d.y, inv_d.z};
+  int idx[3];
+  for (int a = 0; a < 3; ++a) idx[a] = cell_coord_q(qc[a], inv_scale, g.res);
+  int lo_i[3] = {idx[0], idx[1], idx[2]}, n_i = 1;  // the box crossed: cells [lo_i, lo_i + n_i)
+  bool block_empty = false;
+  if (l == 0 && g.coarse != nullptr) {
+    const int sh = g.coarse_shift, cr = g.res >> sh;
+    if (g.coarse[((int64_t)(idx[0] >> sh) * cr + (idx[1] >> sh)) * cr + (idx[2] >> sh)] == 0) {
+      block_empty = true;
+      n_i = 1 << sh;
+      for (int a = 0; a < 3; ++a) lo_i[a] = (idx[a] >> sh) << sh;
+    }
+  }
+  T te = T(1e30);
+  for (int a = 0; a < 3; ++a) {
+    const T size = T(2) * g.half[a] * scale / T(g.res);
+    const T lo = g.center[a] - g.half[a] * scale;
+    if (dc[a] > T(0)) te = min_(te, (lo + T(lo_i[a] + n_i) * size - oc[a]) * ic[a]);
+    else if (dc[a] < T(0)) te = min_(te, (lo + T(lo_i[a]) * size - oc[a]) * ic[a]);
+  }
+  *t_exit = te;
+  if (block_empty) return false;
+  if (g.bits == nullptr) return true;
+  return g.bits[((int64_t(l) * g.res + idx[0]) * g.res + idx[1]) * g.res + idx[2]] != 0;
 }
 
 // Centre of flat cell `idx` plus a jitter in [0,1)^3 (0.5 = the centre).

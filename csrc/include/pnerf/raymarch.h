@@ -7,7 +7,9 @@
 //      and t_{k+1} = t_k + dt_k,
 //   4. keep sample k when its midpoint lies in an occupied cell, until the midpoint
 //      passes far. With cone_angle == 0 an empty cell is skipped in one jump to the
-//      first sample whose midpoint may lie beyond the cell (same samples as stepping).
+//      first sample whose midpoint may lie beyond the cell (same samples as stepping),
+//      and with the grid's level-0 block summary (GridSpec::coarse) an empty block of
+//      cells in one jump likewise.
 // Two passes: count (writes counts[r]) and fill (writes at offsets[r]). Emitted
 // t_start / t_end are world units; positions and directions are canonical. With
 // `first_step` (constant steps), the count pass also keeps the step index of each ray's
@@ -92,8 +94,8 @@ struct MarchRay {
             continue;
           }
           const Vec3<T> p = o + d * mid;
-          const bool occ = grid_occupied(a.grid, p);
-          const T t_exit = cell_exit_t(a.grid, p, o, d, inv_d);
+          T t_exit;
+          const bool occ = grid_occupied_exit(a.grid, p, o, d, inv_d, &t_exit);
           if (occ) {
             known = t_exit - (T(1e-5) * (fabs(t_exit) + T(1)) + T(1e-3) * a.step);
             if (!kFill && n == 0 && a.first_step != nullptr) a.first_step[r] = k;
