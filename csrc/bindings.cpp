@@ -10,6 +10,7 @@ void bind_hashgrid(pybind11::module_& m);
 void bind_mlp(pybind11::module_& m);
 void bind_encoding(pybind11::module_& m);
 void bind_sparse_adam(pybind11::module_& m);
+void bind_volume(pybind11::module_& m);
 void bind_checks(pybind11::module_& m);
 }  // namespace pnerf
 
@@ -29,5 +30,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pnerf::bind_mlp(m);
   pnerf::bind_encoding(m);
   pnerf::bind_sparse_adam(m);
+  pnerf::bind_volume(m);
   pnerf::bind_checks(m);
 }

@@ -17,6 +17,7 @@ from pnerf_fast.ops.hashgrid import hash_encode, level_layout, level_resolutions
 from pnerf_fast.ops.mlp import mlp_forward
 from pnerf_fast.ops.occgrid import cell_positions, ema_update_
 from pnerf_fast.ops.raymarch import GridGeometry, MarchConfig, march_rays, ray_aabb_intersect
+from pnerf_fast.ops.volume import volume_read
 from test_composite import random_packed
 from test_raymarch import random_bits, random_rays, random_similarity
 
@@ -193,6 +194,14 @@ def test_sh_encoding_forward(CC):
     d = torch.nn.functional.normalize(torch.randn(5000, 3), dim=1)
     for deg in (1, 2, 3, 4):
         close(sh_encode(d, deg, impl="native"), sh_encode(d.cuda(), deg, impl="native"), rtol=1e-5, atol=1e-6, what=f"degree {deg}")
+
+
+# ---------------------------------------------------------------- feature volume
+def test_volume_read(CC):
+    from test_volume import BOX, points
+    vol = torch.randn(6, 4, 9, 7, generator=torch.Generator().manual_seed(0))
+    x = points(5000, seed=1)
+    close(volume_read(x, vol, BOX, impl="native"), volume_read(*cu(x, vol), BOX, impl="native"), what="volume_read")
 
 
 # ---------------------------------------------------------------- occupancy grid

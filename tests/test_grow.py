@@ -11,6 +11,7 @@ import torch
 
 from pnerf_fast.field.config import field_config_from_dict
 from pnerf_fast.field.infer import evaluator
+from pnerf_fast.ops.volume import volume_read
 from pnerf_fast.train.config import config_from_dict
 from pnerf_fast.train.grow import grow_model, max_output_diff
 from pnerf_fast.train.model import PortraitModel, build_field
@@ -153,9 +154,11 @@ def test_code_volume_is_kept_between_no_grad_reads_until_the_code_or_volume_chan
     field = build_field(VOL)
     x = torch.rand(50, 3) * 2 - 1
 
-    def direct():  # V(z) from scratch, read at x
-        with torch.enable_grad():
-            return field.volume_features(x).detach()
+    def direct():  # V(z) from scratch, read at x as a no-grad read reads it (the native read)
+        with torch.no_grad():
+            z = field._code()
+            vol = field.volume_mean + torch.einsum("k,kcxyz->cxyz", z.to(field.volume_basis.dtype), field.volume_basis)
+            return volume_read(x, vol.permute(1, 2, 3, 0).contiguous(), field.aabb.tolist())
 
     with torch.no_grad():
         field.latent.normal_()

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._native import use_native
+from ..ops.volume import volume_read
 from .config import FieldConfig, load_field_config, validate
 from .encoding import FrequencyEncoding, HashGridEncoding, SHEncoding
 from .mlp import MLP, make_mlp
@@ -156,6 +158,14 @@ class RadianceField(nn.Module):
         if not self.volume_params():
             return None
         vol = self._volume(self._code())
+        if not torch.is_grad_enabled() and vol.dtype == x.dtype and use_native(x, vol):
+            # rendering: the native read (ops/volume.py, grid_sample's sampling; 20 -> 3 ms of a
+            # 256² frame) of a channels-last copy kept with the volume
+            kept = getattr(self, "_volume_cl", None)
+            if kept is None or kept[0] is not vol:
+                kept = (vol, vol.permute(1, 2, 3, 0).contiguous(), [float(v) for v in self.aabb.tolist()])
+                self._volume_cl = kept
+            return volume_read(x, kept[1], kept[2])
         lo, hi = self.aabb[:3].to(x), self.aabb[3:].to(x)
         xn = 2 * (x - lo) / (hi - lo) - 1
         # grid_sample's grid is (x, y, z) over the volume's (W, H, D) = its last three axes reversed
