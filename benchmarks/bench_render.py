@@ -108,7 +108,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--thresholds", type=float, nargs="*", default=[0.0, 1e-4, 1e-3])
-    ap.add_argument("--segments", type=int, nargs="*", default=[8])
+    ap.add_argument("--segments", type=int, nargs="*", default=[16],
+                    help="more variants: samples per ray per segment (the default config has 8)")
     ap.add_argument("--chunks", type=int, nargs="*", default=[1 << 16])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
