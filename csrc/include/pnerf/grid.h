@@ -104,7 +104,9 @@ PNERF_HD T cell_exit_t(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Ve
 // Returns the occupancy; *t_exit = the exit parameter (0 outside the grid). With
 // g.coarse, a level-0 point in an empty block gets the block's exit instead of its cell's
 // (every cell the ray crosses before it is empty too; the block's faces are cell faces,
-// computed by the same expression).
+// computed by the same expression). The march then emits the same samples, except possibly
+// on a ray that runs along a block's face within rounding, where stepping cell by cell
+// could place a midpoint in the neighbouring block.
 template <typename T>
 PNERF_HD bool grid_occupied_exit(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Vec3<T> inv_d,
                                  T* t_exit) {

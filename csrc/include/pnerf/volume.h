@@ -33,8 +33,12 @@ struct VolumeRead {
       T u = (a.x[3 * i + k] - a.lo[k]) * a.scale[k];
       if (!(u > T(-2))) u = T(-2);  // (NaN too) far outside: every corner is out
       if (u > T(a.res[k] + 1)) u = T(a.res[k] + 1);
-      i0[k] = (int)(u + T(2)) - 2;  // floor, u >= -2 (truncation: no library floor on the host)
-      f[k] = u - T(i0[k]);
+      // floor(u) for u >= -2 by truncation (no library floor on the host); u + 2 can round up
+      // to the next integer just below one, which the check undoes, so 0 <= f < 1
+      int j = (int)(u + T(2)) - 2;
+      if (T(j) > u) --j;
+      i0[k] = j;
+      f[k] = u - T(j);
     }
     for (int corner = 0; corner < 8; ++corner) {
       int64_t idx = 0;
