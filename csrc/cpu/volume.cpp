@@ -7,7 +7,8 @@ namespace cpu {
 
 template <typename T>
 void volume_read(const VolumeReadArgs<T>& a) {
-  parallel_for(a.n, VolumeRead<T>{a}, 2048);
+  if (a.channels == 4) parallel_for(a.n, VolumeRead<T, 4>{a}, 2048);
+  else parallel_for(a.n, VolumeRead<T>{a}, 2048);
 }
 
 template void volume_read<float>(const VolumeReadArgs<float>&);

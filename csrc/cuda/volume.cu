@@ -7,7 +7,8 @@ namespace cuda {
 
 template <typename T>
 void volume_read(const VolumeReadArgs<T>& a, void* stream) {
-  parallel_for(a.n, VolumeRead<T>{a}, static_cast<cudaStream_t>(stream));
+  if (a.channels == 4) parallel_for(a.n, VolumeRead<T, 4>{a}, static_cast<cudaStream_t>(stream));
+  else parallel_for(a.n, VolumeRead<T>{a}, static_cast<cudaStream_t>(stream));
 }
 
 template void volume_read<float>(const VolumeReadArgs<float>&, void*);

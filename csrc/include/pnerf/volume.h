@@ -20,15 +20,17 @@ struct VolumeReadArgs {
   T* out;           // [n, C]
 };
 
-template <typename T>
+// kC > 0: the channel count known at compile time (the launchers use 4, the fields' count),
+// with a branch-free path for points whose 8 corners all lie inside; 0: any count.
+template <typename T, int kC = 0>
 struct VolumeRead {
   VolumeReadArgs<T> a;
   PNERF_HD void operator()(int64_t i) const {
-    const int C = a.channels;
+    const int C = kC > 0 ? kC : a.channels;
     T* o = a.out + i * (int64_t)C;
-    for (int c = 0; c < C; ++c) o[c] = T(0);
     int i0[3];
     T f[3];
+    bool interior = true;
     for (int k = 0; k < 3; ++k) {
       T u = (a.x[3 * i + k] - a.lo[k]) * a.scale[k];
       if (!(u > T(-2))) u = T(-2);  // (NaN too) far outside: every corner is out
@@ -39,7 +41,26 @@ struct VolumeRead {
       if (T(j) > u) --j;
       i0[k] = j;
       f[k] = u - T(j);
+      interior = interior && j >= 0 && j < a.res[k] - 1;
     }
+    if (kC > 0 && interior) {
+      // the same products and the same corner order as below, without the checks
+      const int64_t sz = C, sy = (int64_t)a.res[2] * C, sx = (int64_t)a.res[1] * sy;
+      const T* base = a.vol + i0[0] * sx + i0[1] * sy + i0[2] * sz;
+      const T wx[2] = {T(1) - f[0], f[0]}, wy[2] = {T(1) - f[1], f[1]}, wz[2] = {T(1) - f[2], f[2]};
+      T acc[kC > 0 ? kC : 1];
+      for (int c = 0; c < kC; ++c) acc[c] = T(0);
+      for (int dx = 0; dx < 2; ++dx)
+        for (int dy = 0; dy < 2; ++dy)
+          for (int dz = 0; dz < 2; ++dz) {
+            const T w = wx[dx] * wy[dy] * wz[dz];
+            const T* v = base + dx * sx + dy * sy + dz * sz;
+            for (int c = 0; c < kC; ++c) acc[c] += w * v[c];
+          }
+      for (int c = 0; c < kC; ++c) o[c] = acc[c];
+      return;
+    }
+    for (int c = 0; c < C; ++c) o[c] = T(0);
     for (int corner = 0; corner < 8; ++corner) {
       int64_t idx = 0;
       T w = T(1);
@@ -51,7 +72,7 @@ struct VolumeRead {
         idx = idx * a.res[k] + j;
         w *= up ? f[k] : T(1) - f[k];
       }
-      if (!inside || w == T(0)) continue;
+      if (!inside) continue;
       const T* v = a.vol + idx * C;
       for (int c = 0; c < C; ++c) o[c] += w * v[c];
     }
