@@ -166,12 +166,8 @@ class RadianceField(nn.Module):
                 kept = (vol, vol.permute(1, 2, 3, 0).contiguous(), [float(v) for v in self.aabb.tolist()])
                 self._volume_cl = kept
             return volume_read(x, kept[1], kept[2])
-        lo, hi = self.aabb[:3].to(x), self.aabb[3:].to(x)
-        xn = 2 * (x - lo) / (hi - lo) - 1
-        # grid_sample's grid is (x, y, z) over the volume's (W, H, D) = its last three axes reversed
-        g = xn.to(vol.dtype).view(1, -1, 1, 1, 3)
-        out = F.grid_sample(vol.permute(0, 3, 2, 1)[None], g, mode="bilinear", padding_mode="zeros", align_corners=True)
-        return out.view(vol.shape[0], -1).t().to(x.dtype)
+        # training: grid_sample (differentiable) on a channels-last view of [C, R, R, R]
+        return volume_read(x, vol.permute(1, 2, 3, 0), self.aabb, impl="torch")
 
     def _volume(self, z: torch.Tensor) -> torch.Tensor:
         """V(z) [C, R, R, R]. Without autograd (rendering) the last one is kept and reused

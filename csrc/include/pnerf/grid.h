@@ -57,18 +57,32 @@ PNERF_HD int cell_coord_q(T q, T inv_scale, int res) {
   return (int)u;
 }
 
+// Level and cell coordinates of p (-1 outside the grid, idx untouched).
+template <typename T>
+PNERF_HD int grid_cell_coords(const GridSpec<T>& g, Vec3<T> p, int idx[3]) {
+  const Vec3<T> q = grid_normalise(g, p);
+  const int l = grid_level_q(g, q);
+  if (l < 0) return l;
+  const T inv_scale = T(1) / T(int64_t(1) << l);
+  idx[0] = cell_coord_q(q.x, inv_scale, g.res);
+  idx[1] = cell_coord_q(q.y, inv_scale, g.res);
+  idx[2] = cell_coord_q(q.z, inv_scale, g.res);
+  return l;
+}
+
+// Flat index of level l's cell idx.
+template <typename T>
+PNERF_HD int64_t cell_index(const GridSpec<T>& g, int l, const int idx[3]) {
+  return ((int64_t(l) * g.res + idx[0]) * g.res + idx[1]) * g.res + idx[2];
+}
+
 // Flat cell index of p, or -1 outside the grid.
 template <typename T>
 PNERF_HD int64_t grid_cell(const GridSpec<T>& g, Vec3<T> p, int* level_out = nullptr) {
-  const Vec3<T> q = grid_normalise(g, p);
-  const int l = grid_level_q(g, q);
+  int idx[3];
+  const int l = grid_cell_coords(g, p, idx);
   if (level_out) *level_out = l;
-  if (l < 0) return -1;
-  const T inv_scale = T(1) / T(int64_t(1) << l);
-  const int ix = cell_coord_q(q.x, inv_scale, g.res);
-  const int iy = cell_coord_q(q.y, inv_scale, g.res);
-  const int iz = cell_coord_q(q.z, inv_scale, g.res);
-  return ((int64_t(l) * g.res + ix) * g.res + iy) * g.res + iz;
+  return l < 0 ? -1 : cell_index(g, l, idx);
 }
 
 template <typename T>
@@ -78,25 +92,30 @@ PNERF_HD bool grid_occupied(const GridSpec<T>& g, Vec3<T> p) {
   return c >= 0 && g.bits[c] != 0;
 }
 
-// Parametric distance along (o, d) at which the ray leaves the cell holding p;
-// inv_d = 1 / d per component (inf for zero components).
+// Parametric distance along (o, d) at which the ray leaves the box of level-l cells
+// [lo_i, lo_i + n_i) per axis (n_i = 1: one cell); inv_d = 1 / d per component.
 template <typename T>
-PNERF_HD T cell_exit_t(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Vec3<T> inv_d) {
-  const int l = grid_level(g, p);
-  if (l < 0) return T(0);
+PNERF_HD T cells_exit_t(const GridSpec<T>& g, int l, const int lo_i[3], int n_i, Vec3<T> o, Vec3<T> d,
+                        Vec3<T> inv_d) {
   const T scale = T(int64_t(1) << l);
-  const Vec3<T> q = grid_normalise(g, p);
-  const T qc[3] = {q.x, q.y, q.z}, oc[3] = {o.x, o.y, o.z}, dc[3] = {d.x, d.y, d.z};
-  const T ic[3] = {inv_d.x, inv_d.y, inv_d.z};
+  const T oc[3] = {o.x, o.y, o.z}, dc[3] = {d.x, d.y, d.z}, ic[3] = {inv_d.x, inv_d.y, inv_d.z};
   T t_exit = T(1e30);
   for (int a = 0; a < 3; ++a) {
     const T size = T(2) * g.half[a] * scale / T(g.res);
     const T lo = g.center[a] - g.half[a] * scale;
-    const int i = cell_coord_q(qc[a], T(1) / scale, g.res);
-    if (dc[a] > T(0)) t_exit = min_(t_exit, (lo + T(i + 1) * size - oc[a]) * ic[a]);
-    else if (dc[a] < T(0)) t_exit = min_(t_exit, (lo + T(i) * size - oc[a]) * ic[a]);
+    if (dc[a] > T(0)) t_exit = min_(t_exit, (lo + T(lo_i[a] + n_i) * size - oc[a]) * ic[a]);
+    else if (dc[a] < T(0)) t_exit = min_(t_exit, (lo + T(lo_i[a]) * size - oc[a]) * ic[a]);
   }
   return t_exit;
+}
+
+// Parametric distance along (o, d) at which the ray leaves the cell holding p;
+// inv_d = 1 / d per component (inf for zero components).
+template <typename T>
+PNERF_HD T cell_exit_t(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Vec3<T> inv_d) {
+  int idx[3];
+  const int l = grid_cell_coords(g, p, idx);
+  return l < 0 ? T(0) : cells_exit_t(g, l, idx, 1, o, d, inv_d);
 }
 
 // grid_occupied(g, p) and cell_exit_t(g, p, o, d, inv_d) in one lookup: the level and the
@@ -110,39 +129,23 @@ PNERF_HD T cell_exit_t(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Ve
 template <typename T>
 PNERF_HD bool grid_occupied_exit(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Vec3<T> inv_d,
                                  T* t_exit) {
-  const Vec3<T> q = grid_normalise(g, p);
-  const int l = grid_level_q(g, q);
+  int idx[3];
+  const int l = grid_cell_coords(g, p, idx);
   if (l < 0) {
     *t_exit = T(0);
     return false;
   }
-  const T scale = T(int64_t(1) << l);
-  const T inv_scale = T(1) / scale;
-  const T qc[3] = {q.x, q.y, q.z}, oc[3] = {o.x, o.y, o.z}, dc[3] = {d.x, d.y, d.z};
-  const T ic[3] = {inv_d.x, inv_d.y, inv_d.z};
-  int idx[3];
-  for (int a = 0; a < 3; ++a) idx[a] = cell_coord_q(qc[a], inv_scale, g.res);
-  int lo_i[3] = {idx[0], idx[1], idx[2]}, n_i = 1;  // the box crossed: cells [lo_i, lo_i + n_i)
-  bool block_empty = false;
   if (l == 0 && g.coarse != nullptr) {
     const int sh = g.coarse_shift, cr = g.res >> sh;
     if (g.coarse[((int64_t)(idx[0] >> sh) * cr + (idx[1] >> sh)) * cr + (idx[2] >> sh)] == 0) {
-      block_empty = true;
-      n_i = 1 << sh;
-      for (int a = 0; a < 3; ++a) lo_i[a] = (idx[a] >> sh) << sh;
+      const int lo_i[3] = {(idx[0] >> sh) << sh, (idx[1] >> sh) << sh, (idx[2] >> sh) << sh};
+      *t_exit = cells_exit_t(g, 0, lo_i, 1 << sh, o, d, inv_d);
+      return false;
     }
   }
-  T te = T(1e30);
-  for (int a = 0; a < 3; ++a) {
-    const T size = T(2) * g.half[a] * scale / T(g.res);
-    const T lo = g.center[a] - g.half[a] * scale;
-    if (dc[a] > T(0)) te = min_(te, (lo + T(lo_i[a] + n_i) * size - oc[a]) * ic[a]);
-    else if (dc[a] < T(0)) te = min_(te, (lo + T(lo_i[a]) * size - oc[a]) * ic[a]);
-  }
-  *t_exit = te;
-  if (block_empty) return false;
+  *t_exit = cells_exit_t(g, l, idx, 1, o, d, inv_d);
   if (g.bits == nullptr) return true;
-  return g.bits[((int64_t(l) * g.res + idx[0]) * g.res + idx[1]) * g.res + idx[2]] != 0;
+  return g.bits[cell_index(g, l, idx)] != 0;
 }
 
 // Centre of flat cell `idx` plus a jitter in [0,1)^3 (0.5 = the centre).
