@@ -27,6 +27,7 @@ import torch
 from ._io import atomic_path
 from .face.procrustes import SimilarityTransform
 from .ops.occgrid import OccupancyGrid
+from .render.rays import view_dirs
 
 __all__ = ["MeshConfig", "extract_mesh", "portrait_mesh", "export_mesh", "point_cloud", "export_points",
            "occupied_mask", "mesh_preview", "MESH_SUFFIXES", "POINT_SUFFIXES", "DEFAULT_THRESHOLD"]
@@ -291,8 +292,10 @@ def portrait_mesh(portrait, cfg: MeshConfig = MeshConfig()):
     def density(x):
         return field.density(x)
 
+    eye = portrait._view_from()  # a single-view portrait's colours as its camera saw them
+
     def color(x, d):
-        return field(x, d)
+        return field(x, d if eye is None else view_dirs(x, eye))
 
     return extract_mesh(density, grid, portrait.transform, cfg, color, device=dev)
 

@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -14,6 +15,8 @@ from pnerf_fast.ops.occgrid import OccupancyGrid
 from pnerf_fast.geometry.cameras import Camera, look_at
 from pnerf_fast.render.rays import Rays
 from pnerf_fast.render.renderer import RenderConfig, render_rays
+
+from pnerf_fast.train.model import save_atomic
 
 from test_train import TINY_FIELD
 
@@ -181,3 +184,34 @@ def test_cli_errors_name_the_problem(tiny_portrait, capsys):
     assert "--frames" in capsys.readouterr().err
     assert pnerf(["pretrain", "--data", str(tiny_portrait["root"] / "nope"), "--out", "z.pt"]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_render_colors_option(tiny_portrait):
+    """--colors ray renders along the rays, --colors input as the input camera saw (the
+    saved default of a single-view portrait); the same picture as the portrait's own renders."""
+    from pnerf_fast.render.paths import orbit
+    from pnerf_fast.train.model import PortraitField
+
+    pf = PortraitField.load(tiny_portrait["model"])
+    assert pf.color_from is not None  # finetuned on one view
+    cam = orbit(4, 24)[1]
+    frames = {}
+    for colors in ("input", "ray"):
+        out = tiny_portrait["root"] / f"colors_{colors}"
+        assert pnerf(["render", str(tiny_portrait["model"]), "--frames", "4", "--res", "24", "--colors", colors,
+                      "--no-depth", "--out", str(out), "--quiet"]) == 0
+        frames[colors] = imageio.imread(sorted(out.glob("*.png"))[1])
+    want_input = (pf.render(cam)["rgb"].numpy() * 255 + 0.5).astype(np.uint8)
+    pf.color_from = None
+    want_ray = (pf.render(cam)["rgb"].numpy() * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(frames["input"], want_input) and np.array_equal(frames["ray"], want_ray)
+    # an old portrait (no color_from saved) takes its frontal camera's centre with --colors input
+    st = torch.load(tiny_portrait["model"], weights_only=True)
+    del st["extra"]["portrait"]["color_from"]
+    old = tiny_portrait["root"] / "old.pt"
+    save_atomic(st, old)
+    assert PortraitField.load(old).color_from is None
+    out = tiny_portrait["root"] / "colors_old"
+    assert pnerf(["render", str(old), "--frames", "4", "--res", "24", "--colors", "input", "--no-depth",
+                  "--out", str(out), "--quiet"]) == 0
+    assert np.array_equal(imageio.imread(sorted(out.glob("*.png"))[1]), want_input)

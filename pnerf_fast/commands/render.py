@@ -23,6 +23,10 @@ def add_arguments(p):
     p.add_argument("--chunk", type=int, default=None,
                    help="rays per rendering chunk (memory; default: the whole frame up to 256x256, else 16384)")
     add_device_argument(p)
+    p.add_argument("--colors", choices=["input", "ray"], default=None,
+                   help="input: every point coloured as the input photo's camera saw it (what a portrait "
+                        "fitted to one photo does by default); ray: the colour network's own view "
+                        "dependence along each ray. Default: as the portrait was saved")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -59,6 +63,17 @@ def render_path(portrait, cams, chunk=None, progress=True, desc="render"):
         depths.append(depth_to_rgb(out["depth"].cpu().numpy(), out["opacity"].cpu().numpy()))
     bar.close()
     return rgbs, depths
+
+
+def set_colors(portrait, colors: str | None, model_path) -> None:
+    """--colors: "ray" renders along each ray; "input" as the input camera saw (a portrait
+    saved before color_from existed takes its frontal camera's centre); None: as saved."""
+    if colors == "ray":
+        portrait.color_from = None
+    elif colors == "input" and portrait.color_from is None:
+        if portrait.frontal_camera is None:
+            raise ValueError(f"argument --colors: {model_path} records no input camera; use --colors ray")
+        portrait.color_from = portrait.transform.apply(portrait.frontal_camera.c2w[:3, 3])
 
 
 def depth_path(out: str) -> str:
@@ -107,6 +122,7 @@ def run(args):
         if args.out is None:
             return 0
     portrait = load(args.model, device=device)
+    set_colors(portrait, args.colors, args.model)
     t0 = time.perf_counter()
     rgbs, depths = render_path(portrait, cams, args.chunk, not args.quiet, desc=f"render {what}")
     dt = time.perf_counter() - t0

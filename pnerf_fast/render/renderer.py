@@ -196,7 +196,7 @@ def render_rays(
             _segments(rays, grid, cfg, box, scale_ray, find_stop)
         rays = dataclasses.replace(rays, t_max=t_max)
     s = _march(rays, grid, cfg.march_config(), box)
-    sigma, rgb = field(s.positions, s.dirs)
+    sigma, rgb = field(s.positions, rays.color_dirs(s.positions, s.dirs))
     sigma = sigma * scale_ray[s.ray_indices]
     out = composite(s.packed_info, sigma, rgb, s.t_starts, s.t_ends, cfg.t_thresh)
     color = out.rgb + (1.0 - out.opacity)[:, None] * _bg(bg, out.rgb, n)
@@ -226,19 +226,20 @@ def _render_segmented(field, grid, rays: Rays, cfg, bg, box, scale_ray, stop_dep
     ev = evaluator(field) if cfg.fast_infer else None
 
     def seg(idx, s, sc):
+        dirs = rays.color_dirs(s.positions, s.dirs)
         if ev is None:  # the reference: the whole field on every sample
-            sigma, c = field(s.positions, s.dirs)
+            sigma, c = field(s.positions, dirs)
             r = composite(s.packed_info, sigma.float() * sc, c.float(), s.t_starts, s.t_ends, cfg.t_thresh)
             seg_rgb = r.rgb
         else:  # density first; color only where the weight counts
-            sigma = ev.geometry(s.positions, s.dirs).float() * sc
+            sigma = ev.geometry(s.positions, dirs).float() * sc
             r = composite(s.packed_info, sigma, ev.zeros(s.n_samples, 3, sigma), s.t_starts, s.t_ends, cfg.t_thresh)
             keep = r.weights > cfg.color_thresh
             if cfg.color_thresh > 0:  # and each ray's heaviest sample, whose color stands for the skipped
                 top = torch.zeros_like(r.opacity).scatter_reduce_(0, s.ray_indices, r.weights, "amax")
                 keep |= (r.weights == top[s.ray_indices]) & (r.weights > 0)
             sel = keep.nonzero()[:, 0]
-            c = ev.color(sel, s.dirs[sel]).float()
+            c = ev.color(sel, dirs[sel]).float()
             # sum w c per ray, in sample order like the kernel (a skipped sample adds w c = 0)
             ray, w = s.ray_indices[sel], r.weights[sel]
             seg_rgb = torch.zeros_like(r.rgb).index_add_(0, ray, w[:, None] * c)
@@ -279,7 +280,7 @@ def default_chunk(n_rays: int) -> int:
 
 @torch.no_grad()
 def render_image(field, grid, camera, warp_table=None, cfg: RenderConfig = RenderConfig(), bg=1.0,
-                 chunk: int | None = None, progress=None):
+                 chunk: int | None = None, progress=None, view_from: torch.Tensor | None = None):
     """Render a whole camera in chunks of rays -> (rgb [H,W,3], depth [H,W], opacity [H,W]).
 
     Everything (rays, outputs) is made on the grid's device, where the field must be
@@ -287,7 +288,8 @@ def render_image(field, grid, camera, warp_table=None, cfg: RenderConfig = Rende
     256x256, else 16,384 rays): each chunk's rays are made on the fly (the same
     values as ``camera.rays()``, pixel for pixel) and its results are written into the
     preallocated outputs, so beyond the outputs themselves (20 bytes a pixel) nothing
-    grows with the image. The result does not depend on ``chunk``."""
+    grows with the image. The result does not depend on ``chunk``. ``view_from``: colour
+    the samples as seen from this canonical point (``Rays.view_from``)."""
     H, W = camera.height, camera.width
     n = H * W
     if chunk is None:
@@ -302,7 +304,7 @@ def render_image(field, grid, camera, warp_table=None, cfg: RenderConfig = Rende
         j = min(i + chunk, n)
         idx = torch.arange(i, j, device=dev)
         o, d = pixel_rays(camera, torch.stack([idx % W, idx // W], -1), device=dev)
-        r = render_rays(field, grid, Rays(o, d, warp_table), cfg, bg=bg)
+        r = render_rays(field, grid, Rays(o, d, warp_table, view_from=view_from), cfg, bg=bg)
         rgb[i:j] = r.rgb
         depth[i:j] = r.depth
         opacity[i:j] = r.opacity

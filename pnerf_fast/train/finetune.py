@@ -388,7 +388,9 @@ def finetune(
         info["stop_cache"] = stops.counts
     if anchor is not None:
         info["anchor_rays"] = len(anchor)
-    return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info)
+    # one view: colour novel views as its camera saw them (PortraitField.color_from)
+    eye = sr.transform.apply(sr.cameras[fit_views[0]].c2w[:3, 3]) if len(fit_views) == 1 else None
+    return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info, eye)
 
 
 @contextlib.contextmanager

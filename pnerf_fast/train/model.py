@@ -284,12 +284,38 @@ class PortraitField:
     """A subject's finetuned field: render it from any world-space camera."""
 
     def __init__(self, model: PortraitModel, transform: SimilarityTransform, frontal_camera: Camera | None = None,
-                 background: float = 1.0, info: dict | None = None):
+                 background: float = 1.0, info: dict | None = None, color_from=None):
         self.model = model
         self.transform = transform
         self.frontal_camera = frontal_camera
         self.background = float(background)
         self.info = info or {}
+        self.color_from = color_from
+
+    @property
+    def color_from(self) -> tuple[float, float, float] | None:
+        """The canonical point that every sample is coloured as seen from (Rays.view_from):
+        a portrait fitted to one view has its camera's centre here (finetune sets it), so
+        its novel views take the colours that camera saw, not what the colour network
+        makes of directions that it never saw (8 validation subjects: novel views +0.14 dB,
+        every angle band better; benchmarks/README.md, "Session 24"). None: colours along
+        each ray, as a multi-view fit (the oracle) renders. Settable, saved."""
+        return self._color_from
+
+    @color_from.setter
+    def color_from(self, value) -> None:
+        if value is not None:
+            v = np.asarray(value, dtype=np.float64).reshape(-1)
+            if v.shape != (3,) or not np.all(np.isfinite(v)):
+                raise ValueError(f"PortraitField.color_from must be 3 finite numbers or None, got {short_repr(value)}")
+            value = tuple(float(x) for x in v)
+        self._color_from = value
+
+    def _view_from(self) -> torch.Tensor | None:
+        """color_from as a float32 tensor on the portrait's device (Rays.view_from), or None."""
+        if self._color_from is None:
+            return None
+        return torch.tensor(self._color_from, dtype=torch.float32, device=self.device)
 
     @property
     def device(self) -> torch.device:
@@ -326,11 +352,13 @@ class PortraitField:
             self.to(device)
         self.model.field.eval()
         rgb, depth, opa = render_image(self.model.field, self.model.grid, camera, self.warp_table,
-                                       cfg or self.model.render_cfg, self.background, chunk, progress)
+                                       cfg or self.model.render_cfg, self.background, chunk, progress,
+                                       view_from=self._view_from())
         return {"rgb": rgb, "depth": depth, "opacity": opa}
 
     def render_rays(self, rays_o, rays_d, cfg: RenderConfig | None = None):
-        return render_rays(self.model.field, self.model.grid, Rays(rays_o, rays_d, self.warp_table),
+        return render_rays(self.model.field, self.model.grid,
+                           Rays(rays_o, rays_d, self.warp_table, view_from=self._view_from()),
                            cfg or self.model.render_cfg, bg=self.background)
 
     def save(self, path) -> None:
@@ -339,6 +367,7 @@ class PortraitField:
             "background": self.background,
             "frontal_camera": None if self.frontal_camera is None else _cam_dict(self.frontal_camera),
             "info": self.info,
+            "color_from": None if self.color_from is None else list(self.color_from),
         }})
         save_atomic(st, path)
 
@@ -367,9 +396,14 @@ class PortraitField:
             info = p.get("info")
             if info is not None and not isinstance(info, dict):
                 raise ValueError("info must be a mapping")
+            color_from = p.get("color_from")  # absent (portraits saved before session 24): along the rays
+            if color_from is not None and (not isinstance(color_from, (list, tuple)) or len(color_from) != 3
+                                           or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      and np.isfinite(v) for v in color_from)):
+                raise ValueError(f"color_from must be 3 finite numbers or null, got {short_repr(color_from)}")
         except (ValueError, TypeError, KeyError, OverflowError) as e:
             raise ValueError(f"{path}: extra.portrait: {e}") from None
-        return cls(model, transform, cam, bg, info)
+        return cls(model, transform, cam, bg, info, color_from)
 
 
 def _cam_dict(c: Camera) -> dict:
