@@ -75,19 +75,22 @@ def curve_for(init_model_fn, subjects, budget_s: float, eval_every_s: float, vie
             views = views[:: max(1, len(views) // views_per_eval)][:views_per_eval]
         model = init_model_fn()
         curve = {}
-        pf0 = PortraitField(model, _transform(model, subj), subj.cameras[subj.frontal_index])
-        curve[0.0] = novel_view_psnr(pf0, subj, views)
+        tf = _transform(model, subj)
+        front = subj.cameras[subj.frontal_index]
+        # rendered as finetune's portrait renders: coloured as the frontal camera saw (color_from)
+        pf = PortraitField(model, tf, front, color_from=tf.apply(front.c2w[:3, 3]))
+        curve[0.0] = novel_view_psnr(pf, subj, views)
         pending = [m for m in marks if m > 0]
 
         def cb(step, elapsed, field):
             while pending and elapsed >= pending[0]:
                 m = pending.pop(0)
-                curve[m] = novel_view_psnr(PortraitField(model, _transform(model, subj)), subj, views)
+                curve[m] = novel_view_psnr(pf, subj, views)
 
         finetune(subj, init=model, seconds=budget_s, steps=None, progress=False, callback=cb)
         # Marks not reached before the budget ended: evaluate the final state for them.
         for m in pending:
-            curve[m] = novel_view_psnr(PortraitField(model, _transform(model, subj)), subj, views)
+            curve[m] = novel_view_psnr(pf, subj, views)
         per_subject.append([curve[m] for m in marks])
     mean = np.mean(np.array(per_subject), axis=0)
     return [float(m) for m in marks], [float(x) for x in mean]

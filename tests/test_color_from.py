@@ -98,14 +98,18 @@ def test_a_single_view_portrait_colours_as_its_camera_saw(tiny, tmp_path):
     assert again.color_from == pytest.approx(eye)
     side = next(v for v in range(len(subj.cameras)) if v != f)
     torch.testing.assert_close(again.render(subj.cameras[side])["rgb"], with_eye[side])
-    with pytest.raises(ValueError, match="color_from"):
-        pf.color_from = [1.0, 2.0]
-    with pytest.raises(ValueError, match="color_from"):
-        pf.color_from = [1.0, float("nan"), 0.0]
+    for bad in ([1.0, 2.0], [1.0, float("nan"), 0.0], "front", {"x": 1}, object(), [1.0, [2.0], 3.0]):
+        with pytest.raises(ValueError, match="color_from"):
+            pf.color_from = bad
     # a damaged checkpoint names the field
-    st = torch.load(tmp_path / "pf.pt", weights_only=True)
-    st["extra"]["portrait"]["color_from"] = "front"
     from pnerf_fast.train.model import save_atomic
-    save_atomic(st, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="color_from"):
-        PortraitField.load(tmp_path / "bad.pt")
+
+    st = torch.load(tmp_path / "pf.pt", weights_only=True)
+    for bad in ("front", [1.0, 2.0], [1.0, float("inf"), 0.0], [True, 0.0, 0.0], [10 ** 400, 0.0, 0.0], {"x": 1}):
+        st["extra"]["portrait"]["color_from"] = bad
+        save_atomic(st, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match="color_from"):
+            PortraitField.load(tmp_path / "bad.pt")
+    # a fit to several views renders along the rays (as the multi-view oracle does)
+    multi = finetune(subj, init=prior.path, steps=2, progress=False, seed=1, views=list(range(len(subj.cameras))))
+    assert multi.color_from is None

@@ -192,7 +192,7 @@ def test_render_colors_option(tiny_portrait):
     from pnerf_fast.render.paths import orbit
     from pnerf_fast.train.model import PortraitField
 
-    pf = PortraitField.load(tiny_portrait["model"])
+    pf = PortraitField.load(tiny_portrait["model"], device="cpu")  # (the CLI renders where "auto" says)
     assert pf.color_from is not None  # finetuned on one view
     cam = orbit(4, 24)[1]
     frames = {}
@@ -204,6 +204,7 @@ def test_render_colors_option(tiny_portrait):
     want_input = (pf.render(cam)["rgb"].numpy() * 255 + 0.5).astype(np.uint8)
     pf.color_from = None
     want_ray = (pf.render(cam)["rgb"].numpy() * 255 + 0.5).astype(np.uint8)
+    assert not np.array_equal(want_input, want_ray)  # the two really differ here
     assert np.array_equal(frames["input"], want_input) and np.array_equal(frames["ray"], want_ray)
     # an old portrait (no color_from saved) takes its frontal camera's centre with --colors input
     st = torch.load(tiny_portrait["model"], weights_only=True)
@@ -215,3 +216,8 @@ def test_render_colors_option(tiny_portrait):
     assert pnerf(["render", str(old), "--frames", "4", "--res", "24", "--colors", "input", "--no-depth",
                   "--out", str(out), "--quiet"]) == 0
     assert np.array_equal(imageio.imread(sorted(out.glob("*.png"))[1]), want_input)
+    # ... and one that records no input camera cannot
+    st["extra"]["portrait"]["frontal_camera"] = None
+    save_atomic(st, old)
+    assert pnerf(["render", str(old), "--frames", "2", "--res", "24", "--colors", "input", "--no-depth",
+                  "--out", str(tiny_portrait["root"] / "colors_none"), "--quiet"]) == 2

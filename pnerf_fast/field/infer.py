@@ -74,6 +74,12 @@ class FieldEvaluator:
                 and f.encoding.params.dtype == torch.float32 and f.encoding.impl in ("auto", "native")
                 and native() is not None)
 
+    def colors_in_geometry(self, x: torch.Tensor) -> bool:
+        """Whether ``geometry(x, d)`` evaluates the colours too (a field with only
+        ``forward``), so that it needs their directions ``d`` already."""
+        f = self.field
+        return not self._blocked_ok(x) and not (hasattr(f, "geometry") and hasattr(f, "color"))
+
     # -- evaluation ---------------------------------------------------------------
     @torch.no_grad()
     def geometry(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:  # [m, 3], [m, 3] -> sigma [m]

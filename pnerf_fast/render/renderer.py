@@ -28,7 +28,7 @@ from ..geometry.cameras import pixel_rays
 from ..ops.composite import composite
 from ..ops.occgrid import OccupancyGrid
 from ..ops.raymarch import MarchConfig, PackedSamples, march_rays, ray_scale
-from .rays import Rays
+from .rays import Rays, view_dirs
 
 
 @dataclass(frozen=True)
@@ -226,12 +226,15 @@ def _render_segmented(field, grid, rays: Rays, cfg, bg, box, scale_ray, stop_dep
     ev = evaluator(field) if cfg.fast_infer else None
 
     def seg(idx, s, sc):
-        dirs = rays.color_dirs(s.positions, s.dirs)
         if ev is None:  # the reference: the whole field on every sample
-            sigma, c = field(s.positions, dirs)
+            sigma, c = field(s.positions, rays.color_dirs(s.positions, s.dirs))
             r = composite(s.packed_info, sigma.float() * sc, c.float(), s.t_starts, s.t_ends, cfg.t_thresh)
             seg_rgb = r.rgb
         else:  # density first; color only where the weight counts
+            # the colour's directions: for a field with only forward(x, d) in geometry already,
+            # else for the selected samples only
+            early = rays.view_from is not None and ev.colors_in_geometry(s.positions)
+            dirs = rays.color_dirs(s.positions, s.dirs) if early else s.dirs
             sigma = ev.geometry(s.positions, dirs).float() * sc
             r = composite(s.packed_info, sigma, ev.zeros(s.n_samples, 3, sigma), s.t_starts, s.t_ends, cfg.t_thresh)
             keep = r.weights > cfg.color_thresh
@@ -239,7 +242,8 @@ def _render_segmented(field, grid, rays: Rays, cfg, bg, box, scale_ray, stop_dep
                 top = torch.zeros_like(r.opacity).scatter_reduce_(0, s.ray_indices, r.weights, "amax")
                 keep |= (r.weights == top[s.ray_indices]) & (r.weights > 0)
             sel = keep.nonzero()[:, 0]
-            c = ev.color(sel, dirs[sel]).float()
+            sel_dirs = dirs[sel] if early or rays.view_from is None else view_dirs(s.positions[sel], rays.view_from)
+            c = ev.color(sel, sel_dirs).float()
             # sum w c per ray, in sample order like the kernel (a skipped sample adds w c = 0)
             ray, w = s.ray_indices[sel], r.weights[sel]
             seg_rgb = torch.zeros_like(r.rgb).index_add_(0, ray, w[:, None] * c)

@@ -3,6 +3,7 @@ face that defines canonical space), checkpoints, and the finetuned PortraitField
 from __future__ import annotations
 
 import copy
+import math
 import os
 import pickle
 import tempfile
@@ -298,15 +299,19 @@ class PortraitField:
         a portrait fitted to one view has its camera's centre here (finetune sets it), so
         its novel views take the colours that camera saw, not what the colour network
         makes of directions that it never saw (8 validation subjects: novel views +0.14 dB,
-        every angle band better; benchmarks/README.md, "Session 24"). None: colours along
+        every angle band better; README.md, "Results", session 24). None: colours along
         each ray, as a multi-view fit (the oracle) renders. Settable, saved."""
         return self._color_from
 
     @color_from.setter
     def color_from(self, value) -> None:
         if value is not None:
-            v = np.asarray(value, dtype=np.float64).reshape(-1)
-            if v.shape != (3,) or not np.all(np.isfinite(v)):
+            try:
+                v = np.asarray(value, dtype=np.float64).reshape(-1)
+                ok = v.shape == (3,) and bool(np.all(np.isfinite(v)))
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+            if not ok:
                 raise ValueError(f"PortraitField.color_from must be 3 finite numbers or None, got {short_repr(value)}")
             value = tuple(float(x) for x in v)
         self._color_from = value
@@ -397,13 +402,26 @@ class PortraitField:
             if info is not None and not isinstance(info, dict):
                 raise ValueError("info must be a mapping")
             color_from = p.get("color_from")  # absent (portraits saved before session 24): along the rays
-            if color_from is not None and (not isinstance(color_from, (list, tuple)) or len(color_from) != 3
-                                           or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                      and np.isfinite(v) for v in color_from)):
+            if color_from is not None and not _three_finite(color_from):
                 raise ValueError(f"color_from must be 3 finite numbers or null, got {short_repr(color_from)}")
         except (ValueError, TypeError, KeyError, OverflowError) as e:
             raise ValueError(f"{path}: extra.portrait: {e}") from None
         return cls(model, transform, cam, bg, info, color_from)
+
+
+def _three_finite(v) -> bool:
+    """A list or tuple of 3 finite plain numbers (no bools; ints too large for a float fail)."""
+    if not isinstance(v, (list, tuple)) or len(v) != 3:
+        return False
+    for x in v:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            return False
+        try:
+            if not math.isfinite(float(x)):
+                return False
+        except OverflowError:
+            return False
+    return True
 
 
 def _cam_dict(c: Camera) -> dict:
