@@ -78,7 +78,7 @@ def curve_for(init_model_fn, subjects, budget_s: float, eval_every_s: float, vie
         tf = _transform(model, subj)
         front = subj.cameras[subj.frontal_index]
         # rendered as finetune's portrait renders: coloured as the frontal camera saw (color_from)
-        pf = PortraitField(model, tf, front, color_from=tf.apply(front.c2w[:3, 3]))
+        pf = PortraitField(model, tf, front, color_from=tf.apply(front.position))
         curve[0.0] = novel_view_psnr(pf, subj, views)
         pending = [m for m in marks if m > 0]
 

@@ -73,7 +73,7 @@ def set_colors(portrait, colors: str | None, model_path) -> None:
     elif colors == "input" and portrait.color_from is None:
         if portrait.frontal_camera is None:
             raise ValueError(f"argument --colors: {model_path} records no input camera; use --colors ray")
-        portrait.color_from = portrait.transform.apply(portrait.frontal_camera.c2w[:3, 3])
+        portrait.color_from = portrait.transform.apply(portrait.frontal_camera.position)
 
 
 def depth_path(out: str) -> str:

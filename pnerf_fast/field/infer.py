@@ -74,11 +74,18 @@ class FieldEvaluator:
                 and f.encoding.params.dtype == torch.float32 and f.encoding.impl in ("auto", "native")
                 and native() is not None)
 
+    def _path(self, x: torch.Tensor) -> str:
+        """How ``geometry(x, d)`` evaluates: "blocked", "split" (the field's geometry and
+        color) or "forward" (the whole field, colours included)."""
+        if self._blocked_ok(x):
+            return "blocked"
+        f = self.field
+        return "split" if hasattr(f, "geometry") and hasattr(f, "color") else "forward"
+
     def colors_in_geometry(self, x: torch.Tensor) -> bool:
         """Whether ``geometry(x, d)`` evaluates the colours too (a field with only
         ``forward``), so that it needs their directions ``d`` already."""
-        f = self.field
-        return not self._blocked_ok(x) and not (hasattr(f, "geometry") and hasattr(f, "color"))
+        return self._path(x) == "forward"
 
     # -- evaluation ---------------------------------------------------------------
     @torch.no_grad()
@@ -87,7 +94,8 @@ class FieldEvaluator:
         the colors: that is where it needs ``d``) are kept for ``color``."""
         f = self.field
         self._feat = self._rgb = None
-        if self._blocked_ok(x):
+        path = self._path(x)
+        if path == "blocked":
             dn = f.density_net
             feat = self.buffer("feat", x.shape[0], dn.out_dim, x)
             g = f.encoding
@@ -104,7 +112,7 @@ class FieldEvaluator:
                 self._mlp(e[i:j], layers, None, feat[i:j], extra=None if vf is None else vf[i:j])
             self._feat = feat
             return f._sigma(feat[:, 0])
-        if hasattr(f, "geometry") and hasattr(f, "color"):
+        if path == "split":
             sigma, self._feat = f.geometry(x)
             return sigma
         sigma, self._rgb = f(x, d)

@@ -389,7 +389,7 @@ def finetune(
     if anchor is not None:
         info["anchor_rays"] = len(anchor)
     # one view: colour novel views as its camera saw them (PortraitField.color_from)
-    eye = sr.transform.apply(sr.cameras[fit_views[0]].c2w[:3, 3]) if len(fit_views) == 1 else None
+    eye = sr.transform.apply(sr.cameras[fit_views[0]].position) if len(fit_views) == 1 else None
     return PortraitField(model, sr.transform, sr.cameras[sr.frontal_index], bg, info, eye)
 
 

@@ -305,16 +305,7 @@ class PortraitField:
 
     @color_from.setter
     def color_from(self, value) -> None:
-        if value is not None:
-            try:
-                v = np.asarray(value, dtype=np.float64).reshape(-1)
-                ok = v.shape == (3,) and bool(np.all(np.isfinite(v)))
-            except (TypeError, ValueError, OverflowError):
-                ok = False
-            if not ok:
-                raise ValueError(f"PortraitField.color_from must be 3 finite numbers or None, got {short_repr(value)}")
-            value = tuple(float(x) for x in v)
-        self._color_from = value
+        self._color_from = _color_point(value, "PortraitField.color_from")
 
     def _view_from(self) -> torch.Tensor | None:
         """color_from as a float32 tensor on the portrait's device (Rays.view_from), or None."""
@@ -401,27 +392,29 @@ class PortraitField:
             info = p.get("info")
             if info is not None and not isinstance(info, dict):
                 raise ValueError("info must be a mapping")
-            color_from = p.get("color_from")  # absent (portraits saved before session 24): along the rays
-            if color_from is not None and not _three_finite(color_from):
-                raise ValueError(f"color_from must be 3 finite numbers or null, got {short_repr(color_from)}")
+            # absent (portraits saved before session 24): along the rays
+            color_from = _color_point(p.get("color_from"), "color_from")
         except (ValueError, TypeError, KeyError, OverflowError) as e:
             raise ValueError(f"{path}: extra.portrait: {e}") from None
         return cls(model, transform, cam, bg, info, color_from)
 
 
-def _three_finite(v) -> bool:
-    """A list or tuple of 3 finite plain numbers (no bools; ints too large for a float fail)."""
-    if not isinstance(v, (list, tuple)) or len(v) != 3:
-        return False
-    for x in v:
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
-            return False
-        try:
-            if not math.isfinite(float(x)):
-                return False
-        except OverflowError:
-            return False
-    return True
+def _color_point(value, name: str) -> tuple[float, float, float] | None:
+    """``value`` (None, or 3 finite plain numbers: a list, a tuple or an array; no bools or
+    strings, no ints too large for a float) as a tuple of floats; else a ValueError that
+    names ``name``."""
+    if value is None:
+        return None
+    v = value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
+    ok = (isinstance(v, (list, tuple)) and len(v) == 3
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
+    try:
+        out = tuple(float(x) for x in v) if ok else ()
+    except OverflowError:
+        ok = False
+    if not ok or not all(math.isfinite(x) for x in out):
+        raise ValueError(f"{name} must be 3 finite numbers or None, got {short_repr(value)}")
+    return out
 
 
 def _cam_dict(c: Camera) -> dict:
