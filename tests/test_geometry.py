@@ -68,11 +68,14 @@ def test_a_checkpoint_keeps_its_box(tmp_path):
     assert torch.equal(back.grid.bits, m.grid.bits)
 
 
-@pytest.mark.parametrize("name", ["latent", "portrait", "meta"])
-def test_shipped_priors_keep_the_canonical_box(name):
-    """The shipped priors store the default box: their grid is where it always was, so
-    they render as before (checked pixel for pixel against main when the box moved)."""
+@pytest.mark.parametrize("name,floor_drop", [("latent", 1.0), ("portrait", 0.0), ("meta", 0.0)])
+def test_shipped_priors_keep_the_canonical_box(name, floor_drop):
+    """The shipped priors' fields store the default box (checked pixel for pixel against
+    main when the box moved); their grids cover it, the classic prior's (session 25,
+    configs/pretrain_latent_floor.yaml) with its floor one unit lower for the neck."""
     m = pnerf_fast.load_prior(name, device="cpu")
     assert m.field.cfg.aabb == CANONICAL_AABB
-    assert m.grid.geometry.aabb == grid_box(CANONICAL_AABB, m.cfg.grid.floor_drop) == CANONICAL_AABB
+    assert m.cfg.grid.floor_drop == floor_drop
+    assert m.grid.geometry.aabb == grid_box(CANONICAL_AABB, floor_drop)
+    assert m.grid.geometry.aabb[1] == CANONICAL_AABB[1] - floor_drop
     assert np.isfinite(m.grid.density.numpy()).all()
