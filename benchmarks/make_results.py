@@ -17,7 +17,10 @@ Rows:
 - random: fresh weights of ours' config, our finetune;
 - three priors at an equal, short pretraining budget, on the same 60 subjects, which
   isolate one choice each: latent in canonical coordinates, latent in world coordinates,
-  joint pretraining (Eq. 5: one field, no codes) in canonical coordinates.
+  joint pretraining (Eq. 5: one field, no codes) in canonical coordinates;
+- two priors at an equal, larger budget (``--equal-latent``, ``--equal-joint``, labelled
+  ``--equal-label``): ours' whole recipe and joint pretraining given the same heads and the
+  same number of pretraining steps (scripts/ablation_equal.sh).
 `--keep-from OLD/ablation.json` takes the rows not run this time (a short prior not given)
 from an earlier run, marked † in the table. Writes results/ablation.md, .json and ablation.png, with the paper's own numbers beside
 ours (different data: their real light stage vs our synthetic heads).
@@ -82,11 +85,19 @@ def main(argv=None):
     ap.add_argument("--short-latent", default=None, help="short-budget latent prior, canonical")
     ap.add_argument("--short-world", default=None, help="short-budget latent prior, world coordinates")
     ap.add_argument("--short-joint", default=None, help="short-budget joint prior (no codes), canonical")
+    ap.add_argument("--equal-latent", default=None,
+                    help="ours' recipe at the equal larger budget (e.g. session 15's 398-head prior)")
+    ap.add_argument("--equal-joint", default=None,
+                    help="joint pretraining (no codes) on the same heads for the same number of steps")
+    ap.add_argument("--equal-label", default="equal",
+                    help="the pretraining column of the two equal-budget rows (e.g. '398 heads, 26k steps')")
     ap.add_argument("--ours-from", default=None,
                     help="take the 'ours' row from bench_fidelity's --out JSON (same protocol) instead of re-running")
     ap.add_argument("--keep-from", default=None,
                     help="an earlier run's ablation.json: rows not run this time (a short prior not given) are "
                          "taken from it, marked in the table as kept")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated rows not to run this time (meta, random): taken from --keep-from")
     ap.add_argument("--data", default="data/bench_fidelity", help="where bench_fidelity renders its light stage")
     ap.add_argument("--max-subjects", type=int, default=None)
     ap.add_argument("--out", default="results")
@@ -100,6 +111,14 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "_priors"
     tmp.mkdir(exist_ok=True)
+    skip = {k.strip() for k in args.skip.split(",") if k.strip()}
+    if skip - {"meta", "random"}:
+        print(f"error: --skip takes meta and random (the short and equal rows are skipped by not giving their "
+              f"prior), got {','.join(sorted(skip - {'meta', 'random'}))}", file=sys.stderr)
+        return 2
+    if skip and not args.keep_from:
+        print("error: --skip needs --keep-from (where the skipped rows come from)", file=sys.stderr)
+        return 2
     kept = {}
     if args.keep_from:
         try:
@@ -116,8 +135,8 @@ def main(argv=None):
     # row -> (coordinates, pretraining, a function giving the prior file to evaluate)
     specs = {
         "ours (latent codes)": ("canonical", "full", lambda: args.ours),
-        "meta (paper init), its SGD finetune": ("canonical", "full", lambda: args.meta),
-        "random": ("canonical", "none", lambda: random_prior(args.ours, tmp)),
+        "meta (paper init), its SGD finetune": ("canonical", "full", lambda: None if "meta" in skip else args.meta),
+        "random": ("canonical", "none", lambda: None if "random" in skip else random_prior(args.ours, tmp)),
         "latent, short": ("canonical", "short",
                           lambda: args.short_latent and with_our_finetune(args.short_latent, ours, tmp, "latent")),
         "latent, short, world": ("world", "short",
@@ -125,11 +144,18 @@ def main(argv=None):
         # no code to fit: it gets the code steps as ordinary steps (the same number of steps)
         "joint, short": ("canonical", "short",
                          lambda: args.short_joint and with_our_finetune(args.short_joint, ours, tmp, "joint")),
+        "ours' recipe, equal budget": ("canonical", args.equal_label,
+                                       lambda: args.equal_latent and with_our_finetune(args.equal_latent, ours, tmp,
+                                                                                       "equal_latent")),
+        "joint, equal budget": ("canonical", args.equal_label,
+                                lambda: args.equal_joint and with_our_finetune(args.equal_joint, ours, tmp,
+                                                                               "equal_joint")),
     }
     rows = {}
     # the short rows first (one choice each), the slow random row late, 'ours' last: with
     # --ours-from it is read when bench_fidelity has written it
-    order = ["latent, short", "latent, short, world", "joint, short", "meta (paper init), its SGD finetune",
+    order = ["latent, short", "latent, short, world", "joint, short", "ours' recipe, equal budget",
+             "joint, equal budget", "meta (paper init), its SGD finetune",
              "random", "ours (latent codes)"]
     for name in order:
         coords, budget, prepare = specs[name]
@@ -171,7 +197,9 @@ def main(argv=None):
              "angle from the input camera. Every row takes ours' finetune settings but the paper's meta init, which "
              "keeps its own SGD finetune. 'short' rows "
              "share one small pretraining budget and the same 60 training subjects, so they isolate one choice "
-             "each. The paper's numbers are on their real light-stage data: only orderings are comparable.", "",
+             "each. 'equal budget' rows give ours' whole recipe and joint pretraining the same heads and the same "
+             "number of pretraining steps. The paper's numbers are on their real light-stage data: only "
+             "orderings are comparable.", "",
              f"| initialization | coordinates | pretraining | input fg ↑ | PSNR ↑ | SSIM ↑ | LPIPS ↓ | PSNR fg ↑ | {bands} "
              "| finetune s | paper PSNR / SSIM / LPIPS |",
              "|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(BAND_NAMES) + "---:|---|"]
