@@ -106,11 +106,6 @@ def main(argv=None):
                     help="the light stage of the test subjects (default classic: the recorded table's; the short "
                          "priors should be trained on the same style)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "_priors"
-    tmp.mkdir(exist_ok=True)
     skip = {k.strip() for k in args.skip.split(",") if k.strip()}
     if skip - {"meta", "random"}:
         print(f"error: --skip takes meta and random (the short and equal rows are skipped by not giving their "
@@ -119,6 +114,11 @@ def main(argv=None):
     if skip and not args.keep_from:
         print("error: --skip needs --keep-from (where the skipped rows come from)", file=sys.stderr)
         return 2
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "_priors"
+    tmp.mkdir(exist_ok=True)
     kept = {}
     if args.keep_from:
         try:

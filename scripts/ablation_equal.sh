@@ -16,8 +16,8 @@
 #   python benchmarks/make_results.py ... --equal-latent OUT_DIR/ours398.pt \
 #       --equal-joint OUT_DIR/joint398.pt --equal-label "398 heads, 26k steps" --out results
 #
-# Session 25 (2 cores shared with other jobs): 400 heads rendered in ~40 min beside other work;
-# the joint run, one thread, ~45 minutes. Needs a git checkout (the 398-head prior is read from
+# Session 25 (2 cores shared with other jobs): 400 heads rendered in ~20 min beside other work;
+# the joint run, one thread, 3,364 s (56 minutes). Needs a git checkout (the 398-head prior is read from
 # the history).
 set -euo pipefail
 out=${1:?usage: bash scripts/ablation_equal.sh OUT_DIR}
