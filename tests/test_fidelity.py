@@ -113,6 +113,25 @@ def test_code_fit_lowers_the_input_view_loss(latent_prior, tiny):  # noqa: F811
     del gen
 
 
+def test_finetune_leaves_the_init_model_alone(latent_prior, tiny):  # noqa: F811
+    """finetune copies a PortraitModel init: the caller's prior keeps its weights, grid
+    and config, so two subjects finetuned from one loaded prior each start from it."""
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    model = PortraitModel.load(latent_prior)
+    state0 = {k: v.clone() for k, v in model.state_dict().items()}
+    bits0 = model.grid.bits.clone()
+    a = finetune(subj, init=model, steps=3, code_steps=2, mirror=0.25, seed=0, progress=False)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state0.items())
+    assert torch.equal(model.grid.bits, bits0)
+    assert model.cfg.finetune.mirror != 0.25
+    assert a.model is not model
+    b = finetune(subj, init=model, steps=3, code_steps=2, mirror=0.25, seed=0, progress=False)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
+    assert not torch.equal(sa["field.latent"], state0["field.latent"])  # the fit did change its copy
+
+
 def test_finetune_views_argument(latent_prior, tiny):  # noqa: F811
     ds = load_dataset(tiny["data"])
     subj = ds.subject(ds.subjects("test")[0])

@@ -12,6 +12,7 @@ A fixed step budget or a time budget; frontal-view PSNR is a misleading stopping
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -166,7 +167,8 @@ def finetune(
     counted in ``elapsed_s`` nor in the ``seconds`` budget. ``device`` ("auto": CUDA when
     available and compiled, else the CPU; "cpu", "cuda", "cuda:N"): where every tensor of
     the fit lives (rays, images, warp table, grid, generator, field); a PortraitModel
-    ``init`` is moved there, and so is the returned portrait.
+    ``init`` is copied there (the caller's model is left as it was), and the returned
+    portrait lives there too.
     With ``stop_cache`` (single-view fits only), each input pixel keeps the depth where its
     ray last turned opaque, and its next ray in either stage is marched only that far plus
     ``stop_margin`` render steps (mirrored rays are marched in full); a ray not opaque by
@@ -182,7 +184,9 @@ def finetune(
     dev = resolve_device(device)
     subject = as_subject(source, res=res or PHOTO_RES)
     if isinstance(init, PortraitModel):
-        model = init.to(dev)
+        # A copy: the fit changes every weight, the grid and the config, and a caller that
+        # finetunes several subjects from one loaded prior must start each from the prior.
+        model = copy.deepcopy(init).to(dev)
     else:
         model = PortraitModel.load(prior_path(init, subject), dev)
     if model.mean_face is None and model.cfg.coordinates == "canonical":
