@@ -1,6 +1,7 @@
 """Field benchmarks (imported by bench_kernels.py; also runnable alone):
 
   hash_encode_fwd_bwd   262,144 points, 16 levels x 2 features, table 2^17: native vs the PyTorch reference
+                        (and, where the CPU has AVX-512, `scalar_ms`: native with that path off)
   mlp_fwd_bwd           262,144 rows, 32 -> 64 -> 64 -> 16 (ReLU): fused vs torch (nn.Linear)
   field_fast_fwd_bwd    the "fast" preset, one evaluation (encode, density MLP, SH, color MLP) per
                         sample, fwd+bwd: our default backend choice vs the all-PyTorch path
@@ -33,6 +34,7 @@ from pnerf_fast.field.backends import CPU_AUTO, resolve_backend  # noqa: E402
 from pnerf_fast.field.encoding import SHEncoding  # noqa: E402
 from pnerf_fast.field.mlp import MLP  # noqa: E402
 from pnerf_fast.geometry import CANONICAL_AABB as AABB  # noqa: E402
+from pnerf_fast._native import native  # noqa: E402
 from pnerf_fast.ops.hashgrid import hash_encode, level_layout, level_resolutions  # noqa: E402
 
 
@@ -57,7 +59,18 @@ def bench_hash(n=262144, repeats=5, device="cpu"):
 
     ours = time_ms(lambda: run("native"), repeats)
     ref = time_ms(lambda: run("torch"), max(2, repeats // 2))
-    return row(ours, ref, None, n_points=n, levels=16, features=2, log2_table=17)
+    extra = {}
+    C = native()
+    if torch.device(device).type == "cpu" and C is not None and C.hashgrid_simd_supported():
+        # the same kernels with their AVX-512 path off (the scalar functors): before/after
+        was = C.hashgrid_simd_enabled()
+        C.hashgrid_set_simd(False)
+        try:
+            extra["scalar_ms"] = round(time_ms(lambda: run("native"), repeats), 3)
+        finally:
+            C.hashgrid_set_simd(was)
+        extra["simd"] = was
+    return row(ours, ref, None, n_points=n, levels=16, features=2, log2_table=17, **extra)
 
 
 def bench_mlp(n=262144, repeats=5, device="cpu"):

@@ -32,6 +32,9 @@ D. Stop-depth cache (--stop-cache-bench): ms and samples per step of the latent 
 E. Adam (--adam-bench): whole default finetunes of the shipped latent prior on the demo
    subject with torch's per-tensor Adam loop ("loop", the default before session 13) and
    its fused step ("fused", the default now), ABBA, with the frontal PSNR of each.
+F. Hash-grid SIMD (--simd-bench): the same whole default finetunes with the hash grid's
+   AVX-512 path off ("scalar") and on ("simd", the default where the CPU has it), ABBA;
+   the two give the same bits, so the frontal PSNRs must agree exactly.
 
 The clock excludes the time spent evaluating (renders of the 24 views).
 """
@@ -424,6 +427,33 @@ def adam_benchmark(log=print) -> dict:
     return {"whole_finetune_s": rows}
 
 
+def simd_benchmark(log=print) -> dict:
+    """Part F (see the module docstring)."""
+    from pnerf_fast._native import native
+    from pnerf_fast.train.finetune import as_subject
+
+    C = native()
+    if C is None or not C.hashgrid_simd_supported():
+        raise SystemExit("--simd-bench: this CPU (or build) has no AVX-512 hash-grid path to compare")
+    subj = as_subject(ROOT / "pnerf_fast" / "assets" / "demo_subject")
+    finetune(subj, init=PortraitModel.load(SHIPPED_PRIORS["latent"]), steps=2, code_steps=2, progress=False)  # warm
+    was = C.hashgrid_simd_enabled()
+
+    @contextlib.contextmanager
+    def simd(name, m):
+        C.hashgrid_set_simd(name == "simd")
+        try:
+            yield
+        finally:
+            C.hashgrid_set_simd(was)
+
+    rows, _ = _abba_finetunes(subj, "scalar", "simd", simd)
+    rows["ratio"] = round(sum(rows["simd"]) / sum(rows["scalar"]), 3)
+    log(f"whole default finetune: hash grid scalar {rows['scalar']} s, AVX-512 {rows['simd']} s (x{rows['ratio']}); "
+        f"frontal PSNR {rows['scalar_psnr']} / {rows['simd_psnr']}")
+    return {"whole_finetune_s": rows}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="light-stage root (default: regenerate the 4 test subjects of "
@@ -445,6 +475,8 @@ def main(argv=None):
     ap.add_argument("--no-whole", action="store_true", help="part D without the whole finetunes")
     ap.add_argument("--adam-bench", action="store_true",
                     help="only part E: whole default finetunes with torch's Adam loop and its fused step")
+    ap.add_argument("--simd-bench", action="store_true",
+                    help="only part F: whole default finetunes with the hash grid's AVX-512 path off and on")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--plot", default=None, help="write the curves as a PNG here (needs matplotlib)")
@@ -460,6 +492,12 @@ def main(argv=None):
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     if args.stop_cache_bench:
         result = stop_cache_benchmark(args.step_count, args.stop_margin, whole=not args.no_whole, log=log)
+        result["_meta"] = {"threads": torch.get_num_threads()}
+        if args.json:
+            print(json.dumps(result, indent=2))
+        return 0
+    if args.simd_bench:
+        result = simd_benchmark(log=log)
         result["_meta"] = {"threads": torch.get_num_threads()}
         if args.json:
             print(json.dumps(result, indent=2))

@@ -36,8 +36,21 @@ def psnr(a, b) -> float:
     return float("inf") if mse == 0 else -10 * np.log10(mse)
 
 
-def variants(cfg, thresholds, segments, chunks):
-    """name -> (render config, rays per chunk; None: the renderer's default)."""
+SCALAR_HASH = "fast (default chunk), scalar hash grid"
+
+
+def simd_supported() -> bool:
+    from pnerf_fast._native import native
+
+    c = native()
+    return c is not None and c.hashgrid_simd_supported()
+
+
+def variants(cfg, thresholds, segments, chunks, scalar_hash=False):
+    """name -> (render config, rays per chunk; None: the renderer's default).
+    ``scalar_hash``: one more variant, the default one with the hash grid's AVX-512 path
+    switched off (the scalar functors; the same frames bit for bit), to measure that
+    path before and after in one run."""
     out = {"reference": (replace(cfg, fast_infer=False), 1 << 14)}
     for th in thresholds:
         out[f"fast w>{th:g}"] = (replace(cfg, fast_infer=True, color_thresh=th), 1 << 14)
@@ -48,25 +61,42 @@ def variants(cfg, thresholds, segments, chunks):
     for ch in chunks:
         sg = segments[0] if segments else cfg.segment
         out[f"fast w>{cfg.color_thresh:g} segment {sg} chunk {ch}"] = (replace(cfg, fast_infer=True, segment=sg), ch)
+    if scalar_hash:
+        out[SCALAR_HASH] = (replace(cfg, fast_infer=True), None)
     return out
+
+
+def _render(pf, name, cam, v, ch):
+    """One frame; the scalar-hash variant runs with the AVX-512 path off."""
+    if name != SCALAR_HASH:
+        return pf.render(cam, cfg=v, chunk=ch)
+    from pnerf_fast._native import native
+
+    c = native()
+    was = c.hashgrid_simd_enabled()
+    c.hashgrid_set_simd(False)
+    try:
+        return pf.render(cam, cfg=v, chunk=ch)
+    finally:
+        c.hashgrid_set_simd(was)
 
 
 def bench_portrait(pf, subject, args) -> dict:
     from pnerf_fast.render.paths import orbit
 
     cfg = pf.model.render_cfg
-    vs = variants(cfg, args.thresholds, args.segments, args.chunks)
+    vs = variants(cfg, args.thresholds, args.segments, args.chunks, scalar_hash=args.scalar_hash and simd_supported())
     cams = orbit(args.frames + 1, args.res)
     times = {k: [] for k in vs}
     cpu = {k: [] for k in vs}
     frames = {k: [] for k in vs}
     for k, (v, ch) in vs.items():
-        pf.render(cams[0], cfg=v, chunk=ch)  # warm-up (buffers, caches)
+        _render(pf, k, cams[0], v, ch)  # warm-up (buffers, caches)
     for rep in range(args.repeats):
         for c in cams[1:]:
             for k, (v, ch) in vs.items():
                 t0, c0 = time.perf_counter(), time.process_time()
-                out = pf.render(c, cfg=v, chunk=ch)
+                out = _render(pf, k, c, v, ch)
                 times[k].append(time.perf_counter() - t0)
                 cpu[k].append(time.process_time() - c0)
                 if rep == 0:
@@ -91,7 +121,7 @@ def bench_portrait(pf, subject, args) -> dict:
         wide = q[int(np.argmax(view_angles(subject, q)))]
         for k, (v, ch) in vs.items():
             for name, view in (("frontal", subject.frontal_index), ("widest", wide)):
-                img = pf.render(subject.cameras[view], cfg=v, chunk=ch)["rgb"]
+                img = _render(pf, k, subject.cameras[view], v, ch)["rgb"]
                 res[k][f"psnr_gt_{name}"] = round(psnr(img, gt[view]), 4)
         for k in vs:
             for name in ("frontal", "widest"):
@@ -111,6 +141,8 @@ def main(argv=None):
     ap.add_argument("--segments", type=int, nargs="*", default=[16],
                     help="more variants: samples per ray per segment (the default config has 8)")
     ap.add_argument("--chunks", type=int, nargs="*", default=[1 << 16])
+    ap.add_argument("--no-scalar-hash", dest="scalar_hash", action="store_false",
+                    help="leave out the variant with the hash grid's AVX-512 path off")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.threads:
@@ -120,7 +152,8 @@ def main(argv=None):
     from pnerf_fast.api import finetune, load, load_prior
     from pnerf_fast.data.format import load_subject
 
-    result = {"threads": torch.get_num_threads(), "res": args.res, "load_avg": os.getloadavg()[0], "portraits": {}}
+    result = {"threads": torch.get_num_threads(), "res": args.res, "load_avg": os.getloadavg()[0],
+              "hash_simd": simd_supported(), "portraits": {}}
     portraits = []
     if args.model:
         subj = load_subject(args.subject) if args.subject else None

@@ -27,7 +27,10 @@ DEFAULT_CUDA_ARCHS = "8.0;8.6;9.0"
 # that expands to `#pragma omp parallel` when ATen's backend is OpenMP (the pip wheels);
 # without the flag the pragma is ignored and every CPU launcher runs on ONE thread.
 # The extension then links libgomp.so.1, which resolves to the copy torch already loaded.
-CXX_FLAGS = ["-O3", "-std=c++20", "-fno-fast-math", "-fopenmp"]
+# -ffp-contract=off: no fused multiply-adds, so the AVX-512 hash-grid path
+# (csrc/cpu/hashgrid_avx512.cpp, where FMA is available) rounds exactly as the scalar
+# functors do; baseline x86-64 code has no FMA, so nothing else changes there.
+CXX_FLAGS = ["-O3", "-std=c++20", "-fno-fast-math", "-ffp-contract=off", "-fopenmp"]
 LINK_FLAGS = ["-fopenmp"]
 NVCC_FLAGS = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
 

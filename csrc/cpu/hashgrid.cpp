@@ -5,6 +5,8 @@
 #include "pnerf/hashgrid.h"
 #include "pnerf/launch_cpu.h"
 
+#include <type_traits>
+
 namespace pnerf {
 namespace cpu {
 
@@ -17,6 +19,9 @@ void hashgrid_forward(const HashGridArgs<T>& a) {
   const HashGridForward<T> f{a};
   const int64_t n = a.n;
   if (n <= 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (hashgrid_forward_simd(a)) return;
+  }
   at::parallel_for(0, n * a.n_levels, 4096, [&](int64_t b, int64_t e) {
     int l = (int)(b / n);
     int64_t p = b - (int64_t)l * n;
@@ -29,7 +34,11 @@ void hashgrid_forward(const HashGridArgs<T>& a) {
 
 template <typename T>
 void hashgrid_backward(const HashGridArgs<T>& a, bool want_params, bool want_x) {
-  if (want_params) {
+  bool params_done = false;
+  if constexpr (std::is_same_v<T, float>) {
+    if (want_params) params_done = hashgrid_backward_params_simd(a);
+  }
+  if (want_params && !params_done) {
     const HashGridBackwardParams<T, false> f{a};
     const int64_t n = a.n;
     at::parallel_for(0, a.n_levels, 1, [&](int64_t l0, int64_t l1) {

@@ -164,6 +164,13 @@ std::vector<at::Tensor> hashgrid_backward_sparse(at::Tensor grad_out, at::Tensor
 }
 
 void bind_hashgrid(pybind11::module_& m) {
+  m.def("hashgrid_simd_supported", &cpu::hashgrid_simd_supported,
+        "Whether this CPU runs the AVX-512 hash-grid path (float tables, 2 features)");
+  m.def("hashgrid_simd_enabled", &cpu::hashgrid_simd_enabled,
+        "Whether the AVX-512 hash-grid path is in use (supported, and not switched off)");
+  m.def("hashgrid_set_simd", &cpu::hashgrid_set_simd,
+        "Switch the AVX-512 hash-grid path on or off (same results bit for bit; for benchmarks and tests)",
+        pybind11::arg("on"));
   m.def("hashgrid_forward", &hashgrid_forward, "Multi-resolution hash-grid encoding (forward)", pybind11::arg("x"),
         pybind11::arg("params"), pybind11::arg("resolutions"), pybind11::arg("log2_table"), pybind11::arg("aabb"),
         pybind11::arg("out") = pybind11::none());

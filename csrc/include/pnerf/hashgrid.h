@@ -18,9 +18,11 @@
 // (the CPU launcher hands whole levels to threads, so the table backward needs no
 // atomics there: each level owns its rows; on the GPU the same functor adds with
 // atomics), point-major i = p * L + l for the forward on the GPU (neighbouring threads
-// write neighbouring features). The CPU forward stays level-major (run(l, p)): one
+// write neighbouring features). The scalar CPU forward stays level-major (run(l, p)): one
 // level's pass over all points keeps that level's rows hot, which matters more there
-// than the strided writes.
+// than the strided writes. The CPU's AVX-512 path for float tables with F = 2
+// (csrc/cpu/hashgrid_avx512.cpp) computes the same per-lane math, bit for bit, 16 points
+// at a time, in tiles of points through all levels.
 //
 // Row-sparse table gradient (for the fused optimizer step, pnerf/sparse_adam.h): the
 // backward adds into a persistent accumulator that is all zero between steps and sets
@@ -295,6 +297,15 @@ struct HashGridRowsEmit {
 };
 
 namespace cpu {
+// AVX-512 paths (csrc/cpu/hashgrid_avx512.cpp) for float tables with 2 features: the
+// same results bit for bit, chosen at run time. Each returns false, having done nothing,
+// where it does not apply (another feature count, no AVX-512F, or switched off by
+// hashgrid_set_simd(false) or PNERF_SIMD=0), and the scalar functors run instead.
+bool hashgrid_simd_supported();
+bool hashgrid_simd_enabled();
+void hashgrid_set_simd(bool on);
+bool hashgrid_forward_simd(const HashGridArgs<float>& a);
+bool hashgrid_backward_params_simd(const HashGridArgs<float>& a);
 template <typename T> void hashgrid_rows(const HashGridRows<T>& r, bool emit);
 template <typename T> void hashgrid_forward(const HashGridArgs<T>& a);
 template <typename T> void hashgrid_backward(const HashGridArgs<T>& a, bool want_params, bool want_x);
