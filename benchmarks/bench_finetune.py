@@ -490,30 +490,20 @@ def main(argv=None):
         return 0
     torch.set_num_threads(args.threads)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    if args.stop_cache_bench:
-        result = stop_cache_benchmark(args.step_count, args.stop_margin, whole=not args.no_whole, log=log)
-        result["_meta"] = {"threads": torch.get_num_threads()}
-        if args.json:
-            print(json.dumps(result, indent=2))
-        return 0
-    if args.simd_bench:
-        result = simd_benchmark(log=log)
-        result["_meta"] = {"threads": torch.get_num_threads()}
-        if args.json:
-            print(json.dumps(result, indent=2))
-        return 0
-    if args.adam_bench:
-        result = adam_benchmark(log=log)
-        result["_meta"] = {"threads": torch.get_num_threads()}
-        if args.json:
-            print(json.dumps(result, indent=2))
-        return 0
-    if args.step_bench:
-        result = step_benchmark(args.step_count, log=log)
-        result["_meta"] = {"threads": torch.get_num_threads()}
-        if args.json:
-            print(json.dumps(result, indent=2))
-        return 0
+    single_parts = {  # flag -> the one part it runs
+        "stop_cache_bench": lambda: stop_cache_benchmark(args.step_count, args.stop_margin, whole=not args.no_whole,
+                                                         log=log),
+        "simd_bench": lambda: simd_benchmark(log=log),
+        "adam_bench": lambda: adam_benchmark(log=log),
+        "step_bench": lambda: step_benchmark(args.step_count, log=log),
+    }
+    for flag, run_part in single_parts.items():
+        if getattr(args, flag):
+            result = run_part()
+            result["_meta"] = {"threads": torch.get_num_threads()}
+            if args.json:
+                print(json.dumps(result, indent=2))
+            return 0
 
     if args.data is None:
         from pnerf_fast.data.lightstage import generate_lightstage
