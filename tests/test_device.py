@@ -430,10 +430,11 @@ def test_render_image_allocates_on_the_grid_device(monkeypatch):
 
 
 def test_finetune_moves_a_given_model(subject, prior, fake_device):
-    """A PortraitModel passed as ``init`` goes to the requested device before anything is
-    made (checked on meta: the first kernel then fails, after the move)."""
+    """A PortraitModel passed as ``init`` is copied to the requested device before anything
+    is made (checked on meta: the first kernel then fails, on the moved copy); the caller's
+    model stays where it was."""
     model = _prior(prior)
     with pytest.raises((NotImplementedError, RuntimeError)):
         finetune(subject, init=model, steps=1, code_steps=0, rays_per_step=8, progress=False, device="cpu")
     assert fake_device[0] == "cpu"
-    assert all(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
