@@ -12,6 +12,7 @@ void bind_encoding(pybind11::module_& m);
 void bind_sparse_adam(pybind11::module_& m);
 void bind_volume(pybind11::module_& m);
 void bind_checks(pybind11::module_& m);
+void bind_memory(pybind11::module_& m);
 }  // namespace pnerf
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -32,4 +33,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pnerf::bind_sparse_adam(m);
   pnerf::bind_volume(m);
   pnerf::bind_checks(m);
+  pnerf::bind_memory(m);
 }

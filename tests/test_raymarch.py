@@ -221,3 +221,37 @@ def test_bad_arguments_are_named(C):
                      list(GRID.aabb), list(GRID.outer_box()), 2, 16, 0.0, 1e10, 0.05, 0.0, 0.1, 0, 100)
     with pytest.raises(RuntimeError, match="'rays_d' must have dtype"):
         C.march_rays(o.double(), d, None, None, None, None, None, None, list(GRID.aabb), list(GRID.outer_box()), 2, 16, 0.0, 1e10, 0.05, 0.0, 0.1, 0, 100)
+
+
+def test_huge_page_outputs_change_nothing(C):
+    """Large CPU outputs (>= 2 MiB) go on memory advised for transparent huge pages
+    (csrc/ops/memory.cpp): the same samples and compositing, bit for bit, as on ordinary
+    pages, and tensors that behave as any other (written, kept after the march's others
+    die, freed)."""
+    from pnerf_fast.ops.composite import composite
+
+    o, d = random_rays(20000, seed=7)
+    cfg = MarchConfig(step=0.005)
+    kw = dict(grid_bits=random_bits(GRID, p=0.6, seed=7), cfg=cfg, warp_table=random_similarity(7), jitter=torch.rand(20000))
+    was = C.huge_page_outputs()
+    runs = {}
+    try:
+        for on in (False, True):
+            C.set_huge_page_outputs(on)
+            assert C.huge_page_outputs() == on
+            s = march_rays(o, d, GRID, impl="native", **kw)
+            assert s.positions.numel() * 4 >= 2 << 20  # big enough to take the huge-page path
+            sig = (s.positions.norm(dim=1) * 3).detach().requires_grad_()
+            rgb = torch.sigmoid(s.positions).detach().requires_grad_()
+            r = composite(s.packed_info, sig, rgb, s.t_starts, s.t_ends, impl="native")
+            (r.rgb.sum() + r.opacity.sum()).backward()
+            runs[on] = (s, r.rgb.detach(), sig.grad, rgb.grad)
+    finally:
+        C.set_huge_page_outputs(was)
+    (a, ca, gsa, gra), (b, cb, gsb, grb) = runs[False], runs[True]
+    assert_same_samples(a, b, rtol=0, atol=0)
+    assert torch.equal(ca, cb) and torch.equal(gsa, gsb) and torch.equal(gra, grb)
+    pos = b.positions
+    del runs, b
+    pos.mul_(2.0)  # still writable after the rest of its march is gone
+    assert torch.equal(pos, a.positions * 2.0)

@@ -36,7 +36,7 @@ std::vector<at::Tensor> composite_forward(at::Tensor packed_info, at::Tensor sig
   const int64_t N = packed_info.size(0), S = sigmas.size(0);
   auto opts = sigmas.options();
   auto rgb = at::zeros({N, 3}, opts), depth = at::zeros({N}, opts), opacity = at::zeros({N}, opts);
-  auto weights = at::zeros({S}, opts), trans = at::zeros({S}, opts);
+  auto weights = empty_output({S}, opts).zero_(), trans = empty_output({S}, opts).zero_();
   AT_DISPATCH_FLOATING_TYPES(sigmas.scalar_type(), "composite_forward", [&] {
     CompositeArgs<scalar_t> a{};
     a.n_rays = N;
@@ -82,8 +82,8 @@ std::vector<at::Tensor> composite_backward(at::Tensor packed_info, at::Tensor si
   check_shape(grad_depth, "grad_depth", {N});
   check_shape(opacity, "opacity", {N});
   check_shape(grad_opacity, "grad_opacity", {N});
-  auto grad_sigmas = at::zeros({S}, sigmas.options());
-  auto grad_rgbs = at::zeros({S, 3}, sigmas.options());
+  auto grad_sigmas = empty_output({S}, sigmas.options()).zero_();
+  auto grad_rgbs = empty_output({S, 3}, sigmas.options()).zero_();
   AT_DISPATCH_FLOATING_TYPES(dt, "composite_backward", [&] {
     CompositeArgs<scalar_t> a{};
     a.n_rays = N;

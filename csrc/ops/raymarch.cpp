@@ -150,11 +150,11 @@ std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::op
     const int64_t S = N > 0 ? cum[N - 1].item<int64_t>() : 0;
     auto offsets = (cum - counts).contiguous();
     packed_info = at::stack({offsets, counts}, 1).contiguous();
-    ray_indices = at::empty({S}, counts.options());
-    t_starts = at::empty({S}, rays_o.options());
-    t_ends = at::empty({S}, rays_o.options());
-    positions = at::empty({S, 3}, rays_o.options());
-    dirs = at::empty({S, 3}, rays_o.options());
+    ray_indices = empty_output({S}, counts.options());
+    t_starts = empty_output({S}, rays_o.options());
+    t_ends = empty_output({S}, rays_o.options());
+    positions = empty_output({S, 3}, rays_o.options());
+    dirs = empty_output({S, 3}, rays_o.options());
     a.offsets = offsets.data_ptr<int64_t>();
     a.ray_indices = ray_indices.data_ptr<int64_t>();
     a.t_starts = t_starts.data_ptr<scalar_t>();

@@ -47,6 +47,12 @@ inline void check_float(const at::Tensor& t, const char* name) {
               "' must be float32 or float64, got ", t.scalar_type());
 }
 
+// A fresh output tensor like at::empty. On the CPU, one of 2 MiB or more is placed on
+// 2 MiB-aligned memory advised for transparent huge pages (MADV_HUGEPAGE), so that first
+// touching it costs one page fault per 2 MiB instead of one per 4 KiB (csrc/ops/memory.cpp;
+// PNERF_HUGEPAGES=0 or _C.set_huge_page_outputs(False) turns it off).
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opt);
+
 // Preconditions whose check costs a device sync (csrc/ops/checks.cpp): on the CPU the
 // bounds are always checked; on CUDA only in debug mode (PNERF_DEBUG_CHECKS=1 or
 // _C.set_debug_checks(True)), which also checks uniqueness and packed_info overlaps.

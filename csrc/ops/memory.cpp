@@ -1,0 +1,67 @@
+// Output memory for the kernels' large per-sample tensors (torch_utils.h: empty_output).
+//
+// A march writes 40 bytes per sample (ray index, t_start, t_end, position, direction):
+// ~150 MB for the 3.9 M samples of the kernel benchmark, ~20 MB per segment of a 256²
+// frame. at::empty gets such blocks from fresh mmaps, and on this VM first touching them
+// cost ~38,000 page faults and 50-80 ms of system time per 150 MB. Placed on 2 MiB-aligned
+// memory advised MADV_HUGEPAGE, the same block takes ~1,000 faults (~13 ms): the kernel
+// backs it with transparent huge pages where its THP mode allows (always or madvise);
+// where it does not, the advice is ignored and the memory is ordinary pages. The memory
+// is freed with free() when the tensor's storage dies (at::from_blob with a deleter).
+//
+// Only CPU tensors of 2 MiB or more take this path. torch's THP_MEM_ALLOC_ENABLE=1 does
+// the same for every allocation of the process, but must be set before torch's first large
+// allocation; this one is local to our outputs. PNERF_HUGEPAGES=0 (read when the extension
+// loads) or _C.set_huge_page_outputs(False) turns it off (at::empty), for comparisons.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "pnerf/torch_utils.h"
+
+namespace pnerf {
+
+namespace {
+std::atomic<bool>& huge_flag() {
+  static std::atomic<bool> flag([] {
+    const char* v = std::getenv("PNERF_HUGEPAGES");
+    return !(v != nullptr && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0 || std::strcmp(v, "false") == 0));
+  }());
+  return flag;
+}
+}  // namespace
+
+bool huge_page_outputs() { return huge_flag().load(std::memory_order_relaxed); }
+void set_huge_page_outputs(bool on) { huge_flag().store(on, std::memory_order_relaxed); }
+
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opt) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (opt.device().is_cpu() && huge_page_outputs()) {
+    constexpr size_t kHuge = size_t(2) << 20;
+    const size_t bytes = (size_t)c10::multiply_integers(sizes) * opt.dtype().itemsize();
+    void* p = nullptr;
+    if (bytes >= kHuge) {
+      const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+      if (posix_memalign(&p, kHuge, rounded) == 0) {
+        madvise(p, rounded, MADV_HUGEPAGE);  // advice only; refused, it leaves 4 KiB pages
+        return at::from_blob(p, sizes, [](void* q) { std::free(q); }, opt);
+      }
+    }
+  }
+#endif
+  return at::empty(sizes, opt);
+}
+
+void bind_memory(pybind11::module_& m) {
+  m.def("huge_page_outputs", &huge_page_outputs,
+        "Whether large CPU outputs (march samples) go on memory advised for transparent huge pages");
+  m.def("set_huge_page_outputs", &set_huge_page_outputs,
+        "Turn the huge-page advice for large CPU outputs on or off (same results; for benchmarks)",
+        pybind11::arg("on"));
+}
+
+}  // namespace pnerf
