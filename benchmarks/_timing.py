@@ -22,6 +22,25 @@ def time_ms(fn, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(out)
 
 
+def time_ms_interleaved(fns, repeats: int = 5, warmup: int = 1) -> list:
+    """The median ms of each of ``fns``, timed in turns (f1, f2, ..., f1, f2, ...), so that
+    a drift of the machine's speed falls on all of them alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    out = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            out[k].append((time.perf_counter() - t0) * 1000)
+    return [statistics.median(o) for o in out]
+
+
 def row(ours_ms, torch_ms, nerfacc_ms=None, **extra) -> dict:
     r = {
         "ours_ms": round(ours_ms, 3) if ours_ms is not None else None,

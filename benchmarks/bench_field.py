@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _timing import row, time_ms  # noqa: E402
+from _timing import row, time_ms, time_ms_interleaved  # noqa: E402
 
 from pnerf_fast.field import RadianceField  # noqa: E402
 from pnerf_fast.field.backends import CPU_AUTO, resolve_backend  # noqa: E402
@@ -57,19 +57,26 @@ def bench_hash(n=262144, repeats=5, device="cpu"):
         params.grad = None
         hash_encode(x, params, res, 17, AABB, impl=impl).backward(gy)
 
-    ours = time_ms(lambda: run("native"), repeats)
-    ref = time_ms(lambda: run("torch"), max(2, repeats // 2))
     extra = {}
     C = native()
     if torch.device(device).type == "cpu" and C is not None and C.hashgrid_simd_supported():
-        # the same kernels with their AVX-512 path off (the scalar functors): before/after
+        # the same kernels with their AVX-512 path off (the scalar functors), timed in turns
+        # with the default: before/after in one run
         was = C.hashgrid_simd_enabled()
-        C.hashgrid_set_simd(False)
-        try:
-            extra["scalar_ms"] = round(time_ms(lambda: run("native"), repeats), 3)
-        finally:
-            C.hashgrid_set_simd(was)
+
+        def scalar():
+            C.hashgrid_set_simd(False)
+            try:
+                run("native")
+            finally:
+                C.hashgrid_set_simd(was)
+
+        ours, scalar_ms = time_ms_interleaved([lambda: run("native"), scalar], repeats)
+        extra["scalar_ms"] = round(scalar_ms, 3)
         extra["simd"] = was
+    else:
+        ours = time_ms(lambda: run("native"), repeats)
+    ref = time_ms(lambda: run("torch"), max(2, repeats // 2))
     return row(ours, ref, None, n_points=n, levels=16, features=2, log2_table=17, **extra)
 
 
