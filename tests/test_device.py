@@ -22,6 +22,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -434,7 +435,16 @@ def test_finetune_moves_a_given_model(subject, prior, fake_device):
     is made (checked on meta: the first kernel then fails, on the moved copy); the caller's
     model stays where it was."""
     model = _prior(prior)
-    with pytest.raises((NotImplementedError, RuntimeError)):
+    moved = []
+    real_to = type(model).to
+
+    def to(self, *a, **k):  # records where finetune's copy is sent
+        out = real_to(self, *a, **k)
+        moved.append((self is model, all(t.is_meta for t in [*out.parameters(), *out.buffers()])))
+        return out
+
+    with mock.patch.object(type(model), "to", to), pytest.raises((NotImplementedError, RuntimeError)):
         finetune(subject, init=model, steps=1, code_steps=0, rays_per_step=8, progress=False, device="cpu")
     assert fake_device[0] == "cpu"
+    assert moved and moved[0] == (False, True)  # a copy went to the (fake) device, not the model
     assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])

@@ -51,8 +51,10 @@ def test_forward_same_bits(simd, n):
     res, log2, params, x, _ = _case(n)
     layout_dense = level_layout(res, log2)[1]
     assert any(layout_dense) and not all(layout_dense)  # both kinds of level are covered
+    calls = simd.hashgrid_simd_calls()
     a, b = _both(simd, lambda: simd.hashgrid_forward(x, params, res, log2, AABB))
     assert torch.equal(a, b)
+    assert simd.hashgrid_simd_calls() == calls + (1 if n >= 16 else 0)  # it ran (not for < 16 points)
     # into a kept buffer too (the renderer's call)
     out = torch.full_like(a, float("nan"))
     simd.hashgrid_set_simd(True)
@@ -63,7 +65,9 @@ def test_forward_same_bits(simd, n):
 @pytest.mark.parametrize("n", [7, 16, 1000 + 5])
 def test_backward_same_bits(simd, n):
     res, log2, params, x, gy = _case(n, seed=n)
+    calls = simd.hashgrid_simd_calls()
     (ga, xa), (gb, xb) = _both(simd, lambda: simd.hashgrid_backward(gy, x, params, res, log2, AABB, True, True))
+    assert simd.hashgrid_simd_calls() == calls + 1  # the table backward took the path once
     assert torch.equal(ga, gb) and torch.equal(xa, xb)
     assert ga.abs().sum() > 0
 
@@ -92,5 +96,22 @@ def test_other_feature_counts_and_doubles_stay_scalar(simd):
     for F, dtype in ((4, torch.float32), (2, torch.float64)):
         res, log2, params, x, _ = _case(100, F=F)
         params, x = params.to(dtype), x.to(dtype)
+        calls = simd.hashgrid_simd_calls()
         a, b = _both(simd, lambda: simd.hashgrid_forward(x, params, res, log2, AABB))
         assert torch.equal(a, b)
+        assert simd.hashgrid_simd_calls() == calls
+
+
+def test_nan_points_read_cell_zero(simd):
+    """A NaN coordinate takes cell 0 on both paths (the clamp sends NaN to 0), instead of
+    an index cast from NaN."""
+    res, log2, params, x, _ = _case(40)
+    x[3, 1] = float("nan")
+    x[20, 0] = float("nan")
+    a, b = _both(simd, lambda: simd.hashgrid_forward(x, params, res, log2, AABB))
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+    x0 = x.clone()
+    x0[3, 1] = AABB[1]
+    x0[20, 0] = AABB[0]  # the box's low face: u = 0
+    simd.hashgrid_set_simd(False)
+    assert torch.equal(a, simd.hashgrid_forward(x0, params, res, log2, AABB))

@@ -241,6 +241,8 @@ def test_huge_page_outputs_change_nothing(C):
             assert C.huge_page_outputs() == on
             s = march_rays(o, d, GRID, impl="native", **kw)
             assert s.positions.numel() * 4 >= 2 << 20  # big enough to take the huge-page path
+            if on:  # and it took it: 2 MiB-aligned memory of its own
+                assert s.positions.data_ptr() % (2 << 20) == 0
             sig = (s.positions.norm(dim=1) * 3).detach().requires_grad_()
             rgb = torch.sigmoid(s.positions).detach().requires_grad_()
             r = composite(s.packed_info, sig, rgb, s.t_starts, s.t_ends, impl="native")

@@ -13,7 +13,7 @@
 //
 // The functions carry a target attribute, so this file compiles with the baseline flags
 // and the rest of the extension runs on any x86-64; hashgrid_simd_supported() asks the
-// CPU at run time before anything here is called.
+// CPU at run time before anything here is called. PNERF_SIMD=0 is read on first use.
 #include "pnerf/hashgrid.h"
 
 #include <ATen/Parallel.h>
@@ -42,6 +42,8 @@ namespace cpu {
 namespace {
 // -1: not decided yet (PNERF_SIMD unset -> on where supported); 0 off; 1 on.
 std::atomic<int> g_simd_wanted{-1};
+// Calls that took this path (forward and table backward), for tests that must know it ran.
+std::atomic<int64_t> g_simd_calls{0};
 
 bool env_allows_simd() {
   const char* v = std::getenv("PNERF_SIMD");
@@ -59,6 +61,8 @@ bool hashgrid_simd_supported() {
 }
 
 void hashgrid_set_simd(bool on) { g_simd_wanted.store(on ? 1 : 0); }
+
+int64_t hashgrid_simd_calls() { return g_simd_calls.load(); }
 
 bool hashgrid_simd_enabled() {
   int w = g_simd_wanted.load();
@@ -237,6 +241,7 @@ bool hashgrid_forward_simd(const HashGridArgs<float>& a) {
   const HashGridForward<float> f{a};
   for (int l = 0; l < L; ++l)
     for (int64_t p = nb * kLanes; p < n; ++p) f.run(l, p);
+  g_simd_calls.fetch_add(1);
   return true;
 }
 
@@ -254,6 +259,7 @@ bool hashgrid_backward_params_simd(const HashGridArgs<float>& a) {
         backward_params16(a, (int)l, s, n_pad, p0, (int)std::min<int64_t>(kLanes, n - p0));
       }
   });
+  g_simd_calls.fetch_add(1);
   return true;
 }
 

@@ -168,6 +168,8 @@ void bind_hashgrid(pybind11::module_& m) {
         "Whether this CPU runs the AVX-512 hash-grid path (float tables, 2 features)");
   m.def("hashgrid_simd_enabled", &cpu::hashgrid_simd_enabled,
         "Whether the AVX-512 hash-grid path is in use (supported, and not switched off)");
+  m.def("hashgrid_simd_calls", &cpu::hashgrid_simd_calls,
+        "How many hash-grid forward / table-backward calls took the AVX-512 path (for tests)");
   m.def("hashgrid_set_simd", &cpu::hashgrid_set_simd,
         "Switch the AVX-512 hash-grid path on or off (same results bit for bit; for benchmarks and tests)",
         pybind11::arg("on"));

@@ -4,16 +4,19 @@
 // ~150 MB for the 3.9 M samples of the kernel benchmark, ~20 MB per segment of a 256²
 // frame. at::empty gets such blocks from fresh mmaps, and on this VM first touching them
 // cost ~38,000 page faults and 50-80 ms of system time per 150 MB. Placed on 2 MiB-aligned
-// memory advised MADV_HUGEPAGE, the same block takes ~1,000 faults (~13 ms): the kernel
+// memory advised MADV_HUGEPAGE, the same block takes ~600 faults (11-18 ms): the kernel
 // backs it with transparent huge pages where its THP mode allows (always or madvise);
-// where it does not, the advice is ignored and the memory is ordinary pages. The memory
-// is freed with free() when the tensor's storage dies (at::from_blob with a deleter).
+// where it does not, the advice is ignored and the memory is ordinary pages. Each block is
+// its own anonymous mapping, unmapped when the tensor's storage dies (at::from_blob with a
+// deleter). Such a tensor cannot be resized in place (resize_, out= that must grow) and
+// is not counted by torch's allocator statistics; nothing here resizes kernel outputs.
 //
 // Only CPU tensors of 2 MiB or more take this path. torch's THP_MEM_ALLOC_ENABLE=1 does
 // the same for every allocation of the process, but must be set before torch's first large
-// allocation; this one is local to our outputs. PNERF_HUGEPAGES=0 (read when the extension
-// loads) or _C.set_huge_page_outputs(False) turns it off (at::empty), for comparisons.
+// allocation; this one is local to our outputs. PNERF_HUGEPAGES=0 (read on first use) or
+// _C.set_huge_page_outputs(False) turns it off (at::empty), for comparisons.
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -43,12 +46,19 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opt) {
   if (opt.device().is_cpu() && huge_page_outputs()) {
     constexpr size_t kHuge = size_t(2) << 20;
     const size_t bytes = (size_t)c10::multiply_integers(sizes) * opt.dtype().itemsize();
-    void* p = nullptr;
     if (bytes >= kHuge) {
+      // Its own mapping (not malloc's heap, whose ranges would keep the advice after this
+      // tensor is gone): map one huge page more, keep the 2 MiB-aligned part.
       const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
-      if (posix_memalign(&p, kHuge, rounded) == 0) {
+      void* raw = mmap(nullptr, rounded + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (raw != MAP_FAILED) {
+        const uintptr_t r = reinterpret_cast<uintptr_t>(raw);
+        const uintptr_t a = (r + kHuge - 1) & ~(uintptr_t)(kHuge - 1);
+        if (a > r) munmap(raw, a - r);                                     // the head before the boundary
+        if (a + rounded < r + rounded + kHuge) munmap((void*)(a + rounded), r + kHuge - a);  // the tail
+        void* p = reinterpret_cast<void*>(a);
         madvise(p, rounded, MADV_HUGEPAGE);  // advice only; refused, it leaves 4 KiB pages
-        return at::from_blob(p, sizes, [](void* q) { std::free(q); }, opt);
+        return at::from_blob(p, sizes, [rounded](void* q) { munmap(q, rounded); }, opt);
       }
     }
   }

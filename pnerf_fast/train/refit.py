@@ -67,7 +67,7 @@ def refit_codes(model: PortraitModel, data_root, split: str = "train", code_step
 
 
 def _fit_code(model: PortraitModel, subject, code_steps, seed) -> torch.Tensor:
-    pf = finetune(subject, init=copy.deepcopy(model), steps=0, code_steps=code_steps, seed=seed,
+    pf = finetune(subject, init=model, steps=0, code_steps=code_steps, seed=seed,  # finetune fits a copy
                   progress=False, device=model.codes.device)
     return pf.model.field.latent.detach().clone()
 

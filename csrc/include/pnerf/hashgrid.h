@@ -109,7 +109,11 @@ PNERF_HD void hash_corners(const HashGridArgs<T>& a, int l, int64_t p, int64_t r
   for (int d = 0; d < 3; ++d) {
     T u = (xp[d] - a.aabb_min[d]) * a.inv_extent[d];
     inside[d] = (u >= T(0)) && (u <= T(1));
-    u = clamp_(u, T(0), T(1));
+    // Clamp to [0, 1] with NaN (and -0) going to +0: written as the comparisons that the
+    // AVX-512 path's max/min perform, so both give the same bits for every input, and a
+    // NaN coordinate reads cell 0 instead of casting NaN to an index (undefined; INT_MIN).
+    u = u > T(0) ? u : T(0);
+    u = u < T(1) ? u : T(1);
     const T pos = u * T(R);
     // pos >= 0 after the clamp, so truncation is floor; on baseline x86-64 host code
     // floor() is a library call, three per (level, point), a measurable share of the pass.
@@ -304,6 +308,7 @@ namespace cpu {
 bool hashgrid_simd_supported();
 bool hashgrid_simd_enabled();
 void hashgrid_set_simd(bool on);
+int64_t hashgrid_simd_calls();  // calls that took the AVX-512 path so far (for tests)
 bool hashgrid_forward_simd(const HashGridArgs<float>& a);
 bool hashgrid_backward_params_simd(const HashGridArgs<float>& a);
 template <typename T> void hashgrid_rows(const HashGridRows<T>& r, bool emit);

@@ -50,7 +50,8 @@ inline void check_float(const at::Tensor& t, const char* name) {
 // A fresh output tensor like at::empty. On the CPU, one of 2 MiB or more is placed on
 // 2 MiB-aligned memory advised for transparent huge pages (MADV_HUGEPAGE), so that first
 // touching it costs one page fault per 2 MiB instead of one per 4 KiB (csrc/ops/memory.cpp;
-// PNERF_HUGEPAGES=0 or _C.set_huge_page_outputs(False) turns it off).
+// PNERF_HUGEPAGES=0 or _C.set_huge_page_outputs(False) turns it off). Such a tensor owns
+// its own mapping: it cannot be resized in place, and torch's allocator does not count it.
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opt);
 
 // Preconditions whose check costs a device sync (csrc/ops/checks.cpp): on the CPU the
