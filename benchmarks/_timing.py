@@ -1,6 +1,7 @@
 """Timing helpers shared by the benchmarks: warm-up, then the median of repeats."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 
@@ -20,6 +21,19 @@ def time_ms(fn, repeats: int = 5, warmup: int = 1) -> float:
             torch.cuda.synchronize()
         out.append((time.perf_counter() - t0) * 1000)
     return statistics.median(out)
+
+
+@contextlib.contextmanager
+def native_switch(get, set_, on: bool):
+    """Run the block with one of the extension's switches (``get``/``set_``, e.g.
+    ``_C.hashgrid_simd_enabled``/``_C.hashgrid_set_simd``) at ``on``, and put it back after:
+    how a benchmark measures a path off and on in one run."""
+    was = get()
+    set_(on)
+    try:
+        yield
+    finally:
+        set_(was)
 
 
 def time_ms_interleaved(fns, repeats: int = 5, warmup: int = 1) -> list:

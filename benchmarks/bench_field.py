@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _timing import row, time_ms, time_ms_interleaved  # noqa: E402
+from _timing import native_switch, row, time_ms, time_ms_interleaved  # noqa: E402
 
 from pnerf_fast.field import RadianceField  # noqa: E402
 from pnerf_fast.field.backends import CPU_AUTO, resolve_backend  # noqa: E402
@@ -62,18 +62,13 @@ def bench_hash(n=262144, repeats=5, device="cpu"):
     if torch.device(device).type == "cpu" and C is not None and C.hashgrid_simd_supported():
         # the same kernels with their AVX-512 path off (the scalar functors), timed in turns
         # with the default: before/after in one run
-        was = C.hashgrid_simd_enabled()
-
         def scalar():
-            C.hashgrid_set_simd(False)
-            try:
+            with native_switch(C.hashgrid_simd_enabled, C.hashgrid_set_simd, False):
                 run("native")
-            finally:
-                C.hashgrid_set_simd(was)
 
         ours, scalar_ms = time_ms_interleaved([lambda: run("native"), scalar], repeats)
         extra["scalar_ms"] = round(scalar_ms, 3)
-        extra["simd"] = was
+        extra["simd"] = C.hashgrid_simd_enabled()
     else:
         ours = time_ms(lambda: run("native"), repeats)
     ref = time_ms(lambda: run("torch"), max(2, repeats // 2))

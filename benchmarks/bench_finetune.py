@@ -437,15 +437,10 @@ def simd_benchmark(log=print) -> dict:
         raise SystemExit("--simd-bench: this CPU (or build) has no AVX-512 hash-grid path to compare")
     subj = as_subject(ROOT / "pnerf_fast" / "assets" / "demo_subject")
     finetune(subj, init=PortraitModel.load(SHIPPED_PRIORS["latent"]), steps=2, code_steps=2, progress=False)  # warm
-    was = C.hashgrid_simd_enabled()
+    from _timing import native_switch
 
-    @contextlib.contextmanager
     def simd(name, m):
-        C.hashgrid_set_simd(name == "simd")
-        try:
-            yield
-        finally:
-            C.hashgrid_set_simd(was)
+        return native_switch(C.hashgrid_simd_enabled, C.hashgrid_set_simd, name == "simd")
 
     rows, _ = _abba_finetunes(subj, "scalar", "simd", simd)
     rows["ratio"] = round(sum(rows["simd"]) / sum(rows["scalar"]), 3)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _timing import row, time_ms  # noqa: E402
+from _timing import native_switch, row, time_ms  # noqa: E402
 
 from pnerf_fast.geometry import CANONICAL_AABB  # noqa: E402
 from pnerf_fast.geometry.rig import camera_at  # noqa: E402
@@ -99,11 +99,8 @@ def _pages4k(measure, device):
     C = native()
     if torch.device(device).type != "cpu" or C is None or not C.huge_page_outputs():
         return None
-    C.set_huge_page_outputs(False)
-    try:
+    with native_switch(C.huge_page_outputs, C.set_huge_page_outputs, False):
         return measure()
-    finally:
-        C.set_huge_page_outputs(True)
 
 
 def _extra(pages4k_ms):

@@ -70,15 +70,12 @@ def _render(pf, name, cam, v, ch):
     """One frame; the scalar-hash variant runs with the AVX-512 path off."""
     if name != SCALAR_HASH:
         return pf.render(cam, cfg=v, chunk=ch)
+    from _timing import native_switch
     from pnerf_fast._native import native
 
     c = native()
-    was = c.hashgrid_simd_enabled()
-    c.hashgrid_set_simd(False)
-    try:
+    with native_switch(c.hashgrid_simd_enabled, c.hashgrid_set_simd, False):
         return pf.render(cam, cfg=v, chunk=ch)
-    finally:
-        c.hashgrid_set_simd(was)
 
 
 def bench_portrait(pf, subject, args) -> dict:
