@@ -15,13 +15,12 @@
 // and the rest of the extension runs on any x86-64; hashgrid_simd_supported() asks the
 // CPU at run time before anything here is called. PNERF_SIMD=0 is read on first use.
 #include "pnerf/hashgrid.h"
+#include "pnerf/env.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -40,15 +39,13 @@ namespace pnerf {
 namespace cpu {
 
 namespace {
-// -1: not decided yet (PNERF_SIMD unset -> on where supported); 0 off; 1 on.
-std::atomic<int> g_simd_wanted{-1};
+// Whether the path is wanted (PNERF_SIMD, read on first use; hashgrid_set_simd).
+std::atomic<bool>& simd_wanted() {
+  static std::atomic<bool> flag(env_switch("PNERF_SIMD", true));
+  return flag;
+}
 // Calls that took this path (forward and table backward), for tests that must know it ran.
 std::atomic<int64_t> g_simd_calls{0};
-
-bool env_allows_simd() {
-  const char* v = std::getenv("PNERF_SIMD");
-  return v == nullptr || !(std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0 || std::strcmp(v, "false") == 0);
-}
 }  // namespace
 
 bool hashgrid_simd_supported() {
@@ -60,18 +57,11 @@ bool hashgrid_simd_supported() {
 #endif
 }
 
-void hashgrid_set_simd(bool on) { g_simd_wanted.store(on ? 1 : 0); }
+void hashgrid_set_simd(bool on) { simd_wanted().store(on, std::memory_order_relaxed); }
 
 int64_t hashgrid_simd_calls() { return g_simd_calls.load(); }
 
-bool hashgrid_simd_enabled() {
-  int w = g_simd_wanted.load();
-  if (w < 0) {
-    w = env_allows_simd() ? 1 : 0;
-    g_simd_wanted.store(w);
-  }
-  return w == 1 && hashgrid_simd_supported();
-}
+bool hashgrid_simd_enabled() { return simd_wanted().load(std::memory_order_relaxed) && hashgrid_simd_supported(); }
 
 #if PNERF_HAVE_AVX512_PATH
 

@@ -9,16 +9,22 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "pnerf/env.h"
 #include "pnerf/torch_utils.h"
 
 namespace pnerf {
 
+bool env_switch(const char* name, bool default_on) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) return default_on;
+  if (std::strcmp(v, "1") == 0 || std::strcmp(v, "true") == 0 || std::strcmp(v, "yes") == 0) return true;
+  if (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0 || std::strcmp(v, "false") == 0) return false;
+  return default_on;
+}
+
 namespace {
 std::atomic<bool>& debug_flag() {
-  static std::atomic<bool> flag([] {
-    const char* v = std::getenv("PNERF_DEBUG_CHECKS");
-    return v != nullptr && (std::strcmp(v, "1") == 0 || std::strcmp(v, "true") == 0 || std::strcmp(v, "yes") == 0);
-  }());
+  static std::atomic<bool> flag(env_switch("PNERF_DEBUG_CHECKS", false));
   return flag;
 }
 }  // namespace

@@ -17,23 +17,19 @@
 // _C.set_huge_page_outputs(False) turns it off (at::empty), for comparisons.
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
 
+#include "pnerf/env.h"
 #include "pnerf/torch_utils.h"
 
 namespace pnerf {
 
 namespace {
 std::atomic<bool>& huge_flag() {
-  static std::atomic<bool> flag([] {
-    const char* v = std::getenv("PNERF_HUGEPAGES");
-    return !(v != nullptr && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0 || std::strcmp(v, "false") == 0));
-  }());
+  static std::atomic<bool> flag(env_switch("PNERF_HUGEPAGES", true));
   return flag;
 }
 }  // namespace
