@@ -17,8 +17,10 @@ good are its novel views, and how far is it from the multi-view oracle?
    resolution, and its input view scored over the person mask that `pnerf align` writes.
 
 The printed object holds input_view_psnr_fg, novel_psnr, novel_psnr_fg, novel_ssim,
-novel_lpips, by_angle, oracle_psnr, oracle_gap_db, finetune_s and photo_input_psnr_fg,
-plus per-subject rows. About 15 minutes on 2 CPU cores. --pictures writes the renders.
+novel_lpips, the novel views' outline (novel_silhouette_iou, novel_silhouette_err_share: the share
+of their squared error where the rendered and true silhouettes disagree, novel_psnr_silhouettes_agree:
+PSNR over the other pixels), by_angle, oracle_psnr, oracle_gap_db, finetune_s and
+photo_input_psnr_fg, plus per-subject rows. About 15 minutes on 2 CPU cores. --pictures writes the renders.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pnerf_fast.evaluate import evaluate_prior, write_json  # noqa: E402
+from pnerf_fast.evaluate import SILHOUETTE_KEYS, evaluate_prior, write_json  # noqa: E402
 
 LS_SUBJECTS, LS_SEED, LS_RES = 80, 0, 128
 DEFAULT_STYLE = "classic"  # the light stage the shipped prior was trained on
@@ -148,14 +150,18 @@ def main(argv=None) -> int:
         "novel_psnr_fg": m["psnr_fg"],
         "novel_ssim": m["ssim"],
         "novel_lpips": m.get("lpips"),
-        "by_angle": {b: {k: v[k] for k in ("psnr", "psnr_fg", "ssim", "lpips", "n_views") if k in v}
+        # how much of it is the outline (evaluate.SILHOUETTE_KEYS; metrics.silhouette_scores)
+        **{f"novel_{k}": m.get(k) for k in SILHOUETTE_KEYS},
+        "by_angle": {b: {k: v[k] for k in ("psnr", "psnr_fg", "ssim", "lpips", "silhouette_iou", "n_views") if k in v}
                      for b, v in m["by_angle"].items()},
         "oracle_psnr": m.get("oracle", {}).get("psnr"),
         "oracle_gap_db": m.get("oracle_gap_db"),
         "oracle_start": args.oracle_start if args.oracle_seconds else None,
         "finetune_s": m["finetune_s"],
         "subjects": [{"subject": r["subject"], "input_psnr_fg": r["input"]["psnr_fg"], "novel_psnr": r["psnr"],
-                      "novel_psnr_fg": r["psnr_fg"], "oracle_psnr": r.get("oracle", {}).get("psnr"),
+                      "novel_psnr_fg": r["psnr_fg"], "novel_silhouette_iou": r.get("silhouette_iou"),
+                      "novel_silhouette_err_share": r.get("silhouette_err_share"),
+                      "oracle_psnr": r.get("oracle", {}).get("psnr"),
                       "finetune_s": r["finetune_s"]} for r in res["subjects"]],
     }
     if not args.no_photo:

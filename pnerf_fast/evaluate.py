@@ -33,6 +33,8 @@ from .train.model import PortraitField, PortraitModel
 ANGLE_BANDS = ((0.0, 20.0), (20.0, 40.0), (40.0, 180.0))
 BAND_NAMES = ("0-20", "20-40", "40+")
 METRIC_KEYS = ("psnr", "ssim", "lpips", "psnr_fg", "ssim_fg")
+#: metrics.silhouette_scores, for subjects with masks: how much of the error is the outline
+SILHOUETTE_KEYS = ("silhouette_iou", "silhouette_err_share", "psnr_silhouettes_agree")
 
 
 def view_angles(subject: Subject, views: list[int] | None = None) -> list[float]:
@@ -55,6 +57,12 @@ def band_of(angle: float) -> str:
     return BAND_NAMES[-1]
 
 
+def _finite_mean(xs) -> float:
+    """The mean of the finite values of ``xs`` (nan when there are none)."""
+    xs = [float(x) for x in xs if np.isfinite(x)]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
 def split_by_angle(per_view: dict, angles: list[float]) -> dict:
     """{band: {metric: mean over that band's views, "n_views": k}} for the bands that
     have views; ``per_view`` is evaluate_views' per-view table."""
@@ -62,7 +70,8 @@ def split_by_angle(per_view: dict, angles: list[float]) -> dict:
     for name in BAND_NAMES:
         idx = [i for i, a in enumerate(angles) if band_of(a) == name]
         if idx:
-            out[name] = {k: float(np.mean([v[i] for i in idx])) for k, v in per_view.items()}
+            # (a view whose agreeing pixels are exact has psnr_silhouettes_agree inf: left out)
+            out[name] = {k: _finite_mean([v[i] for i in idx]) for k, v in per_view.items()}
             out[name]["n_views"] = len(idx)
     return out
 
@@ -71,21 +80,28 @@ def split_by_angle(per_view: dict, angles: list[float]) -> dict:
 def score_subject(portrait: PortraitField, subject: Subject, views: list[int] | None = None, bg: float = 1.0,
                   lpips: bool = True, progress=None) -> dict:
     """Metrics of ``views`` (default: the novel views), with ``by_angle`` bands."""
-    from .metrics import evaluate_views
+    from .metrics import evaluate_views, silhouette_scores
 
     views = views if views is not None else subject.query_indices()
     if not views:
         raise ValueError(f"subject {subject.name}: no views to score (it has only its frontal frame)")
     targets = subject.composite(bg)
     preds, gts, masks = [], [], []
+    sil = {k: [] for k in SILHOUETTE_KEYS} if subject.masks is not None else None
     for v in views:
         out = portrait.render(subject.cameras[v])
         preds.append(out["rgb"].cpu().numpy())
         gts.append(targets[v])
         masks.append(subject.masks[v] > 0.5 if subject.masks is not None else None)
+        if sil is not None:
+            for k, x in silhouette_scores(preds[-1], gts[-1], out["opacity"].cpu().numpy(), subject.masks[v]).items():
+                sil[k].append(x)
         if progress is not None:
             progress.update(1)
     m = evaluate_views(preds, gts, masks=None if masks[0] is None else masks, lpips=lpips, device=portrait.device)
+    if sil is not None:
+        m["per_view"].update(sil)
+        m.update({k: _finite_mean(v) for k, v in sil.items()})
     m["views"] = list(views)
     m["angles"] = view_angles(subject, views)
     m["by_angle"] = split_by_angle(m["per_view"], m["angles"])
@@ -213,7 +229,7 @@ def evaluate_prior(data_root, init, split: str = "test", steps: int | None = Non
             orc = fit_oracle(subj, PortraitModel.load(init, dev), oracle_seconds, seed=seed, start=oracle_start,
                              device=dev)
             om = score_subject(orc, subj, lpips=lpips)
-            m["oracle"] = {k: om[k] for k in METRIC_KEYS if k in om}
+            m["oracle"] = {k: om[k] for k in METRIC_KEYS + SILHOUETTE_KEYS if k in om}
             m["oracle"]["steps"] = orc.info["steps"]
             m["oracle_gap_db"] = m["oracle"]["psnr"] - m["psnr"]
         if on_subject is not None:
@@ -225,7 +241,7 @@ def evaluate_prior(data_root, init, split: str = "test", steps: int | None = Non
 def summarize(results: list[dict]) -> dict:
     """Means over subjects of every reported number (bands: over the subjects that have them)."""
     mean = lambda xs: float(np.mean(xs))  # noqa: E731
-    keys = [k for k in METRIC_KEYS if k in results[0]]
+    keys = [k for k in METRIC_KEYS + SILHOUETTE_KEYS if k in results[0]]
     out = {k: mean([r[k] for r in results]) for k in keys}
     out["finetune_s"] = mean([r["finetune_s"] for r in results])
     out["input"] = {k: mean([r["input"][k] for r in results]) for k in results[0]["input"]}

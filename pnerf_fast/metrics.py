@@ -334,6 +334,39 @@ def lpips_distance(pred, target, mask=None) -> float:
 
 # ----------------------------------------------------------------------------- views
 
+def silhouette_scores(pred, target, opacity, mask) -> dict:
+    """How much of a view's error is its outline. ``pred``/``target``: [H, W, 3] images in
+    [0, 1]; ``opacity``: the render's [H, W] opacity; ``mask``: the truth's [H, W] alpha.
+    The silhouettes are opacity > 0.5 and alpha > 0.5.
+    -> {"silhouette_iou": their intersection over union (1 when both are empty),
+    "silhouette_err_share": the share of the view's squared error (summed over pixels and
+    channels) in the pixels where they disagree (0 for a perfect view), "psnr_silhouettes_agree":
+    PSNR over the pixels where they agree (inf when those are exact; nan when there are none)}.
+    Against a plain background a pixel of hair that is missing or extra costs as much as
+    hundreds of pixels of slightly wrong skin: these say whether a view's PSNR is its shape
+    or its colour."""
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    if p.shape != t.shape or p.ndim != 3 or p.shape[-1] != 3:
+        raise ValueError(f"pred and target must both be [H, W, 3], got {p.shape} and {t.shape}")
+    o = np.asarray(opacity, dtype=np.float64) > 0.5
+    a = np.asarray(mask, dtype=np.float64) > 0.5
+    if o.shape != p.shape[:2] or a.shape != p.shape[:2]:
+        raise ValueError(f"opacity and mask must be [H, W] = {p.shape[:2]}, got {o.shape} and {a.shape}")
+    se = ((p - t) ** 2).sum(-1)
+    agree = o == a
+    union = int((o | a).sum())
+    total = float(se.sum())
+    n_agree = int(agree.sum())
+    mse_agree = float(se[agree].sum()) / (3 * n_agree) if n_agree else float("nan")
+    return {
+        "silhouette_iou": float((o & a).sum()) / union if union else 1.0,
+        "silhouette_err_share": float(se[~agree].sum()) / total if total > 0 else 0.0,
+        "psnr_silhouettes_agree": float(-10 * np.log10(mse_agree)) if mse_agree > 0 else
+        (float("inf") if n_agree else float("nan")),
+    }
+
+
 def evaluate_views(preds, targets, masks=None, lpips: bool = True, device="cpu") -> dict:
     """Score rendered views against ground truth.
 

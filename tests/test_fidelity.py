@@ -272,6 +272,16 @@ def test_oracle_and_eval_report(latent_prior, tiny):  # noqa: F811
     assert set(r["by_angle"]) <= set(BAND_NAMES) and r["by_angle"]
     assert sum(b["n_views"] for b in r["by_angle"].values()) == len(r["views"])
     assert {"input", "by_angle", "oracle", "oracle_gap_db"} <= set(res["mean"])
+    # the outline: light-stage subjects have masks, so each view's silhouette is scored too
+    from pnerf_fast.commands.eval import format_report
+    from pnerf_fast.evaluate import SILHOUETTE_KEYS
+
+    for row in (r, res["mean"], r["oracle"]):
+        assert set(SILHOUETTE_KEYS) <= set(row)
+        assert 0 <= row["silhouette_iou"] <= 1 and 0 <= row["silhouette_err_share"] <= 1
+    assert all(len(r["per_view"][k]) == len(r["views"]) for k in SILHOUETTE_KEYS)
+    assert all("silhouette_iou" in b for b in r["by_angle"].values())
+    assert "outline IoU" in format_report(res)
 
 
 def test_shipped_priors_by_name():

@@ -196,3 +196,35 @@ def test_evaluate_views(face):
     r2 = M.evaluate_views(np.stack(preds), np.stack([face] * 3), lpips=False)
     assert set(r2) == {"psnr", "ssim", "n_views", "per_view"}
     assert r2["psnr"] == pytest.approx(r["psnr"])
+
+
+def test_silhouette_scores():
+    """The outline's share of a view's error, on a view with a known missing patch."""
+    from pnerf_fast.metrics import silhouette_scores
+
+    H, W = 20, 30
+    alpha = np.zeros((H, W))
+    alpha[5:15, 5:25] = 1.0  # 200 foreground pixels
+    gt = np.ones((H, W, 3)) * (1 - alpha[..., None]) + 0.2 * alpha[..., None]
+    s = silhouette_scores(gt, gt, alpha, alpha)
+    assert s["silhouette_iou"] == 1.0 and s["silhouette_err_share"] == 0.0 and s["psnr_silhouettes_agree"] == float("inf")
+    # the render misses 20 foreground pixels (white there) and is off by 0.01 elsewhere in the head
+    op = alpha.copy()
+    op[5:7, 5:15] = 0.0
+    pred = gt.copy()
+    pred[op < 0.5] = 1.0
+    pred[(op > 0.5)] += 0.01
+    s = silhouette_scores(pred, gt, op, alpha)
+    assert s["silhouette_iou"] == pytest.approx(180 / 200)
+    miss, rest = 20 * 3 * 0.8 ** 2, 180 * 3 * 0.01 ** 2
+    assert s["silhouette_err_share"] == pytest.approx(miss / (miss + rest))
+    assert s["psnr_silhouettes_agree"] == pytest.approx(-10 * np.log10(rest / (3 * (H * W - 20))))
+    # an extra pixel outside the head counts against the IoU too
+    op2 = op.copy()
+    op2[0, 0] = 1.0
+    assert silhouette_scores(pred, gt, op2, alpha)["silhouette_iou"] == pytest.approx(180 / 201)
+    assert silhouette_scores(gt, gt, np.zeros((H, W)), np.zeros((H, W)))["silhouette_iou"] == 1.0
+    with pytest.raises(ValueError, match="opacity and mask"):
+        silhouette_scores(gt, gt, op[:, :5], alpha)
+    with pytest.raises(ValueError, match="pred and target"):
+        silhouette_scores(gt[..., :2], gt[..., :2], op, alpha)

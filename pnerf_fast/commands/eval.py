@@ -64,8 +64,10 @@ def format_report(res: dict) -> str:
     rows = [dict(r, name=r["subject"]) for r in res["subjects"]] + [dict(res["mean"], name="mean")]
     has_lpips = "lpips" in res["mean"]
     has_oracle = "oracle" in res["mean"]
+    has_sil = "silhouette_iou" in res["mean"]
     head = ["subject", "input fg", "novel", "novel fg", "SSIM"] + (["LPIPS"] if has_lpips else []) \
-        + [f"{b}°" for b in BAND_NAMES] + (["oracle", "gap"] if has_oracle else []) + ["finetune s"]
+        + [f"{b}°" for b in BAND_NAMES] + (["outline IoU", "outline err", "novel elsewhere"] if has_sil else []) \
+        + (["oracle", "gap"] if has_oracle else []) + ["finetune s"]
     lines = [" | ".join(head)]
     for r in rows:
         band = [f"{r['by_angle'][b]['psnr']:.2f}" if b in r["by_angle"] else "-" for b in BAND_NAMES]
@@ -74,11 +76,17 @@ def format_report(res: dict) -> str:
         if has_lpips:
             cells.append(f"{r['lpips']:.3f}")
         cells += band
+        if has_sil:
+            cells += [f"{r['silhouette_iou']:.3f}", f"{100 * r['silhouette_err_share']:.0f}%",
+                      f"{r['psnr_silhouettes_agree']:.2f}"]
         if has_oracle:
             cells += [f"{r['oracle']['psnr']:.2f}", f"{r['oracle_gap_db']:.2f}"]
         cells.append(f"{r['finetune_s']:.1f}")
         lines.append(" | ".join(cells))
     n = len(res["subjects"])
-    return f"{n} subjects (PSNR in dB; input = the frontal view re-rendered; novel = the other views):\n" \
+    note = ("; outline: the novel views' silhouettes (opacity > 0.5 against alpha > 0.5): their IoU, the "
+            "share of the squared error where they disagree, and the PSNR over the pixels where they agree"
+            if has_sil else "")
+    return f"{n} subjects (PSNR in dB; input = the frontal view re-rendered; novel = the other views{note}):\n" \
         + "\n".join(lines)
 
