@@ -68,11 +68,13 @@ def test_a_checkpoint_keeps_its_box(tmp_path):
     assert torch.equal(back.grid.bits, m.grid.bits)
 
 
-@pytest.mark.parametrize("name,floor_drop", [("latent", 1.0), ("portrait", 0.0), ("meta", 0.0)])
+@pytest.mark.parametrize("name,floor_drop", [("latent", 1.0), ("portrait", 1.0), ("meta", 0.0)])
 def test_shipped_priors_keep_the_canonical_box(name, floor_drop):
     """The shipped priors' fields store the default box (checked pixel for pixel against
     main when the box moved); their grids cover it, the classic prior's (session 25,
-    configs/pretrain_latent_floor.yaml) with its floor one unit lower for the neck."""
+    configs/pretrain_latent_floor.yaml) and the portrait prior's (session 28,
+    configs/pretrain_portrait_front_floor.yaml) with their floors one unit lower for the
+    neck and the body."""
     m = pnerf_fast.load_prior(name, device="cpu")
     assert m.field.cfg.aabb == CANONICAL_AABB
     assert m.cfg.grid.floor_drop == floor_drop
