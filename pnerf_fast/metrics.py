@@ -357,13 +357,10 @@ def silhouette_scores(pred, target, opacity, mask) -> dict:
     agree = o == a
     union = int((o | a).sum())
     total = float(se.sum())
-    n_agree = int(agree.sum())
-    mse_agree = float(se[agree].sum()) / (3 * n_agree) if n_agree else float("nan")
     return {
         "silhouette_iou": float((o & a).sum()) / union if union else 1.0,
         "silhouette_err_share": float(se[~agree].sum()) / total if total > 0 else 0.0,
-        "psnr_silhouettes_agree": float(-10 * np.log10(mse_agree)) if mse_agree > 0 else
-        (float("inf") if n_agree else float("nan")),
+        "psnr_silhouettes_agree": psnr(p, t, agree),  # masked PSNR: inf when exact, nan when empty
     }
 
 
