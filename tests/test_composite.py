@@ -41,6 +41,31 @@ def test_early_termination_zeroes_late_samples(C):
     torch.testing.assert_close(r.rgb[0], rgb[0])
 
 
+@pytest.mark.parametrize("huge_pages", [False, True])
+def test_samples_outside_every_ray_are_zero(C, huge_pages):
+    """Samples that no ray's segment covers get weight, transmittance and gradients 0, on
+    ordinary memory (zeroed by torch) and on fresh huge-page memory (zeroed by the kernel):
+    the outputs are large enough (>= 2 MiB) for the huge-page path."""
+    S = 1 << 20
+    counts = torch.full((S // 64,), 32, dtype=torch.long)
+    pi = torch.stack([torch.arange(S // 64) * 64, counts], 1)  # every second run of 32 is a gap
+    g = torch.Generator().manual_seed(3)
+    sig = (torch.rand(S, generator=g) * 5).requires_grad_()
+    rgb = torch.rand(S, 3, generator=g).requires_grad_()
+    ts = torch.arange(S, dtype=torch.float32) % 64 * 0.01
+    was = C.huge_page_outputs()
+    try:
+        C.set_huge_page_outputs(huge_pages)
+        r = composite(pi, sig, rgb, ts, ts + 0.01, impl="native")
+        (r.rgb.sum() + r.opacity.sum()).backward()
+    finally:
+        C.set_huge_page_outputs(was)
+    gap = (torch.arange(S) % 64) >= 32
+    for name, t in (("weights", r.weights), ("trans", r.trans), ("sigma grad", sig.grad), ("rgb grad", rgb.grad)):
+        assert torch.all(t[gap] == 0), name
+        assert torch.all(t[~gap].reshape(-1, 32, *t.shape[1:])[:, 0] != 0), name  # covered samples were written
+
+
 def test_backward_matches_reference(C):
     pi, sig, rgb, ts, te = random_packed(200, 30, seed=5)
     grads = []

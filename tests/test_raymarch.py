@@ -163,6 +163,27 @@ def test_fill_starts_at_first_sample(C, max_samples):
     assert_same_samples(a, b)
 
 
+@pytest.mark.parametrize("max_samples", [0, 5])
+def test_full_blocks_match_reference(C, max_samples):
+    """A solid blob fills whole 4^3 blocks of level 0: the march keeps every sample inside
+    such a block up to the block's exit without looking a cell up (grid.h, the block
+    summary's value 2), and must still give the reference's samples."""
+    bits = torch.zeros(GRID.n_cells, dtype=torch.uint8)
+    cells = bits[: GRID.res ** 3].view(GRID.res, GRID.res, GRID.res)
+    i = torch.arange(GRID.res, dtype=torch.float32) + 0.5 - GRID.res / 2
+    r2 = (i[:, None, None] / 6.5) ** 2 + (i[None, :, None] / 7.0) ** 2 + (i[None, None, :] / 5.5) ** 2
+    cells[r2 < 1.0] = 1
+    blocks = cells.view(4, 4, 4, 4, 4, 4).permute(0, 2, 4, 1, 3, 5).reshape(64, 64)
+    assert (blocks.amin(1) == 1).sum() >= 4 and ((blocks.amax(1) == 1) & (blocks.amin(1) == 0)).sum() >= 10
+    o, d = random_rays(1500, seed=31)
+    kw = dict(grid_bits=bits, cfg=MarchConfig(step=0.013, max_samples=max_samples), warp_table=random_similarity(5),
+              jitter=torch.rand(1500, generator=torch.Generator().manual_seed(2)))
+    a = march_rays(o, d, GRID, impl="native", **kw)
+    b = march_rays(o, d, GRID, impl="torch", **kw)
+    assert a.n_samples > (20000 if max_samples == 0 else 2000)
+    assert_same_samples(a, b)
+
+
 def test_skipping_equals_dense_stepping(C):
     """Empty-cell jumps emit exactly the occupied samples of plain stepping."""
     o, d = random_rays(400, seed=8)

@@ -36,7 +36,7 @@ std::vector<at::Tensor> composite_forward(at::Tensor packed_info, at::Tensor sig
   const int64_t N = packed_info.size(0), S = sigmas.size(0);
   auto opts = sigmas.options();
   auto rgb = at::zeros({N, 3}, opts), depth = at::zeros({N}, opts), opacity = at::zeros({N}, opts);
-  auto weights = empty_output({S}, opts).zero_(), trans = empty_output({S}, opts).zero_();
+  auto weights = zeroed_output({S}, opts), trans = zeroed_output({S}, opts);
   AT_DISPATCH_FLOATING_TYPES(sigmas.scalar_type(), "composite_forward", [&] {
     CompositeArgs<scalar_t> a{};
     a.n_rays = N;
@@ -82,8 +82,8 @@ std::vector<at::Tensor> composite_backward(at::Tensor packed_info, at::Tensor si
   check_shape(grad_depth, "grad_depth", {N});
   check_shape(opacity, "opacity", {N});
   check_shape(grad_opacity, "grad_opacity", {N});
-  auto grad_sigmas = empty_output({S}, sigmas.options()).zero_();
-  auto grad_rgbs = empty_output({S, 3}, sigmas.options()).zero_();
+  auto grad_sigmas = zeroed_output({S}, sigmas.options());
+  auto grad_rgbs = zeroed_output({S, 3}, sigmas.options());
   AT_DISPATCH_FLOATING_TYPES(dt, "composite_backward", [&] {
     CompositeArgs<scalar_t> a{};
     a.n_rays = N;

@@ -37,7 +37,11 @@ std::atomic<bool>& huge_flag() {
 bool huge_page_outputs() { return huge_flag().load(std::memory_order_relaxed); }
 void set_huge_page_outputs(bool on) { huge_flag().store(on, std::memory_order_relaxed); }
 
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opt) {
+namespace {
+// The huge-page block of empty_output, or an undefined tensor where it does not apply. A
+// fresh anonymous mapping reads as zeros (the kernel hands out zeroed pages on first
+// touch), which zeroed_output relies on.
+at::Tensor huge_page_block(at::IntArrayRef sizes, const at::TensorOptions& opt) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   if (opt.device().is_cpu() && huge_page_outputs()) {
     constexpr size_t kHuge = size_t(2) << 20;
@@ -59,7 +63,18 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opt) {
     }
   }
 #endif
-  return at::empty(sizes, opt);
+  return at::Tensor();
+}
+}  // namespace
+
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opt) {
+  at::Tensor t = huge_page_block(sizes, opt);
+  return t.defined() ? t : at::empty(sizes, opt);
+}
+
+at::Tensor zeroed_output(at::IntArrayRef sizes, const at::TensorOptions& opt) {
+  at::Tensor t = huge_page_block(sizes, opt);
+  return t.defined() ? t : at::zeros(sizes, opt);
 }
 
 void bind_memory(pybind11::module_& m) {

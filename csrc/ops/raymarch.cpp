@@ -2,6 +2,7 @@
 #include "pnerf/raymarch.h"
 
 #include <optional>
+#include <vector>
 
 #include "pnerf/torch_utils.h"
 
@@ -23,6 +24,7 @@ GridSpec<T> make_grid_spec(const std::optional<at::Tensor>& bits, const std::vec
     g.half[a] = T(0.5 * (aabb[a + 3] - aabb[a]));
     g.inv_half[a] = T(1.0 / (0.5 * (aabb[a + 3] - aabb[a])));
   }
+  grid_spec_derive(g);
   g.bits = nullptr;
   if (bits.has_value() && bits->defined()) {
     check_tensor(*bits, "grid_bits", at::kByte, device);
@@ -32,6 +34,37 @@ GridSpec<T> make_grid_spec(const std::optional<at::Tensor>& bits, const std::vec
   }
   return g;
 }
+
+namespace {
+// Level 0's blocks of 2^sh cells per axis, [(res >> sh)^3] in the cells' order: 0 where every
+// cell of the block is empty, 2 where every one is occupied, 1 otherwise (grid.h, GridSpec::coarse).
+at::Tensor block_summary(const at::Tensor& grid_bits, int64_t res, int sh) {
+  const int64_t cr = res >> sh, b = int64_t(1) << sh;
+  if (grid_bits.is_cpu()) {
+    // One pass over the bytes (~0.1 ms for 64^3), where torch's reductions take ~0.3 ms.
+    auto coarse = at::empty({cr * cr * cr}, grid_bits.options());
+    const uint8_t* bits = grid_bits.data_ptr<uint8_t>();
+    uint8_t* c = coarse.data_ptr<uint8_t>();
+    std::vector<uint8_t> any((size_t)(cr * cr * cr), 0), all((size_t)(cr * cr * cr), 1);
+    for (int64_t x = 0; x < res; ++x)
+      for (int64_t y = 0; y < res; ++y) {
+        const uint8_t* row = bits + (x * res + y) * res;
+        const int64_t base = ((x >> sh) * cr + (y >> sh)) * cr;
+        for (int64_t z = 0; z < res; ++z) {
+          const uint8_t v = row[z] != 0;
+          any[base + (z >> sh)] |= v;
+          all[base + (z >> sh)] &= v;
+        }
+      }
+    for (int64_t i = 0; i < cr * cr * cr; ++i) c[i] = uint8_t(any[i] + all[i]);
+    return coarse;
+  }
+  // (three single-axis reductions, innermost first: 2x faster than one over three axes)
+  auto v = grid_bits.reshape(-1).narrow(0, 0, res * res * res).reshape({cr, b, cr, b, cr, b});
+  auto any = v.amax(5).amax(3).amax(1).ne(0), all = v.amin(5).amin(3).amin(1).ne(0);
+  return (any.to(at::kByte) + all.to(at::kByte)).contiguous();
+}
+}  // namespace
 
 std::vector<at::Tensor> ray_aabb_intersect(at::Tensor rays_o, at::Tensor rays_d, std::vector<double> aabb) {
   check_float(rays_o, "rays_o");
@@ -119,17 +152,15 @@ std::vector<at::Tensor> march_rays(at::Tensor rays_o, at::Tensor rays_d, std::op
     a.t_min = has_tmin ? t_min->data_ptr<scalar_t>() : nullptr;
     a.t_max = has_tmax ? t_max->data_ptr<scalar_t>() : nullptr;
     a.grid = make_grid_spec<scalar_t>(grid_bits, aabb, levels, res, dev);
-    // Level 0's blocks of 4 cells per axis, for crossing empty space a block at a time
-    // (grid.h, grid_occupied_exit: the same samples). Kept alive through both passes. On a
-    // 64^3 grid, a 256² frame's first segment: blocks of 2 / 4 / 8 / 16 cells marched in
-    // 32 / 25 / 31 / 38 ms, 49 ms without (benchmarks/README.md, "Session 23").
+    // Level 0's blocks of 4 cells per axis, for crossing empty space, and runs of occupied
+    // cells, a block at a time (grid.h, grid_occupied_exit: the same samples). Kept alive
+    // through both passes. On a 64^3 grid, a 256² frame's first segment: blocks of 2 / 4 /
+    // 8 / 16 cells marched in 32 / 25 / 31 / 38 ms, 49 ms without (benchmarks/README.md,
+    // "Session 23"); full blocks took a quarter off bench_kernels' march (session 29).
     at::Tensor coarse;
     const int sh = res % 4 == 0 && res >= 8 ? 2 : 0;
     if (cone_angle <= 0 && a.grid.bits != nullptr && sh > 0) {
-      const int64_t cr = res >> sh, b = int64_t(1) << sh;
-      // (three single-axis reductions, innermost first: 2x faster on the CPU than one over three axes)
-      coarse = grid_bits->reshape(-1).narrow(0, 0, res * res * res).reshape({cr, b, cr, b, cr, b})
-                   .amax(5).amax(3).amax(1).contiguous();
+      coarse = block_summary(*grid_bits, res, sh);
       a.grid.coarse = coarse.data_ptr<uint8_t>();
       a.grid.coarse_shift = sh;
     }

@@ -109,7 +109,8 @@ def _dense_index(packed_info: torch.Tensor, n_samples: int):
 
 def _torch_impl(packed_info, sigmas, rgbs, t_starts, t_ends, t_thresh=1e-4):
     """Pure-PyTorch reference: pads to a dense [n_rays, max_count] layout. Differentiable
-    by autograd; the sequence of floating-point operations mirrors the kernel's."""
+    by autograd. The same math as the kernel, which keeps T as a running product of
+    exp(-tau) where this takes the exp of the running sum: equal to float rounding."""
     N, S = packed_info.shape[0], sigmas.shape[0]
     ray_idx, pos, K = _dense_index(packed_info, S)
     tau = sigmas * (t_ends - t_starts)

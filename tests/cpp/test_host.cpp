@@ -173,6 +173,7 @@ static GridSpec<double> make_grid(const uint8_t* bits, int levels, int res, V3 c
   g.center[0] = c.x, g.center[1] = c.y, g.center[2] = c.z;
   g.half[0] = h.x, g.half[1] = h.y, g.half[2] = h.z;
   for (int a = 0; a < 3; ++a) g.inv_half[a] = 1.0 / g.half[a];
+  grid_spec_derive(g);
   return g;
 }
 
@@ -218,6 +219,7 @@ TEST(grid_cell_position_round_trip) {
   GridSpec<float> gf{};
   gf.levels = 1, gf.res = 8;
   for (int a = 0; a < 3; ++a) gf.center[a] = 0.25f, gf.half[a] = 1.5f, gf.inv_half[a] = float(1.0 / 1.5);
+  grid_spec_derive(gf);
   for (int64_t idx = 0; idx < 512; ++idx) {
     const auto p = grid_cell_position(gf, idx, make_vec3(0.5f, 0.5f, 0.5f));
     CHECK(grid_cell(gf, p) == idx);
@@ -508,23 +510,31 @@ TEST(march_matches_brute_force) {
 
 TEST(march_coarse_blocks_give_the_same_samples) {
   // A 2-level 16^3 grid: a ball of occupied cells and a few lone cells on level 0 (so most
-  // 4^3 blocks are empty, some hold one cell), random cells on level 1. Marching with the
-  // level-0 block summary must emit exactly the samples of marching without it.
+  // 4^3 blocks are empty, some hold one cell, some inside the ball are full), random cells on
+  // level 1. Marching with the level-0 block summary (0 empty, 1 mixed, 2 full) must emit
+  // exactly the samples of marching without it.
   const int res = 16, levels = 2, sh = 2, cr = res >> sh;
-  std::vector<uint8_t> bits(levels * res * res * res, 0), coarse(cr * cr * cr, 0);
+  std::vector<uint8_t> bits(levels * res * res * res, 0), coarse(cr * cr * cr, 0), full(cr * cr * cr, 1);
   Lcg rng(11);
   for (int x = 0; x < res; ++x)
     for (int y = 0; y < res; ++y)
       for (int z = 0; z < res; ++z) {
         const double dx = x - 9.5, dy = y - 6.5, dz = z - 8.0;
         const int64_t i = ((int64_t)x * res + y) * res + z;
-        bits[i] = (dx * dx + dy * dy + dz * dz < 12.0) || rng.uniform() < 0.004;
+        bits[i] = (dx * dx + dy * dy + dz * dz < 20.0) || rng.uniform() < 0.004;
         bits[res * res * res + i] = rng.uniform() < 0.05;
-        if (bits[i]) coarse[((x >> sh) * cr + (y >> sh)) * cr + (z >> sh)] = 1;
+        const int b = ((x >> sh) * cr + (y >> sh)) * cr + (z >> sh);
+        if (bits[i]) coarse[b] = 1;
+        else full[b] = 0;
       }
-  int empty_blocks = 0;
-  for (auto c : coarse) empty_blocks += c == 0;
+  int empty_blocks = 0, full_blocks = 0;
+  for (int b = 0; b < cr * cr * cr; ++b) {
+    coarse[b] = uint8_t(coarse[b] + full[b]);
+    empty_blocks += coarse[b] == 0;
+    full_blocks += coarse[b] == 2;
+  }
   CHECK(empty_blocks > 20 && empty_blocks < cr * cr * cr);
+  CHECK(full_blocks >= 1);
   auto g = make_grid(bits.data(), levels, res, v3(0.05, 0.0, -0.1), v3(0.6, 0.7, 0.5));
   const int n = 400;
   std::vector<double> o(3 * n), d(3 * n), jit(n);

@@ -9,9 +9,13 @@
 
 #if defined(__CUDACC__)
 #define PNERF_HD __host__ __device__ __forceinline__
+#define PNERF_HD_HOT PNERF_HD
 #define PNERF_DEVICE_CODE 1
 #else
 #define PNERF_HD inline
+// For a helper in a kernel's innermost loop that g++ would otherwise call (the march's
+// cell lookup: inlined, its arguments stay in registers).
+#define PNERF_HD_HOT inline __attribute__((always_inline))
 #endif
 
 namespace pnerf {

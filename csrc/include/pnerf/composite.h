@@ -1,7 +1,8 @@
 // Alpha compositing over packed samples: the per-ray math, once, for CPU and CUDA.
 //
 // Samples of ray r are [start, start + count) with (start, count) = packed_info[r].
-// T_i = exp(-sum_{j<i} sigma_j * delta_j), alpha_i = 1 - exp(-sigma_i * delta_i),
+// T_i = exp(-sum_{j<i} sigma_j * delta_j) (kept as the running product of the
+// exp(-sigma_j * delta_j), one exp per sample), alpha_i = 1 - exp(-sigma_i * delta_i),
 // w_i = T_i * alpha_i. A ray stops (early termination) at the first sample whose
 // T_i < t_thresh; that sample and all later ones get weight 0 and transmittance 0.
 // rgb = sum w_i c_i, depth = sum w_i (t_start_i + t_end_i) / 2, opacity = sum w_i.
@@ -38,11 +39,10 @@ struct CompositeForward {
   CompositeArgs<T> a;
   PNERF_HD void operator()(int64_t r) const {
     const int64_t start = a.packed_info[2 * r], count = a.packed_info[2 * r + 1];
-    T cum = T(0), cr = T(0), cg = T(0), cb = T(0), d = T(0), o = T(0);
+    T Ti = T(1), cr = T(0), cg = T(0), cb = T(0), d = T(0), o = T(0);
     bool done = false;
     for (int64_t k = 0; k < count; ++k) {
       const int64_t i = start + k;
-      const T Ti = exp(-cum);
       if (done || Ti < a.t_thresh) {
         done = true;
         a.weights[i] = T(0);
@@ -50,7 +50,8 @@ struct CompositeForward {
         continue;
       }
       const T tau = a.sigmas[i] * (a.t_ends[i] - a.t_starts[i]);
-      const T alpha = T(1) - exp(-tau);
+      const T e = exp(-tau);  // one exp per sample: T_{i+1} = T_i exp(-tau_i)
+      const T alpha = T(1) - e;
       const T w = Ti * alpha;
       a.weights[i] = w;
       a.trans[i] = Ti;
@@ -59,7 +60,7 @@ struct CompositeForward {
       cb += w * a.rgbs[3 * i + 2];
       d += w * (T(0.5) * (a.t_starts[i] + a.t_ends[i]));
       o += w;
-      cum += tau;
+      Ti *= e;
     }
     a.out_rgb[3 * r + 0] = cr;
     a.out_rgb[3 * r + 1] = cg;

@@ -15,12 +15,27 @@ struct GridSpec {
   T center[3];
   T half[3];      // level-0 half extent per axis
   T inv_half[3];  // 1 / half, rounded once from double
-  // Optional (marching only): level 0's blocks of 2^coarse_shift cells per axis, 1 where any
-  // cell of the block is occupied, [(res >> shift)^3] in the cells' order; nullptr = none.
-  // grid_occupied_exit then crosses an empty block in one lookup.
+  // Optional (marching only): level 0's blocks of 2^coarse_shift cells per axis, [(res >>
+  // shift)^3] in the cells' order: 0 where every cell of the block is empty, 2 where every
+  // one is occupied, 1 otherwise; nullptr = none. grid_occupied_exit then answers for a
+  // whole empty or full block in one lookup.
   const uint8_t* coarse;
   int coarse_shift;
+  // Level 0's cell size (2 h / res) and lower corner (c - h) per axis, computed once
+  // (grid_spec_derive) by the same expressions as cells_exit_t's for any level, so the
+  // same bits.
+  T cell0[3];
+  T lo0[3];
 };
+
+// Sets the derived fields (cell0, lo0) from center, half and res: call once they are set.
+template <typename T>
+PNERF_HD void grid_spec_derive(GridSpec<T>& g) {
+  for (int a = 0; a < 3; ++a) {
+    g.cell0[a] = T(2) * g.half[a] * T(1) / T(g.res);  // cells_exit_t's expressions at level 0
+    g.lo0[a] = g.center[a] - g.half[a] * T(1);
+  }
+}
 
 // Normalised level-0 coordinates: q = (p - c) / h, as a product with 1/h.
 template <typename T>
@@ -101,8 +116,8 @@ PNERF_HD T cells_exit_t(const GridSpec<T>& g, int l, const int lo_i[3], int n_i,
   const T oc[3] = {o.x, o.y, o.z}, dc[3] = {d.x, d.y, d.z}, ic[3] = {inv_d.x, inv_d.y, inv_d.z};
   T t_exit = T(1e30);
   for (int a = 0; a < 3; ++a) {
-    const T size = T(2) * g.half[a] * scale / T(g.res);
-    const T lo = g.center[a] - g.half[a] * scale;
+    const T size = l == 0 ? g.cell0[a] : T(2) * g.half[a] * scale / T(g.res);
+    const T lo = l == 0 ? g.lo0[a] : g.center[a] - g.half[a] * scale;
     if (dc[a] > T(0)) t_exit = min_(t_exit, (lo + T(lo_i[a] + n_i) * size - oc[a]) * ic[a]);
     else if (dc[a] < T(0)) t_exit = min_(t_exit, (lo + T(lo_i[a]) * size - oc[a]) * ic[a]);
   }
@@ -121,13 +136,13 @@ PNERF_HD T cell_exit_t(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Ve
 // grid_occupied(g, p) and cell_exit_t(g, p, o, d, inv_d) in one lookup: the level and the
 // cell coordinates are found once (the same arithmetic, so the same results bit for bit).
 // Returns the occupancy; *t_exit = the exit parameter (0 outside the grid). With
-// g.coarse, a level-0 point in an empty block gets the block's exit instead of its cell's
-// (every cell the ray crosses before it is empty too; the block's faces are cell faces,
-// computed by the same expression). The march then emits the same samples, except possibly
-// on a ray that runs along a block's face within rounding, where stepping cell by cell
-// could place a midpoint in the neighbouring block.
+// g.coarse, a level-0 point in an empty or a full block gets the block's exit instead of
+// its cell's (every cell the ray crosses before it is empty, or occupied, too; the block's
+// faces are cell faces, computed by the same expression). The march then emits the same
+// samples, except possibly on a ray that runs along a block's face within rounding, where
+// stepping cell by cell could place a midpoint in the neighbouring block.
 template <typename T>
-PNERF_HD bool grid_occupied_exit(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Vec3<T> inv_d,
+PNERF_HD_HOT bool grid_occupied_exit(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec3<T> d, Vec3<T> inv_d,
                                  T* t_exit) {
   int idx[3];
   const int l = grid_cell_coords(g, p, idx);
@@ -137,10 +152,11 @@ PNERF_HD bool grid_occupied_exit(const GridSpec<T>& g, Vec3<T> p, Vec3<T> o, Vec
   }
   if (l == 0 && g.coarse != nullptr) {
     const int sh = g.coarse_shift, cr = g.res >> sh;
-    if (g.coarse[((int64_t)(idx[0] >> sh) * cr + (idx[1] >> sh)) * cr + (idx[2] >> sh)] == 0) {
+    const uint8_t c = g.coarse[((int64_t)(idx[0] >> sh) * cr + (idx[1] >> sh)) * cr + (idx[2] >> sh)];
+    if (c != 1) {  // 0: every cell of the block empty; 2: every cell occupied
       const int lo_i[3] = {(idx[0] >> sh) << sh, (idx[1] >> sh) << sh, (idx[2] >> sh) << sh};
       *t_exit = cells_exit_t(g, 0, lo_i, 1 << sh, o, d, inv_d);
-      return false;
+      return c != 0;
     }
   }
   *t_exit = cells_exit_t(g, l, idx, 1, o, d, inv_d);

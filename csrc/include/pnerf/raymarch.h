@@ -9,7 +9,8 @@
 //      passes far. With cone_angle == 0 an empty cell is skipped in one jump to the
 //      first sample whose midpoint may lie beyond the cell (same samples as stepping),
 //      and with the grid's level-0 block summary (GridSpec::coarse) an empty block of
-//      cells in one jump likewise.
+//      cells in one jump likewise; inside a full block every sample is kept up to the
+//      block's exit without a lookup, as inside an occupied cell.
 // Two passes: count (writes counts[r]) and fill (writes at offsets[r]). Emitted
 // t_start / t_end are world units; positions and directions are canonical. With
 // `first_step` (constant steps), the count pass also keeps the step index of each ray's

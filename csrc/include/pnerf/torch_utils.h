@@ -53,6 +53,10 @@ inline void check_float(const at::Tensor& t, const char* name) {
 // PNERF_HUGEPAGES=0 or _C.set_huge_page_outputs(False) turns it off). Such a tensor owns
 // its own mapping: it cannot be resized in place, and torch's allocator does not count it.
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opt);
+// The same, filled with zeros: a fresh huge-page mapping already is (the kernel zeroes
+// pages on first touch), so only the at::zeros fallback writes them. The compositing
+// kernels' per-sample outputs are zero where no ray's segment covers a sample.
+at::Tensor zeroed_output(at::IntArrayRef sizes, const at::TensorOptions& opt);
 
 // Preconditions whose check costs a device sync (csrc/ops/checks.cpp): on the CPU the
 // bounds are always checked; on CUDA only in debug mode (PNERF_DEBUG_CHECKS=1 or
