@@ -42,7 +42,7 @@ at::Tensor block_summary(const at::Tensor& grid_bits, int64_t res, int sh) {
   const int64_t cr = res >> sh, b = int64_t(1) << sh;
   if (grid_bits.is_cpu()) {
     // One pass over the bytes (~0.1 ms for 64^3), where torch's reductions take ~0.3 ms.
-    auto coarse = at::empty({cr * cr * cr}, grid_bits.options());
+    auto coarse = at::empty({cr, cr, cr}, grid_bits.options());
     const uint8_t* bits = grid_bits.data_ptr<uint8_t>();
     uint8_t* c = coarse.data_ptr<uint8_t>();
     std::vector<uint8_t> any((size_t)(cr * cr * cr), 0), all((size_t)(cr * cr * cr), 1);

@@ -61,6 +61,9 @@ struct CompositeForward {
       d += w * (T(0.5) * (a.t_starts[i] + a.t_ends[i]));
       o += w;
       Ti *= e;
+      // exp(-sum) reached exactly 0; the product would stick at the smallest subnormal
+      // (1 ulp times e > 1/2 rounds back to 1 ulp), which only a threshold of 0 ever sees
+      if (Ti < T(1e-30)) Ti = T(0);
     }
     a.out_rgb[3 * r + 0] = cr;
     a.out_rgb[3 * r + 1] = cg;
