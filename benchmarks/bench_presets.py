@@ -224,7 +224,8 @@ def run_setting(preset, subj, setting, scorer_for, seed, log, exact=False):
     if exact and t_proxy is not None:
         ex = scorer_for(fit["sr"], proxy=False)
         t_exact, hi_e, memo_e = crossing_time(fit, ex, guess=hi)
-        row.update(s_to_target=t_exact, exact_evals=len(memo_e),
+        row.update(s_to_target=t_exact, exact_evals=len(memo_e), proxy_steps_to_target=row["steps_to_target"],
+                   steps_to_target=fit["steps"][hi_e] if hi_e else None,
                    exact_scores={f"{fit['times'][i]:.2f}": round(v, 3) for i, v in sorted(memo_e.items())})
     log(f"{preset:>5} {setting['rays']:>4} rays lr {setting['lr']['grid']:.0e}/{setting['lr']['mlp']:.0e} "
         f"prune_train {int(setting['prune_train'])} seed {seed}: {fit['ms_per_step']:.0f} ms/step, proxy "
