@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -94,14 +95,16 @@ class Scorer:
         t0 = time.perf_counter()
         pf.model.field.eval()
         vals = []
-        with torch.no_grad():
-            for v in self.views:
-                b = self.sr.view_batch(v, bg=1.0)
-                o, d, tgt = b.rays_o, b.rays_d, b.target
-                if self.pixels is not None:
-                    o, d, tgt = o[self.pixels], d[self.pixels], tgt[self.pixels]
-                vals.append(psnr(pf.render_rays(o, d).rgb[None], tgt[None]))
-        pf.model.field.train()
+        try:
+            with torch.no_grad():
+                for v in self.views:
+                    b = self.sr.view_batch(v, bg=1.0)
+                    o, d, tgt = b.rays_o, b.rays_d, b.target
+                    if self.pixels is not None:
+                        o, d, tgt = o[self.pixels], d[self.pixels], tgt[self.pixels]
+                    vals.append(psnr(pf.render_rays(o, d).rgb[None], tgt[None]))
+        finally:
+            pf.model.field.train()
         self.evals += 1
         self.seconds += time.perf_counter() - t0
         return float(np.mean(vals))
@@ -147,7 +150,9 @@ def fit_with_snapshots(preset: str, subj, setting: dict, snap: float, budget: fl
 def first_crossing(n: int, score, target: float, guess: int):
     """The first index i of 0..n-1 with score(i) >= target, for a score that crosses once and
     starts below (index 0): gallop from ``guess``, then bisect. -> (lo, hi, {i: score}) with
-    hi = that index and lo = hi - 1, or None when the last index is below."""
+    hi = that index and lo = hi - 1, or None when the last index is below (or n < 2). On a curve
+    that dips under the target again after first crossing it, this finds a crossing near
+    ``guess``, which may be later than the first."""
     memo = {}
 
     def f(i):
@@ -155,7 +160,7 @@ def first_crossing(n: int, score, target: float, guess: int):
             memo[i] = score(i)
         return memo[i]
 
-    if f(n - 1) < target:
+    if n < 2 or f(n - 1) < target:
         return None
     g = min(max(guess, 1), n - 1)
     if f(g) >= target:
@@ -201,6 +206,8 @@ def crossing_time(fit: dict, scorer: Scorer, target: float = TARGET, guess: int 
         return None, None, {}
     lo, hi, memo = found
     t0, t1, p0, p1 = fit["times"][lo], fit["times"][hi], memo[lo], memo[hi]
+    if p0 >= target:  # only when snapshot 0, the untrained field, is already over the target
+        return 0.0, lo, memo
     return float(t0 + (target - p0) / max(p1 - p0, 1e-9) * (t1 - t0)), hi, memo
 
 
@@ -240,11 +247,14 @@ def parse_setting(ap, text: str) -> dict:
     try:
         rays, lr, pt = text.split(":")
         g, m = (float(x) for x in lr.split("/"))
-        out = {"rays": int(rays), "lr": {"grid": g, "mlp": m}, "prune_train": bool(int(pt))}
+        if pt not in ("0", "1"):
+            raise ValueError(pt)
+        out = {"rays": int(rays), "lr": {"grid": g, "mlp": m}, "prune_train": pt == "1"}
     except ValueError:
-        ap.error(f"--pair: each setting is RAYS:GRID/MLP:PRUNE_TRAIN (e.g. 256:2e-1/2e-2:0), got {text!r}")
-    if out["rays"] < 1 or g <= 0 or m <= 0:
-        ap.error(f"--pair: rays must be >= 1 and both rates > 0, got {text!r}")
+        ap.error(f"--pair: each setting is RAYS:GRID/MLP:PRUNE_TRAIN with PRUNE_TRAIN 0 or 1 "
+                 f"(e.g. 256:2e-1/2e-2:0), got {text!r}")
+    if out["rays"] < 1 or not (0 < g < math.inf and 0 < m < math.inf):
+        ap.error(f"--pair: rays must be >= 1 and both rates finite and > 0, got {text!r}")
     return out
 
 
@@ -257,9 +267,10 @@ def head_to_head(subj, pair, seeds: int, scorer_for, log) -> dict:
             rows[preset].append(run_setting(preset, subj, setting, scorer_for, seed, log, exact=True)[0])
     t = {p: [r["s_to_target"] for r in rs if r.get("s_to_target") is not None] for p, rs in rows.items()}
     summary = {p: {"setting": s, "s_to_target": t[p], "mean_s": float(np.mean(t[p])) if t[p] else None,
+                   "missed": len(rows[p]) - len(t[p]),  # seeds that did not reach the target in their budget
                    "ms_per_step": [r["ms_per_step"] for r in rows[p]],
                    "steps_to_target": [r["steps_to_target"] for r in rows[p]]} for p, s in zip(("fast", "paper"), pair)}
-    if t["fast"] and t["paper"]:
+    if t["fast"] and t["paper"] and not any(summary[p]["missed"] for p in t):
         summary["ratio_mean"] = summary["paper"]["mean_s"] / summary["fast"]["mean_s"]
         summary["ratio_range"] = [min(t["paper"]) / max(t["fast"]), max(t["paper"]) / min(t["fast"])]
     return {"target_db": TARGET, "subject": subj.name, "pair": rows, "summary": summary}
@@ -301,8 +312,8 @@ def main(argv=None):
             lrs = tuple(tuple(float(x) for x in pair.split("/")) for pair in args.lr.split(","))
         except ValueError:
             ap.error(f"--lr: comma-separated GRID/MLP pairs of numbers, got {args.lr!r}")
-        if any(len(p) != 2 or min(p) <= 0 for p in lrs):
-            ap.error(f"--lr: each entry is GRID/MLP, both > 0, got {args.lr!r}")
+        if any(len(p) != 2 or not all(0 < x < math.inf for x in p) for p in lrs):
+            ap.error(f"--lr: each entry is GRID/MLP, both finite and > 0, got {args.lr!r}")
     torch.set_num_threads(args.threads)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
     from pnerf_fast.data.format import load_dataset
@@ -319,6 +330,9 @@ def main(argv=None):
     if args.subject not in ds.subjects("test") + ds.subjects("val") + ds.subjects("train"):
         ap.error(f"--subject: {args.subject!r} is not in {args.data}")
     subj = ds.subject(args.subject)
+    if args.proxy_div > subj.cameras[0].height * subj.cameras[0].width:
+        ap.error(f"--proxy-div: at most the pixels of a view ({subj.cameras[0].height * subj.cameras[0].width}), "
+                 f"got {args.proxy_div}")
 
     def scorer_for(sr, proxy):
         return Scorer(sr, args.proxy_div if proxy else 1)
@@ -355,6 +369,7 @@ def main(argv=None):
         times = [r["s_to_target"] for r in ([best] if best else []) + seeds if r.get("s_to_target") is not None]
         result["best"][preset] = None if not best else {
             "setting": {k: best[k] for k in ("rays", "lr", "prune_train")}, "s_to_target": best["s_to_target"],
+            "seeds_missed": sum(r.get("s_to_target") is None for r in seeds),
             "s_to_target_seeds": times, "ms_per_step": best["ms_per_step"]}
     bf, bp = result["best"].get("fast"), result["best"].get("paper")
     if bf and bp:

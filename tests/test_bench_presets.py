@@ -53,3 +53,8 @@ def test_first_crossing_from_a_good_guess_costs_few_scores():
     lo, hi, _ = first_crossing(200, score, 24.0, guess=190)
     assert (lo, hi) == (189, 190)
     assert sorted(calls) == [189, 190, 199]  # the last (is it reached at all?), the guess, the one before
+
+
+def test_first_crossing_with_fewer_than_two_snapshots_is_none():
+    assert first_crossing(1, lambda i: 30.0, 24.0, guess=0) is None
+    assert first_crossing(0, lambda i: 30.0, 24.0, guess=0) is None
