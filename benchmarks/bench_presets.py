@@ -78,35 +78,27 @@ def psnr_db(mse: float) -> float:
 
 class Scorer:
     """Mean PSNR over every third view of ``sr``: exact (every pixel) or on a fixed random
-    1/``div`` of each view's pixels (the proxy)."""
+    1/``div`` of each view's pixels (the proxy). The rays and targets are gathered once."""
 
     def __init__(self, sr, div: int = 1, seed: int = 1234):
-        self.sr = sr
-        self.views = list(range(sr.num_views))[::3]
         P = sr.hw[0] * sr.hw[1]
         gen = torch.Generator().manual_seed(seed)
-        self.pixels = None if div <= 1 else torch.randperm(P, generator=gen)[: P // div]
-        self.evals = 0
-        self.seconds = 0.0
+        pixels = None if div <= 1 else torch.randperm(P, generator=gen)[: P // div]
+        self.rays = []  # (rays_o, rays_d, target) per scored view
+        for v in list(range(sr.num_views))[::3]:
+            b = sr.view_batch(v, bg=1.0)
+            o, d, tgt = b.rays_o, b.rays_d, b.target
+            self.rays.append((o, d, tgt) if pixels is None else (o[pixels], d[pixels], tgt[pixels]))
 
     def __call__(self, pf) -> float:
         from pnerf_fast.metrics import psnr
 
-        t0 = time.perf_counter()
         pf.model.field.eval()
-        vals = []
         try:
             with torch.no_grad():
-                for v in self.views:
-                    b = self.sr.view_batch(v, bg=1.0)
-                    o, d, tgt = b.rays_o, b.rays_d, b.target
-                    if self.pixels is not None:
-                        o, d, tgt = o[self.pixels], d[self.pixels], tgt[self.pixels]
-                    vals.append(psnr(pf.render_rays(o, d).rgb[None], tgt[None]))
+                vals = [psnr(pf.render_rays(o, d).rgb[None], tgt[None]) for o, d, tgt in self.rays]
         finally:
             pf.model.field.train()
-        self.evals += 1
-        self.seconds += time.perf_counter() - t0
         return float(np.mean(vals))
 
 
@@ -214,16 +206,16 @@ def crossing_time(fit: dict, scorer: Scorer, target: float = TARGET, guess: int 
 def run_setting(preset, subj, setting, scorer_for, seed, log, exact=False):
     sw = SWEEP[preset]
     t0 = time.perf_counter()
-    confirm_scorer = []
+    proxy = []  # the proxy scorer, made once the fit has its rays
 
     def confirm(pf, sr):  # stop once the proxy is safely over the target
-        if not confirm_scorer:
-            confirm_scorer.append(scorer_for(sr, proxy=True))
-        return confirm_scorer[0](pf) >= TARGET + CONFIRM_MARGIN
+        if not proxy:
+            proxy.append(scorer_for(sr, proxy=True))
+        return proxy[0](pf) >= TARGET + CONFIRM_MARGIN
 
     fit = fit_with_snapshots(preset, subj, setting, sw["snap"], sw["budget"], seed=seed, confirm=confirm)
     wall_fit = time.perf_counter() - t0
-    proxy = scorer_for(fit["sr"], proxy=True)
+    proxy = proxy[0] if proxy else scorer_for(fit["sr"], proxy=True)
     t_proxy, hi, memo = crossing_time(fit, proxy)
     row = {**setting, "seed": seed, "ms_per_step": fit["ms_per_step"], "snapshots": len(fit["states"]),
            "trained_s": fit["times"][-1], "steps": fit["steps"][-1], "final_batch_psnr": fit["batch_psnr"][-1],
