@@ -38,6 +38,13 @@ F. Hash-grid SIMD (--simd-bench): the same whole default finetunes with the hash
    AVX-512 path off ("scalar") and on ("simd", the default where the CPU has it), ABBA;
    the two give the same bits, so the frontal PSNRs must agree exactly.
 
+G. Colour only before opacity (--color-alive-bench): ms per training step with the colour
+   network on every marched sample ("off") and only on those before each ray turned opaque
+   ("on", ``render.color_alive``, the default: the same output and gradients), twin copies
+   stepped in turns on the same batches, for the fast preset from random init (256 rays, the
+   fast side of bench_presets' ratio), the shipped latent prior on all views (2,048 rays: a
+   pretraining step's work) and the paper preset (32 rays).
+
 The clock excludes the time spent evaluating (renders of the 24 views).
 """
 from __future__ import annotations
@@ -469,6 +476,58 @@ def simd_benchmark(log=print) -> dict:
     return {"whole_finetune_s": rows}
 
 
+def color_alive_benchmark(steps: int = 60, warmup: int = 10, log=print) -> dict:
+    """Part G (see the module docstring)."""
+    import copy
+    import dataclasses
+
+    from pnerf_fast.train.config import GroupLR
+    from pnerf_fast.train.data import SubjectRays
+    from pnerf_fast.train.finetune import as_subject
+    from pnerf_fast.train.pretrain import make_optimizer
+
+    subj = as_subject(ROOT / "pnerf_fast" / "assets" / "demo_subject")
+    views = list(range(len(subj.cameras)))
+
+    def fast_fit():
+        model, sr, opt, _ = preset_setup("fast", subj, {"grid": 2e-1, "mlp": 2e-2})
+        return model, sr, opt
+
+    def prior_fit():  # the shipped latent prior, all weights on all views: a pretraining step's work
+        model = PortraitModel.load(SHIPPED_PRIORS["latent"])
+        sr = SubjectRays(subj, model.mean_face, "canonical")
+        return model, sr, make_optimizer(model.field, "adam", GroupLR(3e-3, 6e-4, 3e-3))
+
+    out = {}
+    for name, make, rays in (("fast preset, random init", fast_fit, 256), ("latent prior, all views", prior_fit, 2048),
+                             ("paper preset, random init", lambda: preset_setup("paper", subj, {"grid": 1e-2, "mlp": 1e-3})[:3], 32)):
+        torch.manual_seed(0)
+        model, sr, opt = make()
+        twins = {}
+        for variant, on in (("off", False), ("on", True)):
+            m, o = copy.deepcopy((model, opt))  # one memo: the optimizer's copy steps the model's copy
+            m.render_cfg = dataclasses.replace(m.render_cfg, color_alive=on)
+            twins[variant] = {"model": m, "opt": o, "gen": torch.Generator().manual_seed(0), "ms": [], "mse": []}
+        for k in range(warmup + steps):
+            for variant in (("off", "on") if k % 2 == 0 else ("on", "off")):
+                t = twins[variant]
+                t0 = time.perf_counter()
+                mse = preset_step(t["model"], sr, t["opt"], views, rays, t["gen"])
+                if k >= warmup:
+                    t["ms"].append(1000 * (time.perf_counter() - t0))
+                    t["mse"].append(mse)
+        row = {v: {"median_ms": float(np.median(t["ms"])), "mean_ms": float(np.mean(t["ms"])),
+                   "mean_batch_psnr": float(np.mean([-10 * math.log10(max(x, 1e-12)) for x in t["mse"]]))}
+               for v, t in twins.items()}
+        row["rays"] = rays
+        row["speedup"] = row["off"]["mean_ms"] / row["on"]["mean_ms"]
+        out[name] = row
+        log(f"{name}, {rays} rays: colour on every sample {row['off']['mean_ms']:.1f} ms/step, only before the "
+            f"ray turns opaque {row['on']['mean_ms']:.1f} ms/step (x{row['speedup']:.2f}); batch PSNR "
+            f"{row['off']['mean_batch_psnr']:.2f} / {row['on']['mean_batch_psnr']:.2f}")
+    return {"color_alive": out, "steps": steps, "subject": "demo_subject"}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="light-stage root (default: regenerate the 4 test subjects of "
@@ -492,6 +551,9 @@ def main(argv=None):
                     help="only part E: whole default finetunes with torch's Adam loop and its fused step")
     ap.add_argument("--simd-bench", action="store_true",
                     help="only part F: whole default finetunes with the hash grid's AVX-512 path off and on")
+    ap.add_argument("--color-alive-bench", action="store_true",
+                    help="only part G: ms/step with the colour network on every sample and only before each ray "
+                    "turns opaque (render.color_alive)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--plot", default=None, help="write the curves as a PNG here (needs matplotlib)")
@@ -511,6 +573,7 @@ def main(argv=None):
         "simd_bench": lambda: simd_benchmark(log=log),
         "adam_bench": lambda: adam_benchmark(log=log),
         "step_bench": lambda: step_benchmark(args.step_count, log=log),
+        "color_alive_bench": lambda: color_alive_benchmark(log=log),
     }
     for flag, run_part in single_parts.items():
         if getattr(args, flag):

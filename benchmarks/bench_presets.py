@@ -102,15 +102,27 @@ class Scorer:
         return float(np.mean(vals))
 
 
+def lr_factor(decay, step: int) -> float:
+    """A setting's rate multiplier at ``step`` (0-based): 1 without ``decay``; with ``decay`` =
+    (factor, steps), factor ** (step / steps) up to step ``steps``, then factor."""
+    if not decay:
+        return 1.0
+    factor, steps = decay
+    return float(factor ** (min(step, steps) / steps))
+
+
 def fit_with_snapshots(preset: str, subj, setting: dict, snap: float, budget: float, margin: float = 1.0,
                        seed: int = 0, ema: float = 0.9, confirm=None, confirm_every: int = 5):
     """Train; -> dict(times, steps, batch_psnr (running mean at each snapshot), states, ms_per_step,
     model, pf, sr). Snapshot 0 is the initial field (t = 0). Once the running batch PSNR is
     ``margin`` over the target, ``confirm(pf, sr)`` (outside the clock; every ``confirm_every``
     snapshots at most) decides whether to stop: the batch PSNR of a few hundred rays is noisy."""
-    model, sr, opt, pf = preset_setup(preset, subj, setting["lr"], {"prune_train": setting["prune_train"]})
+    render = {"prune_train": setting["prune_train"], "color_alive": setting.get("color_alive", True)}
+    model, sr, opt, pf = preset_setup(preset, subj, setting["lr"], render)
     gen = torch.Generator().manual_seed(seed)
     views = list(range(sr.num_views))
+    base_lr = [g["lr"] for g in opt.param_groups]
+    decay = setting.get("decay")  # (factor, steps): each rate times lr_factor(decay, step)
 
     def state():
         return {k: v.detach().clone() for k, v in model.field.state_dict().items()}
@@ -119,6 +131,10 @@ def fit_with_snapshots(preset: str, subj, setting: dict, snap: float, budget: fl
     t_train, step, run_mse, next_snap, next_confirm = 0.0, 0, None, snap, 0
     while t_train < budget:
         t0 = time.perf_counter()
+        if decay:
+            f = lr_factor(decay, step)
+            for g, lr0 in zip(opt.param_groups, base_lr):
+                g["lr"] = lr0 * f
         mse = preset_step(model, sr, opt, views, setting["rays"], gen)
         t_train += time.perf_counter() - t0
         step += 1
@@ -227,26 +243,40 @@ def run_setting(preset, subj, setting, scorer_for, seed, log, exact=False):
                    steps_to_target=fit["steps"][hi_e] if hi_e else None,
                    exact_scores={f"{fit['times'][i]:.2f}": round(v, 3) for i, v in sorted(memo_e.items())})
     log(f"{preset:>5} {setting['rays']:>4} rays lr {setting['lr']['grid']:.0e}/{setting['lr']['mlp']:.0e} "
-        f"prune_train {int(setting['prune_train'])} seed {seed}: {fit['ms_per_step']:.0f} ms/step, proxy "
+        f"prune_train {int(setting['prune_train'])}"
+        + (f" decay {setting['decay'][0]:g}@{setting['decay'][1]}" if setting.get("decay") else "")
+        + f" seed {seed}: {fit['ms_per_step']:.0f} ms/step, proxy "
         f"{t_proxy if t_proxy is None else round(t_proxy, 2)} s"
         + (f", exact {row.get('s_to_target') and round(row['s_to_target'], 2)} s" if exact else "")
         + f" ({time.perf_counter() - t0:.0f} s wall, fit {wall_fit:.0f})")
     return row, fit
 
 
+def setting_of(row: dict) -> dict:
+    """The setting a result row was fitted with (to fit it again)."""
+    return {k: row[k] for k in ("rays", "lr", "prune_train", "color_alive", "decay") if k in row}
+
+
 def parse_setting(ap, text: str) -> dict:
-    """RAYS:GRID/MLP:PRUNE_TRAIN -> a setting (``ap.error`` on anything else)."""
+    """RAYS:GRID/MLP:PRUNE_TRAIN[:FACTOR@STEPS] -> a setting (``ap.error`` on anything else). The
+    optional last field decays both rates exponentially, to FACTOR times their start at step STEPS
+    (and held there)."""
     try:
-        rays, lr, pt = text.split(":")
+        rays, lr, pt, *rest = text.split(":")
         g, m = (float(x) for x in lr.split("/"))
-        if pt not in ("0", "1"):
+        if pt not in ("0", "1") or len(rest) > 1:
             raise ValueError(pt)
         out = {"rays": int(rays), "lr": {"grid": g, "mlp": m}, "prune_train": pt == "1"}
+        if rest:
+            f, n = rest[0].split("@")
+            out["decay"] = (float(f), int(n))
     except ValueError:
-        ap.error(f"--pair: each setting is RAYS:GRID/MLP:PRUNE_TRAIN with PRUNE_TRAIN 0 or 1 "
-                 f"(e.g. 256:2e-1/2e-2:0), got {text!r}")
+        ap.error(f"--pair: each setting is RAYS:GRID/MLP:PRUNE_TRAIN[:FACTOR@STEPS] with PRUNE_TRAIN 0 or 1 "
+                 f"(e.g. 256:2e-1/2e-2:0 or 256:4e-1/4e-2:0:0.1@200), got {text!r}")
     if out["rays"] < 1 or not (0 < g < math.inf and 0 < m < math.inf):
         ap.error(f"--pair: rays must be >= 1 and both rates finite and > 0, got {text!r}")
+    if "decay" in out and not (0 < out["decay"][0] < math.inf and out["decay"][1] >= 1):
+        ap.error(f"--pair: a decay FACTOR@STEPS needs 0 < FACTOR < inf and STEPS >= 1, got {text!r}")
     return out
 
 
@@ -286,6 +316,12 @@ def main(argv=None):
     ap.add_argument("--pair", nargs=2, default=None, metavar=("FAST", "PAPER"),
                     help="no sweep: the two settings head to head, RAYS:GRID/MLP:PRUNE_TRAIN each (e.g. "
                     "256:2e-1/2e-2:0 32:1e-2/1e-3:0), with seeds 0..--seeds, the presets alternating, exact score")
+    ap.add_argument("--seeds-of", nargs=2, default=None, metavar=("PRESET", "SETTING"),
+                    help="no sweep: one preset's setting (as in --pair) fitted with seeds 0..--seeds, exact score, "
+                    "to see its seed-to-seed spread")
+    ap.add_argument("--color-alive", type=int, choices=(0, 1), default=1,
+                    help="render.color_alive for every fit (1, the default: the colour network only on the samples "
+                    "before each ray turns opaque; 0: on every sample, as before session 31)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.threads < 1 or args.proxy_div < 1 or args.top < 1 or args.seeds < 0:
@@ -330,8 +366,23 @@ def main(argv=None):
         return Scorer(sr, args.proxy_div if proxy else 1)
 
     t_all = time.perf_counter()
+    alive = {"color_alive": bool(args.color_alive)}
+    if args.seeds_of:
+        preset, text = args.seeds_of
+        if preset not in SWEEP:
+            ap.error(f"--seeds-of: PRESET must be one of {', '.join(SWEEP)}, got {preset!r}")
+        setting = {**parse_setting(ap, text), **alive}
+        rows = [run_setting(preset, subj, setting, scorer_for, seed, log, exact=True)[0] for seed in range(args.seeds + 1)]
+        t = [r["s_to_target"] for r in rows if r.get("s_to_target") is not None]
+        result = {"target_db": TARGET, "subject": subj.name, "preset": preset, "setting": setting, "rows": rows,
+                  "s_to_target": t, "missed": len(rows) - len(t), "mean_s": float(np.mean(t)) if t else None,
+                  "median_s": float(np.median(t)) if t else None,
+                  "steps_to_target": [r["steps_to_target"] for r in rows], "ms_per_step": [r["ms_per_step"] for r in rows]}
+        result["_meta"] = {"threads": torch.get_num_threads(), "data": str(args.data), "wall_s": time.perf_counter() - t_all}
+        print(json.dumps(result, indent=2)) if args.json else log(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
+        return 0
     if args.pair:
-        result = head_to_head(subj, [parse_setting(ap, x) for x in args.pair], args.seeds + 1, scorer_for, log)
+        result = head_to_head(subj, [{**parse_setting(ap, x), **alive} for x in args.pair], args.seeds + 1, scorer_for, log)
         result["_meta"] = {"threads": torch.get_num_threads(), "data": str(args.data), "wall_s": time.perf_counter() - t_all}
         if args.json:
             print(json.dumps(result, indent=2))
@@ -342,25 +393,26 @@ def main(argv=None):
     for preset in (args.only,) if args.only else ("fast", "paper"):
         rows = []
         for s in settings(preset, args.quick, rays, lrs):
+            s = {**s, **alive}
             row, fit = run_setting(preset, subj, s, scorer_for, 0, log)
             rows.append(row)
             del fit
         ranked = sorted((r for r in rows if r["proxy_s_to_target"] is not None), key=lambda r: r["proxy_s_to_target"])
         exact_rows = []
         for r in ranked[: args.top]:  # fitted again (same seed, same batches): the snapshots are not kept
-            s = {k: r[k] for k in ("rays", "lr", "prune_train")}
+            s = setting_of(r)
             exact_rows.append(run_setting(preset, subj, s, scorer_for, 0, log, exact=True)[0])
         exact_rows = [r for r in exact_rows if r.get("s_to_target") is not None]
         best = min(exact_rows, key=lambda r: r["s_to_target"]) if exact_rows else None
         seeds = []
         if best and not args.quick:
-            s = {k: best[k] for k in ("rays", "lr", "prune_train")}
+            s = setting_of(best)
             for seed in range(1, args.seeds + 1):
                 seeds.append(run_setting(preset, subj, s, scorer_for, seed, log, exact=True)[0])
         result["sweep"][preset] = {"proxy": rows, "exact": exact_rows, "seeds": seeds}
         times = [r["s_to_target"] for r in ([best] if best else []) + seeds if r.get("s_to_target") is not None]
         result["best"][preset] = None if not best else {
-            "setting": {k: best[k] for k in ("rays", "lr", "prune_train")}, "s_to_target": best["s_to_target"],
+            "setting": setting_of(best), "s_to_target": best["s_to_target"],
             "seeds_missed": sum(r.get("s_to_target") is None for r in seeds),
             "s_to_target_seeds": times, "ms_per_step": best["ms_per_step"]}
     bf, bp = result["best"].get("fast"), result["best"].get("paper")

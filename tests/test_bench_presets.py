@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-from bench_presets import first_crossing  # noqa: E402
+from bench_presets import first_crossing, lr_factor, parse_setting, setting_of  # noqa: E402
 
 
 def _scan(values, target):
@@ -58,3 +58,39 @@ def test_first_crossing_from_a_good_guess_costs_few_scores():
 def test_first_crossing_with_fewer_than_two_snapshots_is_none():
     assert first_crossing(1, lambda i: 30.0, 24.0, guess=0) is None
     assert first_crossing(0, lambda i: 30.0, 24.0, guess=0) is None
+
+
+class _Errors:
+    """argparse's ``error`` as an exception, to test parse_setting's refusals."""
+
+    def error(self, msg):
+        raise ValueError(msg)
+
+
+def test_parse_setting_with_and_without_decay():
+    ap = _Errors()
+    assert parse_setting(ap, "256:2e-1/2e-2:0") == {"rays": 256, "lr": {"grid": 0.2, "mlp": 0.02}, "prune_train": False}
+    s = parse_setting(ap, "32:1e-2/1e-3:1:0.1@200")
+    assert s["prune_train"] is True and s["decay"] == (0.1, 200)
+    for bad in ("256:2e-1/2e-2:0:0.1", "256:2e-1/2e-2:0:0@10", "256:2e-1/2e-2:0:0.5@0", "256:2e-1/2e-2:0:1@2:3",
+                "256:2e-1/2e-2:2", "0:2e-1/2e-2:0", "256:inf/2e-2:0"):
+        with pytest.raises(ValueError, match="--pair"):
+            parse_setting(ap, bad)
+
+
+def test_lr_factor_decays_to_its_factor_and_holds():
+    assert lr_factor(None, 50) == 1.0
+    assert lr_factor((0.1, 100), 0) == 1.0
+    assert math.isclose(lr_factor((0.1, 100), 50), 0.1 ** 0.5)
+    assert math.isclose(lr_factor((0.1, 100), 100), 0.1)
+    assert math.isclose(lr_factor((0.1, 100), 400), 0.1)
+    vals = [lr_factor((0.25, 30), k) for k in range(40)]
+    assert all(a > b for a, b in zip(vals[:30], vals[1:31]))
+
+
+def test_setting_of_a_row_keeps_what_the_fit_used():
+    row = {"rays": 256, "lr": {"grid": 0.2, "mlp": 0.02}, "prune_train": False, "color_alive": False,
+           "decay": (0.1, 100), "seed": 3, "ms_per_step": 20.0}
+    assert setting_of(row) == {k: row[k] for k in ("rays", "lr", "prune_train", "color_alive", "decay")}
+    assert setting_of({"rays": 32, "lr": {"grid": 1.0, "mlp": 1e-3}, "prune_train": True, "seed": 0}) == \
+        {"rays": 32, "lr": {"grid": 1.0, "mlp": 1e-3}, "prune_train": True}
