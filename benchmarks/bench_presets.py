@@ -271,12 +271,12 @@ def parse_setting(ap, text: str) -> dict:
             f, n = rest[0].split("@")
             out["decay"] = (float(f), int(n))
     except ValueError:
-        ap.error(f"--pair: each setting is RAYS:GRID/MLP:PRUNE_TRAIN[:FACTOR@STEPS] with PRUNE_TRAIN 0 or 1 "
+        ap.error(f"--pair/--seeds-of: a setting is RAYS:GRID/MLP:PRUNE_TRAIN[:FACTOR@STEPS] with PRUNE_TRAIN 0 or 1 "
                  f"(e.g. 256:2e-1/2e-2:0 or 256:4e-1/4e-2:0:0.1@200), got {text!r}")
     if out["rays"] < 1 or not (0 < g < math.inf and 0 < m < math.inf):
-        ap.error(f"--pair: rays must be >= 1 and both rates finite and > 0, got {text!r}")
+        ap.error(f"--pair/--seeds-of: rays must be >= 1 and both rates finite and > 0, got {text!r}")
     if "decay" in out and not (0 < out["decay"][0] < math.inf and out["decay"][1] >= 1):
-        ap.error(f"--pair: a decay FACTOR@STEPS needs 0 < FACTOR < inf and STEPS >= 1, got {text!r}")
+        ap.error(f"--pair/--seeds-of: a decay FACTOR@STEPS needs 0 < FACTOR < inf and STEPS >= 1, got {text!r}")
     return out
 
 
@@ -314,8 +314,9 @@ def main(argv=None):
     ap.add_argument("--lr", default=None, help="Adam rates to sweep instead of the built-in ones, GRID/MLP "
                     "pairs, comma-separated (e.g. 1e-2/5e-4,1e-2/1e-3)")
     ap.add_argument("--pair", nargs=2, default=None, metavar=("FAST", "PAPER"),
-                    help="no sweep: the two settings head to head, RAYS:GRID/MLP:PRUNE_TRAIN each (e.g. "
-                    "256:2e-1/2e-2:0 32:1e-2/1e-3:0), with seeds 0..--seeds, the presets alternating, exact score")
+                    help="no sweep: the two settings head to head, RAYS:GRID/MLP:PRUNE_TRAIN[:FACTOR@STEPS] each "
+                    "(e.g. 256:2e-1/2e-2:0 32:1e-2/1e-3:0; FACTOR@STEPS decays both rates exponentially to FACTOR "
+                    "times their start by step STEPS), with seeds 0..--seeds, the presets alternating, exact score")
     ap.add_argument("--seeds-of", nargs=2, default=None, metavar=("PRESET", "SETTING"),
                     help="no sweep: one preset's setting (as in --pair) fitted with seeds 0..--seeds, exact score, "
                     "to see its seed-to-seed spread")
@@ -342,6 +343,13 @@ def main(argv=None):
             ap.error(f"--lr: comma-separated GRID/MLP pairs of numbers, got {args.lr!r}")
         if any(len(p) != 2 or not all(0 < x < math.inf for x in p) for p in lrs):
             ap.error(f"--lr: each entry is GRID/MLP, both finite and > 0, got {args.lr!r}")
+    if args.seeds_of and args.pair:
+        ap.error("--seeds-of and --pair: give one of them")
+    if args.seeds_of:
+        if args.seeds_of[0] not in SWEEP:
+            ap.error(f"--seeds-of: PRESET must be one of {', '.join(SWEEP)}, got {args.seeds_of[0]!r}")
+        seeds_of = parse_setting(ap, args.seeds_of[1])
+    pair = [parse_setting(ap, x) for x in args.pair] if args.pair else None
     torch.set_num_threads(args.threads)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
     from pnerf_fast.data.format import load_dataset
@@ -368,10 +376,8 @@ def main(argv=None):
     t_all = time.perf_counter()
     alive = {"color_alive": bool(args.color_alive)}
     if args.seeds_of:
-        preset, text = args.seeds_of
-        if preset not in SWEEP:
-            ap.error(f"--seeds-of: PRESET must be one of {', '.join(SWEEP)}, got {preset!r}")
-        setting = {**parse_setting(ap, text), **alive}
+        preset = args.seeds_of[0]
+        setting = {**seeds_of, **alive}
         rows = [run_setting(preset, subj, setting, scorer_for, seed, log, exact=True)[0] for seed in range(args.seeds + 1)]
         t = [r["s_to_target"] for r in rows if r.get("s_to_target") is not None]
         result = {"target_db": TARGET, "subject": subj.name, "preset": preset, "setting": setting, "rows": rows,
@@ -382,7 +388,7 @@ def main(argv=None):
         print(json.dumps(result, indent=2)) if args.json else log(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
         return 0
     if args.pair:
-        result = head_to_head(subj, [{**parse_setting(ap, x), **alive} for x in args.pair], args.seeds + 1, scorer_for, log)
+        result = head_to_head(subj, [{**x, **alive} for x in pair], args.seeds + 1, scorer_for, log)
         result["_meta"] = {"threads": torch.get_num_threads(), "data": str(args.data), "wall_s": time.perf_counter() - t_all}
         if args.json:
             print(json.dumps(result, indent=2))

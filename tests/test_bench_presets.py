@@ -74,7 +74,7 @@ def test_parse_setting_with_and_without_decay():
     assert s["prune_train"] is True and s["decay"] == (0.1, 200)
     for bad in ("256:2e-1/2e-2:0:0.1", "256:2e-1/2e-2:0:0@10", "256:2e-1/2e-2:0:0.5@0", "256:2e-1/2e-2:0:1@2:3",
                 "256:2e-1/2e-2:2", "0:2e-1/2e-2:0", "256:inf/2e-2:0"):
-        with pytest.raises(ValueError, match="--pair"):
+        with pytest.raises(ValueError, match="--pair/--seeds-of"):
             parse_setting(ap, bad)
 
 
@@ -94,3 +94,15 @@ def test_setting_of_a_row_keeps_what_the_fit_used():
     assert setting_of(row) == {k: row[k] for k in ("rays", "lr", "prune_train", "color_alive", "decay")}
     assert setting_of({"rays": 32, "lr": {"grid": 1.0, "mlp": 1e-3}, "prune_train": True, "seed": 0}) == \
         {"rays": 32, "lr": {"grid": 1.0, "mlp": 1e-3}, "prune_train": True}
+
+
+def test_seeds_of_and_pair_are_refused_before_any_data_is_read(capsys):
+    import bench_presets
+
+    for argv in (["--seeds-of", "nope", "256:2e-1/2e-2:0"], ["--seeds-of", "fast", "256:2e-1"],
+                 ["--seeds-of", "fast", "256:2e-1/2e-2:0", "--pair", "256:2e-1/2e-2:0", "32:1e-2/1e-3:0"]):
+        with pytest.raises(SystemExit) as e:
+            bench_presets.main(argv + ["--data", "/nonexistent/light/stage"])
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--seeds-of: PRESET" in err and "a setting is RAYS" in err and "give one of them" in err

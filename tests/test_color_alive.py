@@ -19,9 +19,9 @@ from test_train import TINY_FIELD
 CFG = RenderConfig(step=0.03, t_thresh=1e-3)
 
 
-def _opaque_field(seed=0, bias=4.0, latent=0):
+def _opaque_field(seed=0, bias=1.0, latent=0):
     """A tiny field whose density is high almost everywhere (its density bias raised), so that
-    most rays turn opaque half-way through the box."""
+    a ray that crosses the box turns opaque after a few samples."""
     torch.manual_seed(seed)
     cfg = {**TINY_FIELD, "density": {"activation": "trunc_exp", "bias": bias}}
     if latent:
@@ -34,10 +34,13 @@ def _opaque_field(seed=0, bias=4.0, latent=0):
 
 
 def _rays(n=96, seed=1, view_from=None):
+    """Rays from a sphere of radius 3: two thirds aimed near the centre (they turn opaque), the
+    rest aimed wide (they miss the box, or clip a corner of it and stay partly transparent)."""
     g = torch.Generator().manual_seed(seed)
     o = torch.randn(n, 3, generator=g)
     o = 3.0 * o / o.norm(dim=-1, keepdim=True)
-    d = torch.nn.functional.normalize(0.3 * torch.randn(n, 3, generator=g) - o, dim=-1)
+    spread = torch.where(torch.arange(n) % 3 == 2, 2.6, 0.3)[:, None]
+    d = torch.nn.functional.normalize(spread * torch.randn(n, 3, generator=g) - o, dim=-1)
     return Rays(o, d, jitter=torch.rand(n, generator=g), view_from=view_from)
 
 
@@ -51,8 +54,15 @@ def _render_and_grads(field, rays, cfg):
     return out, {k: p.grad.clone() for k, p in field.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("latent,view_from", [(0, None), (8, None), (0, (0.0, 0.0, 4.0))])
-def test_color_alive_gives_the_same_output_and_gradients(latent, view_from):
+@pytest.mark.parametrize("latent,view_from,impl", [(0, None, "auto"), (8, None, "auto"), (0, (0.0, 0.0, 4.0), "auto"),
+                                                   (0, None, "torch")])
+def test_color_alive_gives_the_same_output_and_gradients(latent, view_from, impl, monkeypatch):
+    if impl == "torch":  # both composites through the PyTorch reference, not the kernel
+        from functools import partial
+
+        from pnerf_fast.ops.composite import composite
+
+        monkeypatch.setattr(renderer, "composite", partial(composite, impl="torch"))
     field = _opaque_field(latent=latent)
     vf = None if view_from is None else torch.tensor(view_from)
     rays = _rays(view_from=vf)
@@ -67,6 +77,9 @@ def test_color_alive_gives_the_same_output_and_gradients(latent, view_from):
     ref, g_ref = _render_and_grads(field, rays, replace(CFG, color_alive=False))
     alive, g_alive = _render_and_grads(field, rays, CFG)
     assert ref.n_samples == alive.n_samples
+    # the batch mixes rays that turn opaque, rays that stay partly transparent and rays that miss
+    assert (ref.opacity > 0.999).sum() > 20 and ((ref.opacity > 0) & (ref.opacity < 0.99)).any()
+    assert (ref.opacity == 0).any()
     # the colour network saw fewer rows: many samples lie behind an opaque surface
     assert calls[1] < 0.8 * calls[0], calls
     torch.testing.assert_close(alive.rgb, ref.rgb, rtol=0, atol=1e-6)
@@ -93,6 +106,13 @@ def test_color_alive_is_off_without_early_termination_and_for_other_fields():
     assert renderer._splits(field)
     assert not renderer._splits(Wrapped(field_config_from_dict(TINY_FIELD)))
     assert not renderer._splits(torch.nn.Linear(3, 3))
+    torch.manual_seed(0)
+    wrapped = Wrapped(field_config_from_dict({**TINY_FIELD, "density": {"activation": "trunc_exp", "bias": 4.0}}))
+    seen = []
+    wrapped.color = lambda feat, d: (seen.append(feat.shape[0]), RadianceField.color(wrapped, feat, d))[1]
+    out = render_rays(wrapped, OccupancyGrid((-1.5,) * 3 + (1.5,) * 3, res=8), rays, CFG)
+    assert seen == [out.n_samples]  # its own forward, on every sample
+    out.rgb.sum().backward()
 
 
 def test_render_config_color_alive_from_dict():

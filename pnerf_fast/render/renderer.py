@@ -11,8 +11,11 @@ this skips nearly everything behind the skin.
   density network runs first on every sample; the color network then runs only on the
   samples whose compositing weight exceeds ``color_thresh`` (pnerf_fast/field/infer.py:
   no autograd, buffers kept across segments, chunks and frames).
-- Training: a no-grad pass with the density network alone finds where each ray stops;
-  then one differentiable pass marches each ray only up to that point.
+- Training: one differentiable pass over every marched sample (with ``prune_train``, after a
+  no-grad pass with the density network alone that finds where each ray stops, so the
+  differentiable pass marches each ray only up to there). With ``color_alive`` the density
+  network runs on every sample and the color network only on those before each ray turned
+  opaque: the same output and gradients, since composite never reads the others' color.
 """
 from __future__ import annotations
 
@@ -184,7 +187,9 @@ def render_rays(
     samples after that zero weight and zero gradient). Without gradients (and with
     ``cfg.prune`` and no ``sample_values``) rays are marched in segments and stop once
     opaque; with gradients, in one pass (after a no-grad pass that finds where each ray
-    stops, with ``cfg.prune_train``)."""
+    stops, with ``cfg.prune_train``), in which a RadianceField's color network runs only on
+    the samples before each ray turned opaque (``cfg.color_alive``; ``field.geometry`` and
+    ``field.color``, bypassing ``field(x, d)``: a forward hook on the field is not called)."""
     n = len(rays)
     box = grid.occupied_box(cfg.box_margin)
     scale_ray = ray_scale(rays.directions, rays.warp_table, rays.warp_index)
