@@ -280,6 +280,16 @@ def parse_setting(ap, text: str) -> dict:
     return out
 
 
+def seed_summary(rows: list) -> dict:
+    """One setting's fits over seeds: the seconds to the target of those that reached it, their mean
+    and median, how many ``missed`` (did not reach it in their budget), and each fit's ms/step and
+    steps to the target."""
+    t = [r["s_to_target"] for r in rows if r.get("s_to_target") is not None]
+    return {"s_to_target": t, "mean_s": float(np.mean(t)) if t else None,
+            "median_s": float(np.median(t)) if t else None, "missed": len(rows) - len(t),
+            "ms_per_step": [r["ms_per_step"] for r in rows], "steps_to_target": [r["steps_to_target"] for r in rows]}
+
+
 def head_to_head(subj, pair, seeds: int, scorer_for, log) -> dict:
     """The fast and the paper setting, seeds 0..seeds-1, alternating (fast, paper, fast, ...) so
     that the machine's load drifts over both alike; exact crossings."""
@@ -287,11 +297,8 @@ def head_to_head(subj, pair, seeds: int, scorer_for, log) -> dict:
     for seed in range(seeds):
         for preset, setting in zip(("fast", "paper"), pair):
             rows[preset].append(run_setting(preset, subj, setting, scorer_for, seed, log, exact=True)[0])
-    t = {p: [r["s_to_target"] for r in rs if r.get("s_to_target") is not None] for p, rs in rows.items()}
-    summary = {p: {"setting": s, "s_to_target": t[p], "mean_s": float(np.mean(t[p])) if t[p] else None,
-                   "missed": len(rows[p]) - len(t[p]),  # seeds that did not reach the target in their budget
-                   "ms_per_step": [r["ms_per_step"] for r in rows[p]],
-                   "steps_to_target": [r["steps_to_target"] for r in rows[p]]} for p, s in zip(("fast", "paper"), pair)}
+    summary = {p: {"setting": s, **seed_summary(rows[p])} for p, s in zip(("fast", "paper"), pair)}
+    t = {p: summary[p]["s_to_target"] for p in rows}
     if t["fast"] and t["paper"] and not any(summary[p]["missed"] for p in t):
         summary["ratio_mean"] = summary["paper"]["mean_s"] / summary["fast"]["mean_s"]
         summary["ratio_range"] = [min(t["paper"]) / max(t["fast"]), max(t["paper"]) / min(t["fast"])]
@@ -379,11 +386,8 @@ def main(argv=None):
         preset = args.seeds_of[0]
         setting = {**seeds_of, **alive}
         rows = [run_setting(preset, subj, setting, scorer_for, seed, log, exact=True)[0] for seed in range(args.seeds + 1)]
-        t = [r["s_to_target"] for r in rows if r.get("s_to_target") is not None]
         result = {"target_db": TARGET, "subject": subj.name, "preset": preset, "setting": setting, "rows": rows,
-                  "s_to_target": t, "missed": len(rows) - len(t), "mean_s": float(np.mean(t)) if t else None,
-                  "median_s": float(np.median(t)) if t else None,
-                  "steps_to_target": [r["steps_to_target"] for r in rows], "ms_per_step": [r["ms_per_step"] for r in rows]}
+                  **seed_summary(rows)}
         result["_meta"] = {"threads": torch.get_num_threads(), "data": str(args.data), "wall_s": time.perf_counter() - t_all}
         print(json.dumps(result, indent=2)) if args.json else log(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
         return 0

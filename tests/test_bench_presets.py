@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-from bench_presets import first_crossing, lr_factor, parse_setting, setting_of  # noqa: E402
+from bench_presets import first_crossing, lr_factor, parse_setting, seed_summary, setting_of  # noqa: E402
 
 
 def _scan(values, target):
@@ -106,3 +106,16 @@ def test_seeds_of_and_pair_are_refused_before_any_data_is_read(capsys):
         assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--seeds-of: PRESET" in err and "a setting is RAYS" in err and "give one of them" in err
+
+
+def test_seed_summary_counts_misses_and_averages_the_rest():
+    rows = [{"s_to_target": 1.0, "ms_per_step": 20.0, "steps_to_target": 50},
+            {"s_to_target": None, "ms_per_step": 21.0, "steps_to_target": None},
+            {"s_to_target": 3.0, "ms_per_step": 22.0, "steps_to_target": 120},
+            {"s_to_target": 1.5, "ms_per_step": 19.0, "steps_to_target": 70}]
+    s = seed_summary(rows)
+    assert s["s_to_target"] == [1.0, 3.0, 1.5] and s["missed"] == 1
+    assert math.isclose(s["mean_s"], 5.5 / 3) and s["median_s"] == 1.5
+    assert s["ms_per_step"] == [20.0, 21.0, 22.0, 19.0] and s["steps_to_target"] == [50, None, 120, 70]
+    empty = seed_summary([{"s_to_target": None, "ms_per_step": 1.0, "steps_to_target": None}])
+    assert empty["mean_s"] is None and empty["median_s"] is None and empty["missed"] == 1

@@ -111,10 +111,6 @@ def _splits(field) -> bool:
     return isinstance(field, RadianceField) and type(field).forward is RadianceField.forward
 
 
-def _zeros3(like: torch.Tensor) -> torch.Tensor:
-    return like.new_zeros(like.shape[0], 3)
-
-
 def _segments(rays: Rays, grid, cfg, box, scale_ray, fn, max_segments=256):
     """March alive rays ``cfg.segment`` samples at a time; ``fn(idx, samples, sigma_scale)``
     consumes a segment (``idx`` = the rays' indices) and returns the boolean "ray still
@@ -226,7 +222,7 @@ def render_rays(
         sigma, feat = field.geometry(s.positions)
         sigma = sigma * scale_ray[s.ray_indices]
         with torch.no_grad():
-            alive = composite(s.packed_info, sigma.detach(), _zeros3(sigma), s.t_starts, s.t_ends,
+            alive = composite(s.packed_info, sigma.detach(), sigma.new_zeros(s.n_samples, 3), s.t_starts, s.t_ends,
                               cfg.t_thresh).trans > 0
         sel = alive.nonzero()[:, 0]
         if sel.numel() == s.n_samples:  # nothing opaque yet (a young field): no gather
