@@ -46,8 +46,10 @@ def simd_supported() -> bool:
     return c is not None and c.hashgrid_simd_supported()
 
 
-def variants(cfg, thresholds, segments, chunks, scalar_hash=False):
+def variants(cfg, thresholds, segments, chunks, scalar_hash=False, stops=()):
     """name -> (render config, rays per chunk; None: the renderer's default).
+    ``stops``: transmittance thresholds for early ray termination (``t_thresh``) to try
+    besides the model's.
     ``scalar_hash``: one more variant, the default one with the hash grid's AVX-512 path
     switched off (the scalar functors; the same frames bit for bit), to measure that
     path before and after in one run."""
@@ -61,13 +63,40 @@ def variants(cfg, thresholds, segments, chunks, scalar_hash=False):
     for ch in chunks:
         sg = segments[0] if segments else cfg.segment
         out[f"fast w>{cfg.color_thresh:g} segment {sg} chunk {ch}"] = (replace(cfg, fast_infer=True, segment=sg), ch)
+    for tt in stops:
+        out[f"fast, stop at T<{tt:g}"] = (replace(cfg, fast_infer=True, t_thresh=tt), None)
     if scalar_hash:
         out[SCALAR_HASH] = (replace(cfg, fast_infer=True), None)
     return out
 
 
-def _render(pf, name, cam, v, ch):
-    """One frame; the scalar-hash variant runs with the AVX-512 path off."""
+def finer_grid(model, res: int, samples_per_cell: int = 4):
+    """A one-level occupancy grid of ``res``^3 over the model's grid box: a cell is occupied
+    where the model's grid cell at its centre is and the field's density at
+    ``samples_per_cell`` jittered points reaches the grid's threshold, grown by one cell."""
+    from pnerf_fast.ops.occgrid import OccupancyGrid
+
+    g = model.grid
+    fine = OccupancyGrid(g.geometry.aabb, 1, res, threshold=g.threshold).to(g.bits.device)
+    fine.copy_cells_from_(g)
+    coarse = fine.bits.clone()
+    fine.mark_from_density(model.density_fn(), threshold=g._thresh(), samples_per_cell=samples_per_cell,
+                           generator=torch.Generator(device=g.bits.device).manual_seed(0))
+    grown = torch.nn.functional.max_pool3d(fine.bits.reshape(1, 1, res, res, res).float(), 3, 1, 1).reshape(-1) > 0
+    fine.bits.copy_(grown.to(torch.uint8) * coarse)
+    return fine
+
+
+def _render(pf, name, cam, v, ch, grids=None):
+    """One frame; the scalar-hash variant runs with the AVX-512 path off, a variant in
+    ``grids`` with that occupancy grid in place of the model's."""
+    if grids and name in grids:
+        keep = pf.model.grid
+        pf.model.grid = grids[name]
+        try:
+            return pf.render(cam, cfg=v, chunk=ch)
+        finally:
+            pf.model.grid = keep
     if name != SCALAR_HASH:
         return pf.render(cam, cfg=v, chunk=ch)
     from _timing import native_switch
@@ -82,18 +111,24 @@ def bench_portrait(pf, subject, args) -> dict:
     from pnerf_fast.render.paths import orbit
 
     cfg = pf.model.render_cfg
-    vs = variants(cfg, args.thresholds, args.segments, args.chunks, scalar_hash=args.scalar_hash and simd_supported())
+    vs = variants(cfg, args.thresholds, args.segments, args.chunks, scalar_hash=args.scalar_hash and simd_supported(),
+                  stops=args.stops)
+    grids = {}
+    for r in args.grid_res:
+        name = f"fast, grid {r}^3"
+        vs[name] = (replace(cfg, fast_infer=True), None)
+        grids[name] = finer_grid(pf.model, r)
     cams = orbit(args.frames + 1, args.res)
     times = {k: [] for k in vs}
     cpu = {k: [] for k in vs}
     frames = {k: [] for k in vs}
     for k, (v, ch) in vs.items():
-        _render(pf, k, cams[0], v, ch)  # warm-up (buffers, caches)
+        _render(pf, k, cams[0], v, ch, grids)  # warm-up (buffers, caches)
     for rep in range(args.repeats):
         for c in cams[1:]:
             for k, (v, ch) in vs.items():
                 t0, c0 = time.perf_counter(), time.process_time()
-                out = _render(pf, k, c, v, ch)
+                out = _render(pf, k, c, v, ch, grids)
                 times[k].append(time.perf_counter() - t0)
                 cpu[k].append(time.process_time() - c0)
                 if rep == 0:
@@ -118,7 +153,7 @@ def bench_portrait(pf, subject, args) -> dict:
         wide = q[int(np.argmax(view_angles(subject, q)))]
         for k, (v, ch) in vs.items():
             for name, view in (("frontal", subject.frontal_index), ("widest", wide)):
-                img = _render(pf, k, subject.cameras[view], v, ch)["rgb"]
+                img = _render(pf, k, subject.cameras[view], v, ch, grids)["rgb"]
                 res[k][f"psnr_gt_{name}"] = round(psnr(img, gt[view]), 4)
         for k in vs:
             for name in ("frontal", "widest"):
@@ -140,8 +175,17 @@ def main(argv=None):
     ap.add_argument("--chunks", type=int, nargs="*", default=[1 << 16])
     ap.add_argument("--no-scalar-hash", dest="scalar_hash", action="store_false",
                     help="leave out the variant with the hash grid's AVX-512 path off")
+    ap.add_argument("--stops", type=float, nargs="*", default=[],
+                    help="variants that end each ray at these transmittances (render t_thresh) instead of the model's")
+    ap.add_argument("--grid-res", type=int, nargs="*", default=[],
+                    help="variants rendered through a finer occupancy grid of this resolution, built from the field "
+                         "(4 jittered points per cell, the model's threshold, grown by a cell) inside the model's")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if any(not 0 < t < 1 for t in args.stops):
+        ap.error(f"--stops: transmittances in (0, 1), got {args.stops}")
+    if any(r < 1 for r in args.grid_res):
+        ap.error(f"--grid-res: resolutions >= 1, got {args.grid_res}")
     if args.threads:
         torch.set_num_threads(args.threads)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
