@@ -173,6 +173,22 @@ def test_grid_covers_a_head_larger_than_its_landmarks(tiny):  # noqa: F811
     assert bool(g.allowed.bool()[: g.geometry.res ** 3][hull_all].all())
 
 
+def test_union_hull_shows_progress_and_the_same_cells(tiny, capsys):  # noqa: F811
+    """Pretraining's hull union reads every training subject's masks (minutes for a thousand
+    heads): with ``progress`` it shows a bar over the subjects, and gives the same cells."""
+    from pnerf_fast.train.hull import union_hull
+
+    ds = load_dataset(tiny["data"])
+    model = PortraitModel(tiny_cfg(tiny), load_training_mean(tiny))
+    rays = [SubjectRays(ds.subject(n), model.mean_face, "canonical") for n in ds.subjects("train")[:2]]
+    quiet = union_hull(model.grid, rays, dilate=1, min_fraction=0.5)
+    assert capsys.readouterr().err == ""
+    shown = union_hull(model.grid, rays, dilate=1, min_fraction=0.5, progress=True)
+    err = capsys.readouterr().err
+    assert "visual hulls" in err and "2/2" in err, err
+    assert torch.equal(quiet, shown) and 0 < int(shown.sum()) < shown.numel()
+
+
 def test_carve_empties_what_the_input_view_sees_as_background(tiny):  # noqa: F811
     """cover with carve: the head's cells stay (the cone, dilated), every cell whose
     neighbourhood the input view sees only as background goes, and cells outside the

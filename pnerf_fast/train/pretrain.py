@@ -461,7 +461,7 @@ def _pretrain(data_root, out_path: Path, cfg: TrainConfig, resume, progress, max
         from .hull import union_hull
 
         model.grid.restrict_(union_hull(model.grid, rays, dilate=cfg.grid.hull_dilate,
-                                        min_fraction=cfg.grid.hull_min_fraction))
+                                        min_fraction=cfg.grid.hull_min_fraction, progress=progress))
         log(f"occupancy grid restricted to the training subjects' visual hull: {model.grid.occupancy:.1%} of cells")
     state = {"visits": 0, "epoch": 0, "pos": 0, "order": None, "seconds": 0.0, "done": False}
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
