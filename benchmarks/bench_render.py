@@ -75,6 +75,7 @@ def finer_grid(model, res: int, samples_per_cell: int = 4):
     where the model's grid cell at its centre is and the field's density at
     ``samples_per_cell`` jittered points reaches the grid's threshold, grown by one cell."""
     from pnerf_fast.ops.occgrid import OccupancyGrid
+    from pnerf_fast.train.hull import dilate_cells
 
     g = model.grid
     fine = OccupancyGrid(g.geometry.aabb, 1, res, threshold=g.threshold).to(g.bits.device)
@@ -82,8 +83,7 @@ def finer_grid(model, res: int, samples_per_cell: int = 4):
     coarse = fine.bits.clone()
     fine.mark_from_density(model.density_fn(), threshold=g._thresh(), samples_per_cell=samples_per_cell,
                            generator=torch.Generator(device=g.bits.device).manual_seed(0))
-    grown = torch.nn.functional.max_pool3d(fine.bits.reshape(1, 1, res, res, res).float(), 3, 1, 1).reshape(-1) > 0
-    fine.bits.copy_(grown.to(torch.uint8) * coarse)
+    fine.bits.copy_(dilate_cells(fine, fine.bits, 1).to(torch.uint8) * coarse)
     return fine
 
 
