@@ -108,9 +108,13 @@ def score_subject(portrait: PortraitField, subject: Subject, views: list[int] | 
     return m
 
 
+#: fit_oracle's ``train``: what an all-view fit from a latent prior may change
+ORACLE_TRAIN = ("all", "code", "code+volume")
+
+
 def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = None, seed: int = 0,
                progress: bool = False, lr=None, rays_per_step: int = 512, grid_every: int = 32,
-               start: str = "scratch", steps: int | None = None, device="auto") -> PortraitField:
+               start: str = "scratch", steps: int | None = None, device="auto", train: str = "all") -> PortraitField:
     """The multi-view oracle: the field fitted to ALL views of ``subject`` for
     ``seconds`` (or exactly ``steps`` steps), in ``like``'s coordinates, on a grid that holds the subject's all-view
     visual hull (no clipping), then scored on the same novel views as the single-view
@@ -125,7 +129,14 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
     1e-2 / 1e-3 on 2,048 rays bought only 9-17 dB in a minute.
     ``start="prior"``: ``like`` (a prior, left untouched) finetuned exactly as from one
     photo (code first, then all weights), but on all views: the gap is then what one view
-    costs this prior. ``device``: where it is fitted (see finetune)."""
+    costs this prior. ``device``: where it is fitted (see finetune).
+
+    ``train`` (with ``start="prior"`` and ``steps``) limits what the all-view fit may change,
+    to show what a latent prior can represent: ``"all"`` (the default) every weight;
+    ``"code"`` the subject's code alone, ``steps`` code steps on ``rays_per_step`` rays with
+    no pull towards the training codes (the best head the prior's code can describe);
+    ``"code+volume"`` the code for half the steps, then the code and the code's feature
+    volume (field ``latent_volume_res``) for the rest, every other weight frozen."""
     import copy
     import time
 
@@ -139,10 +150,21 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
         raise ValueError(f"fit_oracle: argument 'seconds' must be a finite number > 0, got {seconds}")
     if start not in ("prior", "scratch"):
         raise ValueError(f"fit_oracle: argument 'start' must be 'prior' or 'scratch', got {start!r}")
+    if train not in ORACLE_TRAIN:
+        raise ValueError(f"fit_oracle: argument 'train' must be one of {', '.join(ORACLE_TRAIN)}, got {train!r}")
+    if train != "all":
+        if start != "prior" or steps is None:
+            raise ValueError(f"fit_oracle: argument 'train' {train!r} needs start='prior' and a number of steps")
+        if not getattr(like.field, "latent_dim", 0):
+            raise ValueError(f"fit_oracle: argument 'train' {train!r} needs a latent prior (a field with a code)")
+        if train == "code+volume" and not like.field.volume_params():
+            raise ValueError("fit_oracle: argument 'train' 'code+volume' needs a prior whose code decodes to a "
+                             "feature volume (field latent_volume_res)")
     from .train.config import GroupLR
     from .train.data import SubjectRays
     from .train.hull import dilate_cells, subject_hull
     from .train.model import _field_cfg_dict, build_field
+    from .train.optim import frozen
     from .train.pretrain import make_optimizer, ray_loss
 
     dev = resolve_device(device)
@@ -153,9 +175,22 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
         # covers it with the visual hull of the views it fits (all of them), and no opacity
         # penalty on the cells that adds (they are the subject's)
         model.cfg.finetune.cover, model.cfg.finetune.empty_reg = True, 0.0
-        pf = finetune(subject, init=model, seconds=seconds, steps=steps, views=views, seed=seed, progress=progress,
-                      device=dev)
-        pf.info["start"] = "prior"
+        kw, fixed = {"seconds": seconds, "steps": steps}, []
+        if train != "all":
+            fc = model.cfg.finetune
+            fc.code_reg, fc.code_rays = 0.0, int(rays_per_step)
+            n_code = steps if train == "code" else (steps + 1) // 2
+            kw = {"steps": steps - n_code, "code_steps": n_code}
+            keep = {id(model.field.latent)}
+            if train == "code+volume":
+                fc.freeze_volume = False
+                keep |= {id(p) for p in model.field.volume_params()}
+            fixed = [p for p in model.field.parameters() if id(p) not in keep]
+        with frozen(fixed):
+            pf = finetune(subject, init=model, views=views, seed=seed, progress=progress, device=dev, **kw)
+        for p in pf.model.field.parameters():  # (the copy finetune made kept the frozen flags)
+            p.requires_grad_(True)
+        pf.info["start"], pf.info["train"] = "prior", train
         return pf
     torch.manual_seed(seed)
     fcfg = _field_cfg_dict(like.field)

@@ -664,3 +664,40 @@ def test_refit_codes_extend_fits_only_the_added_subjects(latent_prior, tiny, tmp
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[0])["fitted"] == 1
     torch.testing.assert_close(PortraitModel.load(out).codes, codes)
+
+
+def test_oracle_train_code_and_volume_change_only_those(latent_prior, tiny):  # noqa: F811
+    """fit_oracle(train="code") fits the code alone to every view: every other weight stays the
+    prior's, and the fit beats the prior's mean code on those views; train="code+volume" also
+    changes the code's feature volume and nothing else. Bad combinations are refused by name."""
+    from pnerf_fast.train.model import build_field
+
+    ds = load_dataset(tiny["data"])
+    subj = ds.subject(ds.subjects("test")[0])
+    every = list(range(subj.num_views))
+    like = PortraitModel.load(latent_prior)
+    vol = PortraitModel(like.cfg, like.mean_face, field=build_field({**TINY_LATENT, "latent_volume_res": 4}))
+    vol.codes = like.codes
+    sr = SubjectRays(subj, like.mean_face, "canonical")
+    mean_code = score_subject(PortraitField(like, sr.transform), subj, views=every, lpips=False)["psnr"]
+    for model, train in ((like, "code"), (vol, "code+volume")):
+        before = {k: v.clone() for k, v in model.field.state_dict().items()}
+        orc = fit_oracle(subj, model, steps=40, start="prior", train=train, rays_per_step=256)
+        assert orc.info["train"] == train and orc.info["steps"] == 40
+        after = orc.model.field.state_dict()
+        free = {"latent"} | ({"volume_mean", "volume_basis"} if train == "code+volume" else set())
+        changed = {k for k, v in before.items() if not torch.equal(v, after[k].to(v.device))}
+        assert "latent" in changed and changed <= free, (train, changed)
+        if train == "code+volume":
+            assert changed & {"volume_mean", "volume_basis"}
+        else:
+            assert score_subject(orc, subj, views=every, lpips=False)["psnr"] > mean_code
+        assert all(p.requires_grad for p in orc.model.field.parameters())
+        for k, v in model.field.state_dict().items():  # the prior it started from is left as it was
+            assert torch.equal(v, before[k]), k
+    for bad, match in (({"train": "nope", "steps": 2, "start": "prior"}, "train"),
+                       ({"train": "code", "steps": 2}, "start='prior'"),
+                       ({"train": "code", "seconds": 1.0, "start": "prior"}, "number of steps"),
+                       ({"train": "code+volume", "steps": 2, "start": "prior"}, "feature volume")):
+        with pytest.raises(ValueError, match=match):
+            fit_oracle(subj, like, **bad)
