@@ -1,4 +1,5 @@
-"""Grow a prior's MLPs (wider, deeper, the code in more layers) as the same function
+"""Grow a prior's MLPs (wider, deeper, the code in more layers) or its code (more numbers, and
+as many more basis volumes for the code's feature volume) as the same function
 (pnerf_fast/train/grow.py says how), to continue pretraining it with more capacity:
 
     python scripts/grow_prior.py PRIOR.pt OUT.pt --field fast_latent_xl
@@ -18,7 +19,8 @@ def main(argv=None) -> int:
     ap.add_argument("src", help="the prior to grow (a pnerf_fast checkpoint)")
     ap.add_argument("dst", help="where to write the grown prior")
     ap.add_argument("--field", required=True, help="the new field config (a preset name or a YAML file): the "
-                    "prior's box, encodings and code size, MLPs at least as wide and deep")
+                    "prior's box and encodings, MLPs at least as wide and deep, a code at least as long")
+    ap.add_argument("--seed", type=int, default=0, help="draws the training codes' new numbers (a longer code)")
     args = ap.parse_args(argv)
 
     from pnerf_fast.train.grow import grow_model, max_output_diff
@@ -27,7 +29,7 @@ def main(argv=None) -> int:
     try:
         st = load_checkpoint(args.src)
         old = PortraitModel.from_state(st, args.src, "cpu")
-        new = grow_model(old, args.field)
+        new = grow_model(old, args.field, seed=args.seed)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

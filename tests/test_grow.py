@@ -97,7 +97,7 @@ def test_grow_refuses_what_it_cannot_grow_into():
     with pytest.raises(ValueError, match="at least as wide"):
         grow_model(old, small(density_mlp={"width": 8}))
     with pytest.raises(ValueError, match="'latent_dim'"):
-        grow_model(old, small(latent_dim=8))
+        grow_model(old, small(latent_dim=2))  # a shorter code
     with pytest.raises(ValueError, match="'encoding'"):
         grow_model(old, small(encoding=dict(TINY_FIELD["encoding"], log2_table=11)))
     with pytest.raises(ValueError, match="latent_layers"):
@@ -286,3 +286,29 @@ def test_keep_levels_leaves_the_coarse_hash_levels_as_the_code_stage_did(latent_
 def test_keep_levels_must_be_a_whole_number_of_levels(bad):
     with pytest.raises(ValueError, match="finetune.keep_levels"):
         config_from_dict({"finetune": {"keep_levels": bad}})
+
+
+def test_a_longer_code_starts_as_the_same_function_and_its_new_numbers_learn():
+    """latent_dim 4 -> 8 (with the code's feature volume and deeper shifts): the grown field is
+    the old one for every training code (the codes' new numbers are drawn at random, heard
+    nowhere yet), and one step's gradient reaches the new numbers' weights and basis volumes."""
+    vol = {"latent_volume_res": 4, "latent_volume_features": 2}
+    old = trained_like(small(latent_layers=2, density_mlp={"n_hidden": 2}, **vol))
+    new = grow_model(old, small(latent_dim=8, latent_layers=2, density_mlp={"n_hidden": 2}, **vol), seed=3)
+    assert new.field.latent_dim == 8 and new.codes.shape == (5, 8)
+    assert torch.equal(new.codes[:, :4], old.codes) and new.codes[:, 4:].abs().min() > 0
+    assert torch.equal(new.field.volume_mean, old.field.volume_mean)
+    assert torch.equal(new.field.volume_basis[:4], old.field.volume_basis)
+    assert not new.field.volume_basis[4:].any()
+    assert max_output_diff(old, new) < 1e-5
+    assert torch.equal(grow_model(old, small(latent_dim=8, latent_layers=2, density_mlp={"n_hidden": 2}, **vol),
+                                  seed=3).codes, new.codes)  # deterministic
+    x = torch.rand(256, 3) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(256, 3), dim=1)
+    f = new.field
+    with f.code(new.codes[0]):
+        sigma, rgb = f(x, d)
+        (sigma.mean() + rgb.square().mean()).backward()
+    assert f.volume_basis.grad[4:].abs().sum() > 0
+    assert f.density_z.weight.grad[:, 4:].abs().sum() > 0 and f.color_z.weight.grad[:, 4:].abs().sum() > 0
+    assert f.density_z_deep[0].weight.grad[:, 4:].abs().sum() > 0

@@ -17,8 +17,10 @@ extra density-MLP inputs whose weights start at zero (the volume itself starts s
 random, so those weights get a gradient). The code's
 bias shifts of the deeper layers (field ``latent_layers``) start at zero, as a new field
 makes them; the first layer's keeps its old rows. The hash grid, the direction encoding,
-the codes, the occupancy grid and the mean face are copied. scripts/grow_prior.py is the
-command line.
+the codes, the occupancy grid and the mean face are copied. A longer code (``latent_dim``)
+keeps the old numbers' weights and basis volumes; its new numbers start unheard (zero
+weights, zero basis volumes) and the training codes get them at random (grow_model).
+scripts/grow_prior.py is the command line.
 """
 from __future__ import annotations
 
@@ -46,7 +48,9 @@ def _grow_mlp(old, new, old_z, new_z, name: str) -> None:
         N0.weight[:w, old.in_dim:].zero_()  # appended inputs (the code's feature volume): unheard at start
         N0.bias[:w].copy_(L0.bias)
         if old_z is not None:
-            new_z.weight[:w].copy_(old_z.weight)
+            d = old_z.weight.shape[1]
+            new_z.weight[:w, :d].copy_(old_z.weight)
+            new_z.weight[:w, d:].zero_()  # the code's new numbers: unheard at start
         for i in range(1, h):  # old hidden layers after the first
             Li, Ni = old.layers[i], new.layers[i]
             Ni.weight[:w, :w].copy_(Li.weight)
@@ -61,16 +65,22 @@ def _grow_mlp(old, new, old_z, new_z, name: str) -> None:
         No.bias.copy_(Lo.bias)
 
 
-def grow_model(old: PortraitModel, field_cfg) -> PortraitModel:
+def grow_model(old: PortraitModel, field_cfg, seed: int = 0) -> PortraitModel:
     """``old`` (left untouched) grown into the field of ``field_cfg`` (a preset name, YAML
-    path, dict or FieldConfig): the same box, encodings and code size, MLPs at least as wide
-    and deep, ``latent_layers`` at least the prior's."""
+    path, dict or FieldConfig): the same box and encodings, MLPs at least as wide and deep,
+    ``latent_layers`` at least the prior's, and a code at least as long as a latent prior's.
+
+    A longer code's new numbers are heard nowhere at start (zero weights in the MLPs' code
+    shifts, zero basis volumes), so the field is the same function; the training codes get
+    them drawn at random (``seed``) with the spread of their old numbers, so that those
+    weights get a gradient from the first step (with both at zero neither would move)."""
     field = build_field(field_cfg)
     a, b = old.field.cfg, field.cfg
     same = [("aabb", list(a.aabb), list(b.aabb)), ("encoding", a.encoding, b.encoding),
             ("dir_encoding", a.dir_encoding, b.dir_encoding), ("density", a.density, b.density),
-            ("latent_dim", a.latent_dim, b.latent_dim),
             ("density_mlp.geo_features", a.density_mlp.geo_features, b.density_mlp.geo_features)]
+    if not a.latent_dim or b.latent_dim < a.latent_dim:
+        same.append(("latent_dim", a.latent_dim, b.latent_dim))
     for key, x, y in same:
         if x != y:
             raise ValueError(f"grow: field config '{key}' must be the prior's ({short_repr(x)}), got {short_repr(y)}")
@@ -83,12 +93,16 @@ def grow_model(old: PortraitModel, field_cfg) -> PortraitModel:
     if b.latent_layers < a.latent_layers:
         raise ValueError(f"grow: field config 'latent_layers' must be at least the prior's ({a.latent_layers}), "
                          f"got {b.latent_layers}")
+    d = a.latent_dim
     with torch.no_grad():
         field.encoding.load_state_dict(old.field.encoding.state_dict())
-        if old.field.latent_dim:
-            field.latent.copy_(old.field.latent)
+        if d:
+            field.latent.zero_()[:d].copy_(old.field.latent)
         for src, dst in zip(old.field.volume_params(), field.volume_params()):
-            dst.copy_(src)
+            if dst.ndim == 5:  # the basis, one volume per number of the code: the new ones zero
+                dst.zero_()[:d].copy_(src)
+            else:
+                dst.copy_(src)
     lat = bool(old.field.latent_dim)
     _grow_mlp(old.field.density_net, field.density_net, old.field.density_z if lat else None,
               field.density_z if lat else None, "density")
@@ -100,12 +114,17 @@ def grow_model(old: PortraitModel, field_cfg) -> PortraitModel:
         if src is None:
             continue
         with torch.no_grad():
-            for s, d in zip(src, dst):
-                d.weight[: s.weight.shape[0]].copy_(s.weight)
+            for s_, d_ in zip(src, dst):
+                d_.weight.zero_()[: s_.weight.shape[0], :d].copy_(s_.weight)
     cfg = copy.deepcopy(old.cfg)
     cfg.field = field_cfg if isinstance(field_cfg, str) else field.cfg.name
     new = PortraitModel(cfg, old.mean_face, field=field)
     new.codes = None if old.codes is None else old.codes.clone()
+    if new.codes is not None and b.latent_dim > d:
+        g = torch.Generator().manual_seed(int(seed))
+        spread = float(old.codes.std()) if old.codes.numel() > 1 else 1.0
+        extra = torch.randn(old.codes.shape[0], b.latent_dim - d, generator=g) * spread
+        new.codes = torch.cat([new.codes, extra], dim=1)
     new.grid.load_state_dict(old.grid.state_dict())
     return new
 
@@ -118,12 +137,12 @@ def max_output_diff(old: PortraitModel, new: PortraitModel, n: int = 4096, seed:
     lo = torch.tensor(old.field.cfg.aabb[:3]); hi = torch.tensor(old.field.cfg.aabb[3:])
     x = torch.rand(n, 3, generator=g) * (hi - lo) + lo
     d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
-    codes = [None] if old.codes is None else list(old.codes[: 8])
+    pairs = [(None, None)] if old.codes is None else list(zip(old.codes[: 8], new.codes[: 8]))
     worst = 0.0
     with torch.no_grad():
-        for z in codes:
+        for zs in pairs:
             outs = []
-            for m in (old, new):
+            for m, z in zip((old, new), zs):
                 with m.field.code(z):
                     h0, feat = m.field._geometry(x)
                     outs.append(torch.cat([feat, m.field.color(feat, d)], dim=1))
