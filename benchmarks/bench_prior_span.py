@@ -55,17 +55,17 @@ def _score(pf, subj, lpips: bool) -> dict:
     return out
 
 
-def span_subject(subj, init, steps: int = 300, rays: int = 1024, scratch_seconds: float = 0.0,
+def span_subject(subj, like: PortraitModel, steps: int = 300, rays: int = 1024, scratch_seconds: float = 0.0,
                  lpips: bool = False, rows=ROWS, seed: int = 0) -> dict:
-    """The rows of one subject (see the module docstring); ``init``: a latent prior's path."""
-    like = PortraitModel.load(init)
+    """The rows of one subject (see the module docstring); ``like``: a latent prior, left as it
+    is (every fit works on its own copy)."""
     res = {}
     for row in rows:
         t0 = time.perf_counter()
         if row == "single_view":
-            pf = finetune(subj, init=PortraitModel.load(init), seed=seed, progress=False)
+            pf = finetune(subj, init=like, seed=seed, progress=False)
         elif row == "front_code":
-            pf = finetune(subj, init=PortraitModel.load(init), steps=0, seed=seed, progress=False)
+            pf = finetune(subj, init=like, steps=0, seed=seed, progress=False)
         elif row == "code":
             pf = fit_oracle(subj, like, steps=steps, start="prior", train="code", rays_per_step=rays, seed=seed)
         elif row == "code_volume":
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
 
     per = {}
     for name in tqdm(names, desc="prior span", unit="subject", disable=args.json):
-        per[name] = span_subject(ds.subject(name), args.init, args.steps, args.rays, args.scratch_seconds,
+        per[name] = span_subject(ds.subject(name), like, args.steps, args.rays, args.scratch_seconds,
                                  args.lpips, args.rows)
     mean = {row: mean_nested([per[n][row] for n in per if row in per[n]])
             for row in ROWS if any(row in p for p in per.values())}

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pnerf_fast.data import rig  # noqa: E402
 from pnerf_fast.data.lightstage import STYLES, _split_counts, render_subject, subject_params  # noqa: E402
 from pnerf_fast.data.lightstage.params import sample_head, sample_head_portrait  # noqa: E402
-from pnerf_fast.evaluate import band_of, split_by_angle  # noqa: E402
+from pnerf_fast.evaluate import band_of, camera_angles, split_by_angle  # noqa: E402
 from pnerf_fast.metrics import evaluate_views  # noqa: E402
 
 #: the parameters drawn again by default: the clothing, which the frontal camera barely sees
@@ -90,12 +90,6 @@ def _render_job(args):
     params, res, views = args
     rgb, mask, _ = _render(params, res, views)
     return rgb, mask
-
-
-def _angles(cams) -> list[float]:
-    fwd = [-np.asarray(c.c2w, dtype=np.float64)[:3, 2] for c in cams]
-    return [float(np.degrees(np.arccos(np.clip(np.dot(f, fwd[0]) / (np.linalg.norm(f) * np.linalg.norm(fwd[0])), -1, 1))))
-            for f in fwd[1:]]
 
 
 #: a view's PSNR counts as at most this in every mean (a twin's view identical to the
@@ -203,7 +197,8 @@ def run(style: str = "portrait", split: str = "test", twins: int = 16, hidden=HI
     if bar is not None:
         bar.close()
     render_s = time.perf_counter() - t0
-    angles = _angles(rig.rig_cameras(res, views))
+    cams = rig.rig_cameras(res, views)
+    angles = camera_angles(cams[0], cams[1:])
     rows = {}
     for i in subjects:
         gt_rgb, gt_mask = renders[(i, -1)]

@@ -40,11 +40,16 @@ SILHOUETTE_KEYS = ("silhouette_iou", "silhouette_err_share", "psnr_silhouettes_a
 def view_angles(subject: Subject, views: list[int] | None = None) -> list[float]:
     """Angle in degrees between each view's optical axis and the input camera's."""
     views = views if views is not None else subject.query_indices()
+    return camera_angles(subject.cameras[subject.frontal_index], [subject.cameras[v] for v in views])
+
+
+def camera_angles(reference, cameras) -> list[float]:
+    """Angle in degrees between each of ``cameras``' optical axes and ``reference``'s."""
     fwd = lambda c: -np.asarray(c.c2w, dtype=np.float64)[:3, 2]  # noqa: E731  OpenGL: the camera looks along -z
-    f0 = fwd(subject.cameras[subject.frontal_index])
+    f0 = fwd(reference)
     out = []
-    for v in views:
-        f = fwd(subject.cameras[v])
+    for cam in cameras:
+        f = fwd(cam)
         c = float(np.dot(f, f0) / (np.linalg.norm(f) * np.linalg.norm(f0)))
         out.append(float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))))
     return out
@@ -188,8 +193,9 @@ def fit_oracle(subject: Subject, like: PortraitModel, seconds: float | None = No
             fixed = [p for p in model.field.parameters() if id(p) not in keep]
         with frozen(fixed):
             pf = finetune(subject, init=model, views=views, seed=seed, progress=progress, device=dev, **kw)
-        for p in pf.model.field.parameters():  # (the copy finetune made kept the frozen flags)
-            p.requires_grad_(True)
+        # the copy finetune made took the frozen flags: give it the prior's
+        for p, q in zip(model.field.parameters(), pf.model.field.parameters()):
+            q.requires_grad_(p.requires_grad)
         pf.info["start"], pf.info["train"] = "prior", train
         return pf
     torch.manual_seed(seed)

@@ -98,12 +98,11 @@ def grow_model(old: PortraitModel, field_cfg, seed: int = 0) -> PortraitModel:
         field.encoding.load_state_dict(old.field.encoding.state_dict())
         if d:
             field.latent.zero_()[:d].copy_(old.field.latent)
-        for src, dst in zip(old.field.volume_params(), field.volume_params()):
-            if dst.ndim == 5:  # the basis, one volume per number of the code: the new ones zero
-                dst.zero_()[:d].copy_(src)
-            else:
-                dst.copy_(src)
-    lat = bool(old.field.latent_dim)
+        if old.field.volume_params():
+            field.volume_mean.copy_(old.field.volume_mean)
+            # the basis, one volume per number of the code: the new numbers' zero
+            field.volume_basis.zero_()[:d].copy_(old.field.volume_basis)
+    lat = bool(d)
     _grow_mlp(old.field.density_net, field.density_net, old.field.density_z if lat else None,
               field.density_z if lat else None, "density")
     _grow_mlp(old.field.color_net, field.color_net, old.field.color_z if lat else None,
